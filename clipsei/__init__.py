@@ -1,0 +1,51 @@
+"""clipsei: find mislabeled images with frozen CLIP embeddings and the Signed Entropy Integral.
+
+The public API is imported lazily (PEP 562), so ``import clipsei`` stays fast and does not
+pull in torch, open_clip or faiss until a name that needs them is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> submodule that defines it
+_EXPORTS = {
+    # scoring engine (numpy in, numpy/pandas out)
+    "find_label_issues": "detect",
+    "SEIDetector": "detect",
+    "SEIRecorder": "sei",
+    "compute_entropy": "sei",
+    "compute_sei_scores": "sei",
+    "compute_aum_scores": "sei",
+    "find_neighbors": "neighbors",
+    "NotFittedError": "_validation",
+    # images -> embeddings
+    "ImageTable": "data",
+    "load_image_table": "data",
+    "load_clip_model": "embed",
+    "embed_images": "embed",
+    "list_prompt_sets": "prompts",
+    "load_prompt_set": "prompts",
+    "add_prompt_dir": "prompts",
+    "encode_class_prompts": "prompts",
+    # front door
+    "scan": "pipeline",
+    "ScanResult": "pipeline",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    try:
+        module_name = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'clipsei' has no attribute {name!r}") from None
+    module = importlib.import_module(f"clipsei.{module_name}")
+    return getattr(module, name)
+
+
+def __dir__():
+    return __all__
