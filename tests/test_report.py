@@ -1,0 +1,157 @@
+"""The HTML report: self-contained, escaped, compact at scale, and it renders in a real browser."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from clipsei.report import render_report, save_report
+
+EVIL_CLASS = '</script><script>alert("class")</script>'
+EVIL_PATH = 'x</script><img src=x onerror=alert(1)>.png'  # a folder "x<" and a file "script>..." 
+
+
+def _fake_scan(tmp_path, n=60, n_classes=3, n_epochs=12, with_files=True, seed=0):
+    """A consistent-looking issues table with trajectories and neighbours (rendering only)."""
+    rng = np.random.default_rng(seed)
+    given = rng.integers(0, n_classes, n)
+    flagged = np.zeros(n, bool)
+    flagged[rng.choice(n, size=n // 10, replace=False)] = True
+    suggested = np.where(flagged, (given + 1) % n_classes, given)
+    score = np.where(flagged, rng.uniform(0, 0.3, n), rng.uniform(0.4, 1, n))
+    issues = pd.DataFrame({
+        "given_label": given, "predicted_label": suggested, "suggested_label": suggested,
+        "suggested_confidence": rng.uniform(0.5, 1, n), "label_score": score,
+        "is_label_issue": flagged, "sei_score": score - 0.5, "knn_agreement": rng.uniform(0, 1, n),
+    })
+    issues["rank"] = issues["label_score"].rank(method="first").astype(int)
+    issues.attrs.update(cutoff=0.35, estimated_noise_rate=0.1,
+                        noise_rate_per_class=[0.05, 0.1, 0.15][:n_classes])
+    if with_files:
+        paths = []
+        for i in range(n):
+            name = EVIL_PATH if i == int(np.flatnonzero(flagged)[0]) else f"img_{i:03d}.png"
+            path = tmp_path / "images" / f"c{given[i]}" / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (20, 16), tuple(int(v) for v in rng.integers(0, 255, 3))).save(
+                path, format="PNG")
+            paths.append(str(path))
+        issues.insert(0, "path", paths)
+    extras = {
+        "entropy_history": rng.uniform(0, 1, (n_epochs, n)).astype(np.float16),
+        "agreement_history": rng.uniform(0, 1, (n_epochs, n)) > np.where(flagged, 0.8, 0.1),
+        "neighbor_ids": (np.arange(n)[:, None] + rng.integers(1, n, (n, 5))) % n,
+        "neighbor_sims": rng.uniform(0.5, 1, (n, 5)).astype(np.float32),
+        "class_names": ["cat", "dog & co", EVIL_CLASS][:n_classes],
+    }
+    return issues, extras
+
+
+def _payload(page: str) -> dict:
+    match = re.search(r'<script type="application/json" id="clipsei-data">(.*?)</script>', page,
+                      re.S)
+    return json.loads(match.group(1))
+
+
+def test_report_is_self_contained_and_escaped(tmp_path):
+    issues, extras = _fake_scan(tmp_path)
+    page = render_report(issues, **extras, title="<b>my scan</b>")
+    assert "<script src" not in page and "<link" not in page
+    assert not re.search(r'(src|href)="(https?:)?//', page)
+    assert EVIL_CLASS not in page and EVIL_PATH not in page and "<b>my scan</b>" not in page
+    assert "&lt;b&gt;my scan&lt;/b&gt;" in page
+    data = _payload(page)
+    assert EVIL_CLASS in data["classes"] and any(EVIL_PATH in p for p in data["columns"]["path"])
+    assert len(data["columns"]["rank"]) == len(issues)
+
+
+def test_report_thumbnails_flagged_neighbours_first(tmp_path):
+    issues, extras = _fake_scan(tmp_path)
+    data = _payload(render_report(issues, **extras, page_size=5, max_thumbnails=1000))
+    thumbs = {int(k) for k in data["thumbs"]}
+    flagged = set(np.flatnonzero(issues["is_label_issue"]))
+    neighbours = set(extras["neighbor_ids"][sorted(flagged)].ravel())
+    assert flagged | neighbours <= thumbs
+    assert all(uri.startswith("data:image/jpeg;base64,") for uri in data["thumbs"].values())
+    capped = _payload(render_report(issues, **extras, max_thumbnails=3))
+    top3 = set(np.argsort(issues["rank"].to_numpy())[:1])
+    assert len(capped["thumbs"]) == 3 and top3 <= {int(k) for k in capped["thumbs"]}
+
+
+def test_report_trajectory_encoding(tmp_path):
+    issues, extras = _fake_scan(tmp_path, with_files=False, n_epochs=70)
+    extras["agreement_history"][:, 0] = False
+    extras["agreement_history"][:, 1] = True
+    traj = _payload(render_report(issues, **extras))["columns"]["traj"]
+    assert len(traj) == len(issues) and all(len(code) == 30 for code in traj)
+    assert traj[0].isupper() and traj[1].islower()
+
+
+def test_report_without_optional_parts(tmp_path):
+    issues, _ = _fake_scan(tmp_path, with_files=False)
+    issues.attrs.clear()
+    data = _payload(render_report(issues.drop(columns=["sei_score", "knn_agreement"])))
+    assert data["thumbs"] == {} and data["classes"] == ["0", "1", "2"]
+    assert data["columns"]["sei"] is None
+
+
+def test_report_errors(tmp_path):
+    issues, extras = _fake_scan(tmp_path, with_files=False)
+    with pytest.raises(TypeError, match="issues must be a pandas DataFrame"):
+        render_report(issues.to_dict())
+    with pytest.raises(ValueError, match=r"missing columns \['label_score'\]"):
+        render_report(issues.drop(columns="label_score"))
+    with pytest.raises(ValueError, match="at least one row"):
+        render_report(issues.iloc[:0])
+    with pytest.raises(ValueError, match=r"entropy_history must have shape \(epochs, 60\)"):
+        render_report(issues, entropy_history=np.zeros((3, 7)))
+
+
+def test_report_size_at_50000_images(tmp_path):
+    issues, extras = _fake_scan(tmp_path, n=50_000, n_classes=3, n_epochs=40, with_files=False)
+    path = save_report(tmp_path / "big.html", issues, **extras)
+    assert path.stat().st_size < 12e6
+
+
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    pytest.skip("headless Chromium not installed (apt-get install chromium); "
+                "the report's JavaScript is not exercised")
+
+
+def _run_chromium(tmp_path, page_path):
+    command = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+               "--no-first-run", "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+               "--enable-logging=stderr", "--v=0", "--virtual-time-budget=3000", "--dump-dom",
+               page_path.as_uri()]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    console = [line for line in done.stderr.splitlines() if "CONSOLE" in line]
+    return done.stdout, console
+
+
+def test_report_renders_in_chromium(tmp_path):
+    issues, extras = _fake_scan(tmp_path)
+    page_path = save_report(tmp_path / "report.html", issues, **extras)
+    dom, console = _run_chromium(tmp_path, page_path)
+    assert console == []
+    rows = re.findall(r'<tr class="flagged" data-row="(\d+)"', dom)
+    assert sorted(map(int, rows)) == sorted(np.flatnonzero(issues["is_label_issue"]).tolist())
+    assert dom.count('class="thumb"') >= len(rows) and "<svg class=\"spark\"" in dom
+    assert "<script>alert" not in dom and '<img src="x"' not in dom and "<img src=x" not in dom
+
+
+def test_chromium_check_catches_script_errors(tmp_path):
+    page_path = tmp_path / "broken.html"
+    page_path.write_text("<html><body><script>undefinedFunction();</script></body></html>")
+    _, console = _run_chromium(tmp_path, page_path)
+    assert any("undefinedFunction" in line for line in console)
