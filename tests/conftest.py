@@ -49,3 +49,55 @@ def blobs():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+# --- images -> embeddings (issue 4): the tiny real open_clip model and tiny image folders ---
+
+
+@pytest.fixture(scope="session")
+def tiny_clip():
+    """The shipped ``clipsei-tiny`` open_clip model (random weights, ~1.6M parameters), on CPU."""
+    from clipsei.embed import load_clip_model
+
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        return load_clip_model("clipsei-tiny", "none", device="cpu")
+
+
+def write_tiny_images(folder: Path, n_per_class: int = 4, classes=("cat", "dog"), seed: int = 0):
+    """Write ``n_per_class`` 24x20 PNG/JPEG images per class under ``folder/<class>/``.
+
+    Modes cycle through RGB, L, P, RGBA and I;16 so decoding of each mode is exercised.
+    Returns the written paths, sorted as ``load_image_table`` lists them.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for label, name in enumerate(classes):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            pixels = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+            pixels[..., label % 3] = 255 - 40 * label  # classes differ in colour
+            image = Image.fromarray(pixels)
+            mode = ("RGB", "L", "P", "RGBA", "I;16")[i % 5]
+            if mode == "I;16":
+                image = Image.fromarray(pixels[..., 0].astype(np.uint16) * 200)
+            elif mode != "RGB":
+                image = image.convert(mode)
+            path = folder / name / f"img{i:02d}.{'jpg' if mode in ('RGB', 'L') else 'png'}"
+            image.save(path)
+            paths.append(str(path))
+    return sorted(paths)
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    """A two-class ImageFolder (cat, dog) of 4 tiny images each, mixed PIL modes."""
+    write_tiny_images(tmp_path / "images")
+    return tmp_path / "images"
+
+
+@pytest.fixture
+def write_images():
+    """The ``write_tiny_images(folder, n_per_class=4, classes=("cat", "dog"), seed=0)`` helper."""
+    return write_tiny_images

@@ -1,0 +1,189 @@
+"""Image tables from every source, and decoding of every PIL mode into RGB."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from clipsei.data import (
+    ImageDecodeError,
+    ImageTable,
+    decode_image_bytes,
+    load_image,
+    load_image_table,
+)
+
+
+def test_folder_layout(image_folder):
+    table = load_image_table(image_folder)
+    assert isinstance(table, ImageTable)
+    assert table.class_names == ["cat", "dog"]
+    assert len(table) == 8 and table.labels.dtype == np.int64
+    assert table.labels.tolist() == [0] * 4 + [1] * 4
+    assert all(p.startswith(str(image_folder)) for p in table.paths)
+
+
+def test_folder_ignores_other_files_and_warns_on_empty_class(image_folder):
+    (image_folder / "cat" / "notes.txt").write_text("not an image")
+    (image_folder / "empty").mkdir()
+    with pytest.warns(UserWarning, match="holds no images"):
+        table = load_image_table(image_folder)
+    assert table.class_names == ["cat", "dog", "empty"] and len(table) == 8
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_manifest_paths_relative_to_manifest(image_folder, suffix):
+    rows = pd.DataFrame({"path": ["cat/img00.jpg", "dog/img01.jpg", "dog/img02.png"],
+                         "label": ["cat", "dog", "dog"], "group": ["p1", "p1", "p2"]})
+    manifest = image_folder / f"manifest{suffix}"
+    rows.to_csv(manifest, index=False) if suffix == ".csv" else rows.to_parquet(manifest)
+    table = load_image_table(manifest)
+    assert table.class_names == ["cat", "dog"] and table.labels.tolist() == [0, 1, 1]
+    assert table.groups.tolist() == ["p1", "p1", "p2"]
+    assert table.paths[1] == str(image_folder / "dog" / "img01.jpg")
+
+
+def test_folder_with_manifest_labels(image_folder, tmp_path):
+    manifest = tmp_path / "labels.csv"
+    pd.DataFrame({"path": ["cat/img00.jpg", "dog/img00.jpg"], "label": [1, 0]}).to_csv(
+        manifest, index=False)
+    table = load_image_table(image_folder, labels=manifest, class_names=["a", "b"])
+    assert table.labels.tolist() == [1, 0] and table.class_names == ["a", "b"]
+
+
+def test_path_list_and_array(image_folder, rng):
+    paths = sorted(str(p) for p in image_folder.glob("*/*"))
+    table = load_image_table(paths, labels=["x"] * 4 + ["y"] * 4)
+    assert table.class_names == ["x", "y"] and len(table) == 8
+    images = rng.integers(0, 256, (6, 28, 28), dtype=np.uint8)
+    table = load_image_table(images, labels=[0, 1, 2, 0, 1, 2], groups=np.arange(6))
+    assert table.paths is None and table.images is images and table.class_names == ["0", "1", "2"]
+    assert table.describe(3) == "<images>[3]"
+
+
+def test_hf_style_dataset(rng):
+    class ClassLabel:
+        names = ["benign", "malignant"]
+
+    class Dataset:  # the part of datasets.Dataset that clipsei reads
+        column_names = ["image", "label"]
+        features = {"image": None, "label": ClassLabel()}
+        _fingerprint = "abc123"
+
+        def __init__(self):
+            self.rows = [{"image": Image.new("L", (8, 8), i * 40), "label": i % 2} for i in range(4)]
+
+        def __len__(self):
+            return len(self.rows)
+
+        def __getitem__(self, key):
+            return [r["label"] for r in self.rows] if key == "label" else self.rows[key]
+
+    table = load_image_table(Dataset())
+    assert table.class_names == ["benign", "malignant"] and table.labels.tolist() == [0, 1, 0, 1]
+    assert len(table.images) == 4 and table.images[2].size == (8, 8)
+    assert table.images.fingerprint == "abc123"
+
+
+def _encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("make, fmt", [
+    (lambda: Image.new("L", (10, 6), 128), "PNG"),
+    (lambda: Image.new("1", (10, 6), 1), "PNG"),
+    (lambda: Image.new("RGB", (10, 6), (255, 0, 0)).convert("P"), "PNG"),
+    (lambda: Image.new("RGBA", (10, 6), (255, 0, 0, 128)), "PNG"),
+    (lambda: Image.new("LA", (10, 6), (90, 0)), "PNG"),
+    (lambda: Image.new("CMYK", (10, 6), (0, 255, 255, 0)), "JPEG"),
+    (lambda: Image.fromarray(np.arange(60, dtype=np.uint16).reshape(6, 10) * 1000), "PNG"),
+    (lambda: Image.fromarray(np.linspace(-1, 1, 60, dtype=np.float32).reshape(6, 10)), "TIFF"),
+])
+def test_every_mode_decodes_to_rgb(make, fmt):
+    image = decode_image_bytes(_encoded(make(), fmt))
+    assert image.mode == "RGB" and image.size == (10, 6)
+
+
+def test_alpha_is_composited_over_white_and_16bit_is_stretched():
+    transparent = decode_image_bytes(_encoded(Image.new("RGBA", (4, 4), (0, 0, 0, 0)), "PNG"))
+    assert np.asarray(transparent).min() == 255
+    wide = np.array([[0, 4095]], dtype=np.uint16)  # 12-bit data in a 16-bit file
+    stretched = np.asarray(decode_image_bytes(_encoded(Image.fromarray(wide), "PNG")))
+    assert stretched[0, 0].tolist() == [0, 0, 0] and stretched[0, 1].tolist() == [255] * 3
+
+
+def test_exif_orientation_is_applied():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    image = decode_image_bytes(_encoded(Image.new("RGB", (10, 6)), "JPEG", exif=exif))
+    assert image.size == (6, 10)
+
+
+def test_decode_errors(tmp_path, monkeypatch):
+    with pytest.raises(ImageDecodeError, match="empty file"):
+        decode_image_bytes(b"")
+    with pytest.raises(ImageDecodeError, match="not an image"):
+        decode_image_bytes(b"certainly not a png")
+    truncated = _encoded(Image.new("RGB", (64, 64), (1, 2, 3)), "JPEG")[:200]
+    with pytest.raises(ImageDecodeError, match="truncated"):
+        decode_image_bytes(truncated)
+    monkeypatch.setattr("clipsei.data.MAX_PIXELS", 50)
+    with pytest.raises(ImageDecodeError, match="decompression bomb"):
+        decode_image_bytes(_encoded(Image.new("L", (10, 6)), "PNG"))
+    with pytest.raises(FileNotFoundError):
+        load_image(tmp_path / "missing.png")
+
+
+def test_source_errors(tmp_path, image_folder, rng):
+    with pytest.raises(FileNotFoundError, match="source not found: .*nowhere"):
+        load_image_table(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="has no class subfolders"):
+        load_image_table(tmp_path / "empty")
+    for path in (image_folder / "dog").iterdir():
+        path.unlink()
+    with pytest.raises(ValueError, match="at least 2 classes; found 1"), \
+            pytest.warns(UserWarning, match="holds no images"):
+        load_image_table(image_folder)
+    with pytest.raises(TypeError, match="source must be"):
+        load_image_table(42)
+    with pytest.raises(ValueError, match="labels are required"):
+        load_image_table(rng.integers(0, 256, (2, 4, 4), dtype=np.uint8))
+    with pytest.raises(TypeError, match="uint8"):
+        load_image_table(np.zeros((2, 4, 4)), labels=[0, 1])
+    with pytest.raises(ValueError, match="shape"):
+        load_image_table(np.zeros((2, 4, 4, 2), np.uint8), labels=[0, 1])
+    with pytest.raises(ValueError, match="one entry per image"):
+        load_image_table(np.zeros((3, 4, 4), np.uint8), labels=[0, 1])
+    with pytest.raises(ValueError, match="not in class_names"):
+        load_image_table(np.zeros((2, 4, 4), np.uint8), labels=["a", "b"], class_names=["a"])
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_image_table([tmp_path / "gone.png"], labels=[0])
+
+
+def test_manifest_errors(tmp_path, image_folder):
+    manifest = image_folder / "m.csv"
+    manifest.write_text("file,label\ncat/img00.jpg,cat\n")
+    with pytest.raises(ValueError, match=r"m.csv must have columns path,label.*missing \['path'\]"):
+        load_image_table(manifest)
+    manifest.write_text("path,label\ncat/img00.jpg,cat\ndog/img00.jpg,\n")
+    with pytest.raises(ValueError, match=r"m.csv row 1 \(line 3\) has an empty path or label"):
+        load_image_table(manifest)
+    manifest.write_text("path,label\ncat/img00.jpg,cat\ndog/nope.jpg,dog\ncat/gone.png,cat\n")
+    with pytest.raises(ValueError, match=r"names 2 missing file\(s\): row 1 \(line 3\): .*nope.jpg"):
+        load_image_table(manifest)
+    manifest.write_text('path,label\n"cat/img00.jpg,cat\n')
+    with pytest.raises(ValueError, match="malformed manifest"):
+        load_image_table(manifest)
+    other = tmp_path / "labels.txt"
+    other.write_text("x")
+    with pytest.raises(ValueError, match=r"must be one of \['.csv'"):
+        load_image_table(other)
+    with pytest.raises(FileNotFoundError, match="manifest not found"):
+        load_image_table(image_folder, labels=tmp_path / "absent.csv")
