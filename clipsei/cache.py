@@ -1,0 +1,185 @@
+"""Embedding cache: float16 rows on disk, written in atomic chunks, keyed per item.
+
+Layout: ``<cache_dir>/<slug>-<digest>/`` per model (digest = hash of the model name, weights id,
+preprocessing and cache format), holding ``meta.json`` and ``chunk-*.npz`` files. Each chunk holds
+``keys`` (item identity), ``sources`` (path or name), ``content_hashes`` and ``embeddings``
+(float16). A chunk is written to a temporary name, flushed to disk and then ``os.replace``-d into
+place, so a run killed at any moment leaves only whole chunks behind; temporary files are never
+read. A later run reads every chunk and embeds only the items whose key is absent.
+
+Item key = hash(absolute path, size, mtime) for files, hash(pixels) for in-memory images, or
+hash(text) for prompts. The content hash of the bytes actually embedded is stored alongside.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import uuid
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+_TMP_PREFIX = ".tmp-"
+
+
+def hash_bytes(data: bytes) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def hash_file(path, *, block_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of the file at ``path``, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(block_size), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_key(path) -> str:
+    """Identity of a file as it is now: hash of (absolute path, size in bytes, mtime in ns).
+
+    Raises ``FileNotFoundError`` if the file is gone.
+    """
+    path = os.path.abspath(path)
+    stat = os.stat(path)
+    return hash_bytes(f"file\0{path}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+
+
+def array_key(array: np.ndarray) -> str:
+    """Identity of an in-memory image: hash of its dtype, shape and pixels."""
+    array = np.ascontiguousarray(array)
+    header = f"array\0{array.dtype.str}\0{array.shape}\0".encode()
+    return hash_bytes(header + array.tobytes())
+
+
+def text_key(text: str) -> str:
+    """Identity of a prompt text."""
+    return hash_bytes(f"text\0{text}".encode())
+
+
+class EmbeddingCache:
+    """Per-model store of float16 embeddings, one row per item key.
+
+    fields: what makes embeddings of this model comparable (name, weights id, preprocessing...);
+        JSON-serialisable. Different fields give a different folder.
+    flush_every: rows buffered in memory before a chunk is written.
+    """
+
+    def __init__(self, cache_dir, fields: dict, *, flush_every: int = 1024):
+        if flush_every < 1:
+            raise ValueError(f"flush_every must be >= 1; got {flush_every}")
+        self.fields = {**fields, "cache_format": CACHE_FORMAT}
+        digest = hash_bytes(json.dumps(self.fields, sort_keys=True, default=str).encode())[:16]
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", str(fields.get("name", "model")))[-40:]
+        self.path = Path(cache_dir).expanduser() / f"{slug}-{digest}"
+        self.flush_every = flush_every
+        self._buffer: list = []
+        self._rows: dict | None = None  # key -> (embedding row, source), read lazily
+
+    def lookup(self, keys) -> tuple:
+        """Return (found (N,) bool, embeddings (n_found, D) float32, unit norm) for ``keys``."""
+        rows = self._load()
+        found = np.array([key in rows for key in keys], dtype=bool)
+        hits = [rows[key][0] for key, hit in zip(keys, found) if hit]
+        return found, from_stored(np.stack(hits)) if hits else np.zeros((0, 0), np.float32)
+
+    def stale_sources(self, keys, sources) -> list:
+        """Sources that are cached under another key (e.g. a file changed since it was cached)."""
+        rows = self._load()
+        cached_sources = {source for _, source in rows.values()}
+        return [s for k, s in zip(keys, sources) if k not in rows and s in cached_sources]
+
+    def add(self, keys, sources, content_hashes, embeddings: np.ndarray) -> None:
+        """Buffer (n, D) embeddings of n items; write a chunk once ``flush_every`` rows wait."""
+        embeddings = np.asarray(embeddings)
+        self._buffer.append((list(keys), list(sources), list(content_hashes), embeddings))
+        rows = self._load()
+        for key, source, row in zip(keys, sources, to_stored(embeddings)):
+            rows[key] = (row, source)
+        if sum(len(item[0]) for item in self._buffer) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered rows as one chunk (atomically); a no-op when nothing is buffered."""
+        if not self._buffer:
+            return
+        keys = [key for item in self._buffer for key in item[0]]
+        sources = [source for item in self._buffer for source in item[1]]
+        hashes = [digest for item in self._buffer for digest in item[2]]
+        embeddings = np.concatenate([item[3] for item in self._buffer])
+        self._write_chunk(keys, sources, hashes, to_stored(embeddings))
+        self._buffer = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.flush()
+
+    def _write_chunk(self, keys, sources, hashes, embeddings: np.ndarray) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        meta = self.path / "meta.json"
+        if not meta.exists():
+            _atomic_write(meta, lambda h: h.write(json.dumps(self.fields, indent=2,
+                                                             default=str).encode()))
+        arrays = {"keys": np.asarray(keys, dtype=str), "sources": np.asarray(sources, dtype=str),
+                  "content_hashes": np.asarray(hashes, dtype=str), "embeddings": embeddings}
+        target = self.path / f"chunk-{uuid.uuid4().hex}.npz"
+        _atomic_write(target, lambda h: np.savez(h, **arrays))
+        logger.info("cached %d embeddings in %s", len(keys), target)
+
+    def _load(self) -> dict:
+        if self._rows is None:
+            self._rows = {}
+            for chunk in sorted(self.path.glob("chunk-*.npz")):
+                self._read_chunk(chunk, self._rows)
+        return self._rows
+
+    @staticmethod
+    def _read_chunk(chunk: Path, rows: dict) -> None:
+        try:
+            with np.load(chunk, allow_pickle=False) as data:
+                keys, sources = data["keys"], data["sources"]
+                embeddings = data["embeddings"]
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
+            warnings.warn(f"ignoring unreadable cache chunk {chunk}: {err}", UserWarning,
+                          stacklevel=4)
+            return
+        for key, source, row in zip(keys.tolist(), sources.tolist(), embeddings):
+            rows[key] = (row, source)
+
+
+def to_stored(embeddings: np.ndarray) -> np.ndarray:
+    """(N, D) float -> float16 as kept on disk."""
+    return np.asarray(embeddings, dtype=np.float16)
+
+
+def from_stored(embeddings: np.ndarray) -> np.ndarray:
+    """(N, D) float16 from disk -> float32 rows re-normalised to unit L2 norm."""
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+    return embeddings / np.where(norms > 0, norms, 1.0)
+
+
+def _atomic_write(target: Path, write) -> None:
+    """Call ``write(handle)`` on a temporary file next to ``target``, fsync, then rename."""
+    tmp = target.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}-{target.name}")
+    try:
+        with open(tmp, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
