@@ -1,0 +1,378 @@
+"""open_clip models in, float32 L2-normalised embeddings out.
+
+``load_clip_model`` resolves a model name (built-in, ``hf-hub:org/repo``, ``local-dir:/path`` or
+the shipped ``clipsei-tiny``) and weights (a pretrained tag, a local checkpoint file, or ``"none"``
+for random weights). ``embed_images`` decodes images in DataLoader workers while the model runs,
+skips every image the cache already holds and writes new embeddings to it as it goes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .cache import EmbeddingCache, array_key, file_key, from_stored, hash_bytes, hash_file, to_stored
+from .data import ImageDecodeError, ImageTable, array_to_image, decode_image_bytes, load_image_table
+from .data import to_rgb
+
+logger = logging.getLogger(__name__)
+
+MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+open_clip.add_model_config(MODEL_CONFIG_DIR)  # makes "clipsei-tiny" a model name
+_CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+_RANDOM_WEIGHTS_WARNING = (
+    "pretrained='none': the model has RANDOM weights. Its embeddings carry no meaning and must "
+    "not be used to find label issues; use them only for tests and speed benchmarks."
+)
+
+
+@dataclass
+class ClipModel:
+    """A loaded open_clip model with what is needed to encode and to key a cache.
+
+    weights_id: the pretrained tag, ``sha256:<hex>`` of a checkpoint file, ``hf-hub:<id>``, or
+        ``random:<hex>`` / ``local-dir:<hex>`` (hash of the loaded weights).
+    embed_dim: D, the length of one embedding.
+    """
+
+    model: torch.nn.Module
+    preprocess: object
+    tokenizer: object
+    device: torch.device
+    name: str
+    pretrained: str
+    weights_id: str
+    embed_dim: int
+    preprocess_cfg: dict = field(default_factory=dict)
+
+    def cache_fields(self, kind: str) -> dict:
+        """What makes two embeddings of ``kind`` ("image" or "text") interchangeable."""
+        fields = {"name": self.name, "weights_id": self.weights_id, "kind": kind}
+        if kind == "image":
+            fields["preprocess"] = self.preprocess_cfg
+        else:
+            fields["context_length"] = getattr(self.tokenizer, "context_length", None)
+        return fields
+
+
+@dataclass
+class EmbeddingResult:
+    """Embeddings of the M rows of ``table`` that decoded.
+
+    embeddings: (M, D) float32, unit L2 norm. indices: (M,) int64 rows of ``table``.
+    failures: DataFrame (index, path, reason), one row per image that could not be embedded.
+    n_cached / n_encoded: how many of the M came from the cache / went through the model.
+    """
+
+    embeddings: np.ndarray
+    indices: np.ndarray
+    failures: pd.DataFrame
+    table: ImageTable
+    n_cached: int = 0
+    n_encoded: int = 0
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(M,) int64 labels of the embedded rows."""
+        return self.table.labels[self.indices]
+
+
+# --- models ----------------------------------------------------------------------------------
+
+
+def load_clip_model(name: str = "ViT-B-32", pretrained: str | None = "laion2b_s34b_b79k", *,
+                    device: str = "auto", cache_dir=None) -> ClipModel:
+    """Load an open_clip model in eval mode on ``device`` ("auto", "cpu", "cuda", "cuda:1"...).
+
+    pretrained: a tag (see ``open_clip.list_pretrained_tags_by_model(name)``), a checkpoint file
+        (safetensors, or a torch file read with ``weights_only=True``), or "none" for random
+        weights (with a loud warning). Ignored for ``hf-hub:`` and ``local-dir:`` names.
+    cache_dir: where open_clip keeps downloaded weights.
+    """
+    device = _resolve_device(device)
+    create_kwargs, weights_id = _resolve_weights(name, pretrained)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # random weights are the same on every load
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, device=device, cache_dir=cache_dir, weights_only=True, **create_kwargs)
+    except RuntimeError as err:
+        if weights_id.startswith("sha256:"):
+            raise ValueError(f"checkpoint {pretrained} does not fit model {name}: {err}") from err
+        raise RuntimeError(f"could not load model {name!r} with weights {pretrained!r} "
+                           f"(offline, or HF_HUB_OFFLINE set?): {err}") from err
+    model.eval()
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    if weights_id.endswith(":"):  # random or local-dir weights: key them by their values
+        weights_id += _hash_weights(model)[:16]
+    return ClipModel(model=model, preprocess=preprocess, tokenizer=open_clip.get_tokenizer(name),
+                     device=device, name=name, pretrained=str(pretrained), weights_id=weights_id,
+                     embed_dim=_embed_dim(model, device),
+                     preprocess_cfg=dict(model.visual.preprocess_cfg))
+
+
+def _resolve_device(device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:i]'; got {device!r}") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} was asked for but CUDA is not available")
+    return device
+
+
+def _resolve_weights(name: str, pretrained) -> tuple:
+    """-> (keyword arguments for open_clip, weights id; ending in ':' = hash after loading)."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty str; got {name!r}")
+    if name.startswith("hf-hub:"):
+        return {}, name
+    if name.startswith("local-dir:"):
+        if not Path(name[len("local-dir:"):]).is_dir():
+            raise FileNotFoundError(f"model folder not found: {name[len('local-dir:'):]}")
+        return {}, "local-dir:"
+    if name not in open_clip.list_models():
+        close = difflib.get_close_matches(name, open_clip.list_models(), n=5, cutoff=0.5)
+        raise ValueError(f"unknown model name {name!r}; close matches: {close}. See "
+                         "open_clip.list_models(), or use 'hf-hub:org/repo' or 'local-dir:PATH'")
+    if pretrained is None or str(pretrained).lower() == "none":
+        warnings.warn(_RANDOM_WEIGHTS_WARNING, UserWarning, stacklevel=3)
+        logger.warning(_RANDOM_WEIGHTS_WARNING)
+        return {"pretrained": None, "load_weights": False}, "random:"
+    pretrained = os.fspath(pretrained)
+    if os.path.isfile(pretrained):
+        return {"pretrained": pretrained}, f"sha256:{hash_file(pretrained)}"
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if pretrained in tags:
+        return {"pretrained": pretrained}, pretrained
+    if os.sep in pretrained or pretrained.endswith(_CHECKPOINT_SUFFIXES):
+        raise FileNotFoundError(f"checkpoint file not found: {pretrained}")
+    raise ValueError(f"pretrained must be 'none', a checkpoint file or one of {name}'s tags "
+                     f"{tags}; got {pretrained!r}")
+
+
+def _hash_weights(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def _embed_dim(model: torch.nn.Module, device: torch.device) -> int:
+    output_dim = getattr(model.visual, "output_dim", None)
+    if isinstance(output_dim, int):
+        return output_dim
+    size = model.visual.preprocess_cfg["size"]
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    with torch.inference_mode():
+        return int(model.encode_image(torch.zeros(1, 3, *size, device=device)).shape[-1])
+
+
+# --- encoding --------------------------------------------------------------------------------
+
+
+def encode_texts(texts, model: ClipModel, *, batch_size: int = 256) -> np.ndarray:
+    """Encode N strings -> (N, D) float32, unit L2 norm."""
+    texts = [str(t) for t in texts]
+    chunks = []
+    with torch.inference_mode(), _autocast(model.device):
+        for start in range(0, len(texts), batch_size):
+            tokens = model.tokenizer(texts[start:start + batch_size]).to(model.device)
+            chunks.append(_normalise(model.model.encode_text(tokens)))
+    return np.concatenate(chunks) if chunks else np.zeros((0, model.embed_dim), np.float32)
+
+
+def _encode_image_batch(batch: torch.Tensor, model: ClipModel) -> np.ndarray:
+    """(B, 3, H, W) preprocessed images -> (B, D) float32, unit L2 norm."""
+    with torch.inference_mode(), _autocast(model.device):
+        batch = batch.to(model.device, non_blocking=True)
+        if model.device.type == "cuda":
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return _normalise(model.model.encode_image(batch))
+
+
+def _normalise(features: torch.Tensor) -> np.ndarray:
+    features = torch.nn.functional.normalize(features.float(), dim=-1)
+    return features.cpu().numpy()
+
+
+def _autocast(device: torch.device):
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+# --- images ----------------------------------------------------------------------------------
+
+
+def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_size: int = 64,
+                 num_workers: int | None = None, progress: bool = True,
+                 flush_every: int = 1024) -> EmbeddingResult:
+    """Embed every image of an ``ImageTable`` (or of a source ``load_image_table`` accepts).
+
+    Images the cache already holds are not decoded again; new embeddings are written to the
+    cache in chunks of ``flush_every`` rows (and on any exit, Ctrl-C included). With a cache,
+    every returned row has gone through float16 storage, so a resumed run returns exactly the
+    rows of an uninterrupted one. Images that cannot be read land in ``failures``.
+    num_workers: DataLoader decoding processes; None picks a number for the device.
+    """
+    table = table_or_source if isinstance(table_or_source, ImageTable) else (
+        load_image_table(table_or_source))
+    if not isinstance(model, ClipModel):
+        raise TypeError(f"model must be a ClipModel from load_clip_model; got {type(model).__name__}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    if num_workers is not None and int(num_workers) < 0:
+        raise ValueError(f"num_workers must be >= 0 or None; got {num_workers}")
+    keys, failures = _item_keys(table)
+    cache = (EmbeddingCache(cache_dir, model.cache_fields("image"), flush_every=flush_every)
+             if cache_dir is not None else None)
+    embeddings = np.zeros((len(table), model.embed_dim), np.float32)
+    done = np.zeros(len(table), dtype=bool)
+    if cache is not None:
+        _fill_from_cache(cache, table, keys, embeddings, done)
+    n_cached = int(done.sum())
+    todo = np.asarray([i for i in range(len(table)) if keys[i] is not None and not done[i]],
+                      dtype=np.int64)
+    logger.info("%d images cached, %d to encode", n_cached, todo.size)
+    if num_workers is None:
+        num_workers = _default_num_workers(model.device, todo.size, int(batch_size))
+    loader = torch.utils.data.DataLoader(
+        _ImageDataset(table, todo, model.preprocess), batch_size=int(batch_size),
+        num_workers=int(num_workers), collate_fn=_collate, pin_memory=model.device.type == "cuda")
+    with contextlib.ExitStack() as stack:
+        if cache is not None:
+            stack.enter_context(cache)  # flushes what is buffered on every exit, Ctrl-C included
+        bar = stack.enter_context(tqdm(total=int(todo.size), unit="img", desc="embedding",
+                                       disable=not progress, dynamic_ncols=True))
+        for batch_rows, batch, hashes, failed in loader:
+            failures.extend(failed)
+            if batch_rows:
+                embeddings[batch_rows] = _encode_and_store(batch, batch_rows, hashes, model,
+                                                           cache, table, keys)
+                done[batch_rows] = True
+            bar.update(len(batch_rows) + len(failed))
+    indices = np.flatnonzero(done).astype(np.int64)
+    failures_frame = pd.DataFrame(
+        [(i, table.describe(i), reason) for i, reason in sorted(failures)],
+        columns=["index", "path", "reason"])
+    return EmbeddingResult(embeddings=embeddings[indices], indices=indices, failures=failures_frame,
+                           table=table, n_cached=n_cached, n_encoded=indices.size - n_cached)
+
+
+def _fill_from_cache(cache: EmbeddingCache, table: ImageTable, keys: list,
+                     embeddings: np.ndarray, done: np.ndarray) -> None:
+    """Copy the cached rows into ``embeddings`` (N, D) and mark them in ``done`` (N,)."""
+    rows = np.asarray([i for i, key in enumerate(keys) if key is not None], dtype=np.int64)
+    if not rows.size:
+        return
+    found, cached = cache.lookup([keys[i] for i in rows])
+    if found.any():
+        embeddings[rows[found]], done[rows[found]] = cached, True
+    _warn_changed(cache, table, keys, rows[~found])
+
+
+def _encode_and_store(batch, rows: list, hashes: list, model: ClipModel, cache, table, keys):
+    """Encode one batch -> (B, D) float32; with a cache, store it and return the stored rows."""
+    new = _encode_image_batch(batch, model)
+    if cache is None:
+        return new
+    cache.add([keys[i] for i in rows], [table.describe(i) for i in rows], hashes, new)
+    return from_stored(to_stored(new))
+
+
+def _item_keys(table: ImageTable) -> tuple:
+    """-> (N cache keys, None where the item is already known to fail; [(row, reason)])."""
+    keys, failures = [], []
+    for row in range(len(table)):
+        try:
+            keys.append(_item_key(table, row))
+        except OSError as err:
+            keys.append(None)
+            failures.append((row, f"cannot read file: {err.strerror or err}"))
+    return keys, failures
+
+
+def _item_key(table: ImageTable, row: int) -> str:
+    if table.paths is not None:
+        return file_key(table.paths[row])
+    if isinstance(table.images, np.ndarray):
+        return array_key(table.images[row])
+    fingerprint = getattr(table.images, "fingerprint", None)
+    if fingerprint:
+        return hash_bytes(f"dataset\0{fingerprint}\0{row}".encode())
+    return array_key(np.asarray(table.images[row]))
+
+
+def _warn_changed(cache: EmbeddingCache, table: ImageTable, keys: list, rows: np.ndarray) -> None:
+    if table.paths is None or not rows.size:
+        return
+    changed = cache.stale_sources([keys[i] for i in rows], [table.describe(i) for i in rows])
+    if changed:
+        warnings.warn(f"{len(changed)} image(s) changed since they were cached (e.g. {changed[0]});"
+                      " re-embedding them", UserWarning, stacklevel=4)
+
+
+def _default_num_workers(device: torch.device, n_images: int, batch_size: int) -> int:
+    """Decoding processes: none for a single batch; on CPU leave the cores to the model."""
+    if n_images <= batch_size:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(8, cores or 1) if device.type == "cuda" else min(4, (cores or 1) // 4)
+
+
+class _ImageDataset(torch.utils.data.Dataset):
+    """Rows ``rows`` of a table -> (row, preprocessed tensor or None, content hash, reason)."""
+
+    def __init__(self, table: ImageTable, rows: np.ndarray, preprocess):
+        self.table, self.rows, self.preprocess = table, rows, preprocess
+
+    def __len__(self) -> int:
+        return int(self.rows.size)
+
+    def __getitem__(self, position: int):
+        row = int(self.rows[position])
+        try:
+            image, content_hash = self._read(row)
+            return row, self.preprocess(image), content_hash, ""
+        except FileNotFoundError:
+            return row, None, "", "file not found"
+        except ImageDecodeError as err:
+            return row, None, "", str(err)
+        except Exception as err:  # noqa: BLE001 - any per-image failure is reported, not fatal
+            return row, None, "", f"{type(err).__name__}: {err}"
+
+    def _read(self, row: int):
+        if self.table.paths is not None:
+            with open(self.table.paths[row], "rb") as handle:
+                data = handle.read()
+            return decode_image_bytes(data), hash_bytes(data)
+        item = self.table.images[row]
+        if isinstance(item, np.ndarray):
+            return array_to_image(item), array_key(item)
+        return to_rgb(item), array_key(np.asarray(item))
+
+
+def _collate(items):
+    """-> (rows, (B, 3, H, W) tensor or None, content hashes, [(row, reason)] of failures)."""
+    good = [item for item in items if item[1] is not None]
+    batch = torch.stack([item[1] for item in good]) if good else None
+    return ([item[0] for item in good], batch, [item[2] for item in good],
+            [(item[0], item[3]) for item in items if item[1] is None])

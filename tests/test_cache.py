@@ -1,0 +1,142 @@
+"""The embedding cache: float16 chunks, atomic writes, resume after a crash, per-file keys."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import clipsei.embed
+from clipsei.cache import EmbeddingCache, file_key, from_stored
+from clipsei.data import load_image_table
+from clipsei.embed import embed_images
+
+
+def _chunks(cache_dir):
+    return sorted(cache_dir.glob("*/chunk-*.npz"))
+
+
+def test_store_lookup_and_disk_format(tmp_path, rng):
+    rows = rng.normal(size=(5, 8)).astype(np.float32)
+    with EmbeddingCache(tmp_path, {"name": "m", "weights_id": "w"}, flush_every=3) as cache:
+        cache.add(["a", "b"], ["pa", "pb"], ["ha", "hb"], rows[:2])
+        assert _chunks(tmp_path) == []  # below flush_every: still in memory
+        cache.add(["c", "d", "e"], ["pc", "pd", "pe"], ["hc", "hd", "he"], rows[2:])
+        assert len(_chunks(tmp_path)) == 1
+    reopened = EmbeddingCache(tmp_path, {"name": "m", "weights_id": "w"})
+    found, cached = reopened.lookup(["e", "zz", "a"])
+    assert found.tolist() == [True, False, True]
+    np.testing.assert_array_equal(cached, from_stored(rows[[4, 0]].astype(np.float16)))
+    with np.load(_chunks(tmp_path)[0]) as chunk:
+        assert chunk["embeddings"].dtype == np.float16
+        assert chunk["content_hashes"].tolist() == ["ha", "hb", "hc", "hd", "he"]
+    other = EmbeddingCache(tmp_path, {"name": "m", "weights_id": "other"})
+    assert other.path != reopened.path and not other.lookup(["a"])[0].any()
+
+
+def test_half_written_and_corrupt_chunks_are_never_read(tmp_path, rng):
+    cache = EmbeddingCache(tmp_path, {"name": "m"}, flush_every=1)
+    cache.add(["a"], ["pa"], ["ha"], rng.normal(size=(1, 4)))
+    (cache.path / ".tmp-123-chunk-x.npz").write_bytes(b"PK\x03\x04 half written")
+    (cache.path / "chunk-corrupt.npz").write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.warns(UserWarning, match="ignoring unreadable cache chunk .*chunk-corrupt"):
+        found, _ = EmbeddingCache(tmp_path, {"name": "m"}).lookup(["a"])
+    assert found.tolist() == [True]
+
+
+def test_resume_after_exception_equals_uninterrupted_run(image_folder, tiny_clip, monkeypatch,
+                                                         tmp_path):
+    table = load_image_table(image_folder)
+    full = embed_images(table, tiny_clip, cache_dir=tmp_path / "full", batch_size=2,
+                        num_workers=0, progress=False)
+    real_encode, calls = clipsei.embed._encode_image_batch, []
+
+    def crash_on_third_batch(batch, model):
+        calls.append(len(batch))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_encode(batch, model)
+
+    monkeypatch.setattr(clipsei.embed, "_encode_image_batch", crash_on_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        embed_images(table, tiny_clip, cache_dir=tmp_path / "resume", batch_size=2,
+                     num_workers=0, progress=False, flush_every=100)  # flushed on the way out
+    monkeypatch.setattr(clipsei.embed, "_encode_image_batch", real_encode)
+    resumed = embed_images(table, tiny_clip, cache_dir=tmp_path / "resume", batch_size=2,
+                           num_workers=0, progress=False)
+    assert (resumed.n_cached, resumed.n_encoded) == (4, 4)
+    np.testing.assert_array_equal(resumed.embeddings, full.embeddings)
+
+
+def test_resume_after_kill_9(image_folder, tiny_clip, tmp_path):
+    script = textwrap.dedent(f"""
+        import os, signal, warnings
+        warnings.simplefilter("ignore")
+        import clipsei.embed as embed
+        model = embed.load_clip_model("clipsei-tiny", "none", device="cpu")
+        real, calls = embed._encode_image_batch, []
+        def encode(batch, model):
+            calls.append(1)
+            if len(calls) == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(batch, model)
+        embed._encode_image_batch = encode
+        embed.embed_images({str(image_folder)!r}, model, cache_dir={str(tmp_path / "c")!r},
+                           batch_size=2, num_workers=0, progress=False, flush_every=2)
+    """)
+    process = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert process.returncode == -signal.SIGKILL, process.stderr.decode()[-2000:]
+    assert len(_chunks(tmp_path / "c")) == 2  # the two batches encoded before the kill
+    resumed = embed_images(image_folder, tiny_clip, cache_dir=tmp_path / "c", batch_size=2,
+                           num_workers=0, progress=False)
+    full = embed_images(image_folder, tiny_clip, cache_dir=tmp_path / "full", batch_size=2,
+                        num_workers=0, progress=False)
+    assert (resumed.n_cached, resumed.n_encoded) == (4, 4)
+    np.testing.assert_array_equal(resumed.embeddings, full.embeddings)
+
+
+def test_changed_or_added_file_reembeds_alone(image_folder, tiny_clip, tmp_path, write_images):
+    first = embed_images(image_folder, tiny_clip, cache_dir=tmp_path / "c", num_workers=0,
+                         progress=False)
+    assert (first.n_cached, first.n_encoded) == (0, 8)
+    changed = image_folder / "dog" / "img01.jpg"
+    write_images(tmp_path / "other", n_per_class=2, seed=7)
+    changed.write_bytes((tmp_path / "other" / "dog" / "img01.jpg").read_bytes())
+    os.utime(changed, ns=(10**18, 10**18))
+    with pytest.warns(UserWarning, match=r"1 image\(s\) changed since they were cached .*img01"):
+        second = embed_images(image_folder, tiny_clip, cache_dir=tmp_path / "c", num_workers=0,
+                              progress=False)
+    assert (second.n_cached, second.n_encoded) == (7, 1)
+    row = load_image_table(image_folder).paths.index(str(changed))
+    assert not np.allclose(second.embeddings[row], first.embeddings[row])
+    (image_folder / "cat" / "new.png").write_bytes((tmp_path / "other" / "cat" / "img00.jpg")
+                                                   .read_bytes())
+    third = embed_images(image_folder, tiny_clip, cache_dir=tmp_path / "c", num_workers=0,
+                         progress=False)
+    assert (third.n_cached, third.n_encoded) == (8, 1)
+
+
+def test_file_key_follows_size_and_mtime(tmp_path):
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"abc")
+    key = file_key(path)
+    assert file_key(path) == key
+    os.utime(path, ns=(1, 1))
+    assert file_key(path) != key
+    with pytest.raises(FileNotFoundError):
+        file_key(tmp_path / "gone")
+
+
+def test_cache_module_needs_no_torch():
+    code = "import sys, clipsei.cache; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_flush_every_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="flush_every must be >= 1; got 0"):
+        EmbeddingCache(tmp_path, {"name": "m"}, flush_every=0)

@@ -1,0 +1,121 @@
+"""open_clip loading (tags, files, random weights) and image embedding with the tiny model."""
+
+from __future__ import annotations
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+
+from clipsei.data import load_image_table
+from clipsei.embed import ClipModel, embed_images, encode_texts, load_clip_model
+
+
+def test_tiny_model_is_a_real_open_clip_model(tiny_clip):
+    assert "clipsei-tiny" in open_clip.list_models()
+    assert isinstance(tiny_clip, ClipModel) and tiny_clip.embed_dim == 16
+    n_params = sum(p.numel() for p in tiny_clip.model.parameters())
+    assert 1_000_000 < n_params < 2_000_000
+    assert tiny_clip.weights_id.startswith("random:") and tiny_clip.device.type == "cpu"
+    assert tiny_clip.preprocess_cfg["size"] == (32, 32)
+
+
+def test_random_weights_are_the_same_on_every_load(tiny_clip):
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        again = load_clip_model("clipsei-tiny", "none", device="cpu")
+    assert again.weights_id == tiny_clip.weights_id
+
+
+def test_embed_folder_with_failures(image_folder, tiny_clip):
+    (image_folder / "cat" / "zero.png").write_bytes(b"")
+    (image_folder / "dog" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    good = (image_folder / "cat" / "img00.jpg").read_bytes()
+    (image_folder / "dog" / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    table = load_image_table(image_folder)
+    result = embed_images(table, tiny_clip, batch_size=4, num_workers=0, progress=False)
+    assert len(table) == 11 and result.embeddings.shape == (8, 16)
+    assert result.embeddings.dtype == np.float32 and np.isfinite(result.embeddings).all()
+    np.testing.assert_allclose(np.linalg.norm(result.embeddings, axis=1), 1.0, rtol=1e-5)
+    failed = dict(zip(result.failures["path"].str.rsplit("/", n=1).str[1], result.failures["reason"]))
+    assert failed.keys() == {"zero.png", "corrupt.jpg", "truncated.jpg"}
+    assert "empty file" in failed["zero.png"] and "truncated" in failed["truncated.jpg"]
+    assert set(result.indices) | set(result.failures["index"]) == set(range(11))
+    assert result.labels.tolist() == table.labels[result.indices].tolist()
+    assert result.n_encoded == 8 and result.n_cached == 0
+
+
+def test_workers_give_the_same_embeddings(image_folder, tiny_clip):
+    serial = embed_images(image_folder, tiny_clip, batch_size=3, num_workers=0, progress=False)
+    parallel = embed_images(image_folder, tiny_clip, batch_size=3, num_workers=2, progress=False)
+    np.testing.assert_allclose(parallel.embeddings, serial.embeddings, atol=1e-6)
+    assert parallel.indices.tolist() == serial.indices.tolist()
+
+
+def test_embed_arrays_matches_files(tmp_path, tiny_clip, rng):
+    from PIL import Image
+
+    images = rng.integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    paths = []
+    for i, pixels in enumerate(images):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(pixels).save(paths[-1])
+    labels = [0, 1, 0, 1]
+    from_arrays = embed_images(load_image_table(images, labels=labels), tiny_clip, progress=False)
+    from_files = embed_images(load_image_table(paths, labels=labels), tiny_clip, progress=False)
+    np.testing.assert_allclose(from_arrays.embeddings, from_files.embeddings, atol=1e-6)
+    assert from_arrays.failures.empty
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_local_checkpoint_round_trip(tmp_path, tiny_clip, image_folder, suffix):
+    state = {k: v.clone() for k, v in tiny_clip.model.state_dict().items()}
+    path = tmp_path / f"tiny{suffix}"
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    else:
+        torch.save(state, path)
+    loaded = load_clip_model("clipsei-tiny", str(path), device="cpu")
+    assert loaded.weights_id.startswith("sha256:") and len(loaded.weights_id) == 7 + 64
+    table = load_image_table(image_folder)
+    expected = embed_images(table, tiny_clip, progress=False).embeddings
+    np.testing.assert_array_equal(embed_images(table, loaded, progress=False).embeddings, expected)
+
+
+def test_encode_texts(tiny_clip):
+    texts = encode_texts(["a photo of a cat.", "a photo of a dog.", "a photo of a cat."], tiny_clip)
+    assert texts.shape == (3, 16) and texts.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(texts, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(texts[0], texts[2])
+    assert not np.allclose(texts[0], texts[1])
+
+
+def test_model_errors(tmp_path, tiny_clip):
+    with pytest.raises(ValueError, match=r"unknown model name 'ViT-B-23'.*ViT-B-32"):
+        load_clip_model("ViT-B-23", "none")
+    with pytest.raises(ValueError, match=r"one of clipsei-tiny's tags \[\]; got 'laion2b'"):
+        load_clip_model("clipsei-tiny", "laion2b")
+    with pytest.raises(FileNotFoundError, match="checkpoint file not found: .*missing.pt"):
+        load_clip_model("clipsei-tiny", str(tmp_path / "missing.pt"))
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"visual.proj": torch.zeros(2, 2)}, wrong)
+    with pytest.raises(ValueError, match="does not fit model clipsei-tiny"):
+        load_clip_model("clipsei-tiny", str(wrong))
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        load_clip_model("clipsei-tiny", "none", device="cuda")
+    with pytest.raises(ValueError, match="device must be"):
+        load_clip_model("clipsei-tiny", "none", device="gpu0")
+    with pytest.raises(FileNotFoundError, match="model folder not found"):
+        load_clip_model(f"local-dir:{tmp_path / 'nope'}")
+    with pytest.raises(RuntimeError, match="could not load model 'hf-hub:org/absent'"):
+        load_clip_model("hf-hub:org/absent")
+
+
+def test_embed_errors(image_folder, tiny_clip):
+    with pytest.raises(TypeError, match="model must be a ClipModel"):
+        embed_images(image_folder, tiny_clip.model)
+    with pytest.raises(ValueError, match="batch_size must be >= 1; got 0"):
+        embed_images(image_folder, tiny_clip, batch_size=0)
+    with pytest.raises(ValueError, match="num_workers must be >= 0"):
+        embed_images(image_folder, tiny_clip, num_workers=-1)
