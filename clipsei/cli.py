@@ -54,5 +54,83 @@ def main(argv=None) -> int:
 # Each helper adds its command's two functions and one _COMMANDS entry in its own block.
 
 
+# --- embed (issue 4) ---
+
+
+def _add_embed_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", help="image folder (one subfolder per class) or CSV/Parquet "
+                        "manifest (path,label[,group], paths relative to the manifest)")
+    parser.add_argument("--labels", metavar="MANIFEST", default=None,
+                        help="manifest whose paths are relative to PATH (a folder)")
+    parser.add_argument("--model", default="ViT-B-32",
+                        help="open_clip model name, hf-hub:org/repo or local-dir:PATH")
+    parser.add_argument("--pretrained", default="laion2b_s34b_b79k",
+                        help="pretrained tag, checkpoint file, or 'none' (random weights)")
+    parser.add_argument("--cache", metavar="DIR", default=None,
+                        help="embedding cache folder (default: no cache)")
+    parser.add_argument("--out", metavar="DIR", default="clipsei_embeddings",
+                        help="output folder (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="decoding processes (default: chosen for the device)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def _run_embed(args) -> int:
+    from .data import load_image_table
+    from .embed import embed_images, load_clip_model
+
+    table = load_image_table(args.path, labels=args.labels)
+    try:
+        model = load_clip_model(args.model, args.pretrained, device=args.device)
+    except RuntimeError as err:  # weights that cannot be fetched: one line, not a traceback
+        print(f"clipsei embed: error: {err}", file=sys.stderr)
+        return 2
+    result = embed_images(table, model, cache_dir=args.cache, batch_size=args.batch_size,
+                          num_workers=args.num_workers, progress=sys.stderr.isatty())
+    out = _write_embed_outputs(args.out, result, model)
+    n_failed = len(result.failures)
+    print(f"embedded {result.indices.size} of {len(table)} images with {model.name} "
+          f"({model.weights_id}): {result.n_cached} from cache, {result.n_encoded} encoded; "
+          f"{n_failed} failed" + (f" (see {out / 'failures.csv'})" if n_failed else ""))
+    print(f"wrote {out / 'embeddings.npy'} {result.embeddings.shape} float32, labels.npy, "
+          "samples.csv, class_names.json, failures.csv, embed.json")
+    return 0
+
+
+def _write_embed_outputs(out, result, model):
+    """embeddings.npy (M, D) float32, labels.npy (M,) int64, samples.csv (index, path, label,
+    class_name[, group]), class_names.json, failures.csv (index, path, reason), embed.json."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+
+    out, table = Path(out), result.table
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "embeddings.npy", result.embeddings)
+    np.save(out / "labels.npy", result.labels)
+    samples = pd.DataFrame({"index": result.indices,
+                            "path": [table.describe(i) for i in result.indices],
+                            "label": result.labels,
+                            "class_name": [table.class_names[k] for k in result.labels]})
+    if table.groups is not None:
+        samples["group"] = table.groups[result.indices]
+    samples.to_csv(out / "samples.csv", index=False)
+    result.failures.to_csv(out / "failures.csv", index=False)
+    (out / "class_names.json").write_text(json.dumps(table.class_names, indent=1))
+    (out / "embed.json").write_text(json.dumps({
+        "model": model.name, "pretrained": model.pretrained, "weights_id": model.weights_id,
+        "embed_dim": model.embed_dim, "n_images": len(table),
+        "n_embedded": int(result.indices.size), "n_failed": len(result.failures)}, indent=1))
+    return out
+
+
+_COMMANDS["embed"] = ("Embed images with a frozen open_clip model (cached, resumable).",
+                      _add_embed_arguments, _run_embed)
+# --- end embed ---
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

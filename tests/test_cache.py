@@ -73,6 +73,7 @@ def test_resume_after_exception_equals_uninterrupted_run(image_folder, tiny_clip
     np.testing.assert_array_equal(resumed.embeddings, full.embeddings)
 
 
+@pytest.mark.slow  # a fresh interpreter imports open_clip (~6 s on 2 cores)
 def test_resume_after_kill_9(image_folder, tiny_clip, tmp_path):
     script = textwrap.dedent(f"""
         import os, signal, warnings

@@ -119,3 +119,47 @@ def test_embed_errors(image_folder, tiny_clip):
         embed_images(image_folder, tiny_clip, batch_size=0)
     with pytest.raises(ValueError, match="num_workers must be >= 0"):
         embed_images(image_folder, tiny_clip, num_workers=-1)
+
+
+def test_cli_embed_writes_outputs_and_reports_failures(image_folder, tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from clipsei.cli import main
+
+    (image_folder / "dog" / "zero.png").write_bytes(b"")
+    argv = [str(image_folder), "--model", "clipsei-tiny", "--pretrained", "none",
+            "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), "--num-workers", "0"]
+    with pytest.warns(UserWarning, match="RANDOM"):
+        assert main(["embed", *argv]) == 0
+    printed = capsys.readouterr().out
+    assert "embedded 8 of 9 images" in printed and "1 failed" in printed
+    embeddings = np.load(tmp_path / "out" / "embeddings.npy")
+    assert embeddings.shape == (8, 16) and embeddings.dtype == np.float32
+    assert np.load(tmp_path / "out" / "labels.npy").tolist() == [0] * 4 + [1] * 4
+    samples = pd.read_csv(tmp_path / "out" / "samples.csv")
+    assert samples["class_name"].tolist() == ["cat"] * 4 + ["dog"] * 4
+    failures = pd.read_csv(tmp_path / "out" / "failures.csv")
+    assert failures["path"].str.endswith("zero.png").tolist() == [True]
+    assert json.loads((tmp_path / "out" / "class_names.json").read_text()) == ["cat", "dog"]
+    with pytest.warns(UserWarning, match="RANDOM"):
+        assert main(["embed", *argv]) == 0
+    assert "8 from cache, 0 encoded" in capsys.readouterr().out
+
+
+def test_cli_embed_errors_are_one_line(image_folder, tmp_path, capsys):
+    from clipsei.cli import main
+
+    manifest = image_folder / "m.csv"
+    manifest.write_text("path,label\ncat/img00.jpg,cat\ndog/missing.jpg,dog\n")
+    assert main(["embed", str(manifest), "--model", "clipsei-tiny", "--pretrained", "none",
+                 "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("clipsei embed: error: manifest") and "missing.jpg" in error
+    assert error.count("\n") == 1
+    assert main(["embed", str(image_folder), "--model", "hf-hub:org/absent",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.startswith("clipsei embed: error: could not load model")
+    assert main(["embed", str(tmp_path / "absent")]) == 2
+    assert "source not found" in capsys.readouterr().err
