@@ -13,11 +13,13 @@ hash(text) for prompts. The content hash of the bytes actually embedded is store
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
+import time
 import uuid
 import warnings
 import zipfile
@@ -141,6 +143,7 @@ class EmbeddingCache:
     def _load(self) -> dict:
         if self._rows is None:
             self._rows = {}
+            _remove_stale_tmp_files(self.path)
             for chunk in sorted(self.path.glob("chunk-*.npz")):
                 self._read_chunk(chunk, self._rows)
         return self._rows
@@ -169,6 +172,15 @@ def from_stored(embeddings: np.ndarray) -> np.ndarray:
     embeddings = np.asarray(embeddings, dtype=np.float32)
     norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
     return embeddings / np.where(norms > 0, norms, 1.0)
+
+
+def _remove_stale_tmp_files(folder: Path, *, max_age_s: float = 3600.0) -> None:
+    """Delete temporary files left by a killed run (old enough not to be another run's)."""
+    now = time.time()
+    for tmp in folder.glob(f"{_TMP_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            if now - tmp.stat().st_mtime > max_age_s:
+                tmp.unlink()
 
 
 def _atomic_write(target: Path, write) -> None:

@@ -59,7 +59,8 @@ class ClipModel:
 
     def cache_fields(self, kind: str) -> dict:
         """What makes two embeddings of ``kind`` ("image" or "text") interchangeable."""
-        fields = {"name": self.name, "weights_id": self.weights_id, "kind": kind}
+        fields = {"name": self.name, "weights_id": self.weights_id, "kind": kind,
+                  "open_clip": open_clip.__version__}
         if kind == "image":
             fields["preprocess"] = self.preprocess_cfg
         else:
@@ -235,12 +236,7 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
     """
     table = table_or_source if isinstance(table_or_source, ImageTable) else (
         load_image_table(table_or_source))
-    if not isinstance(model, ClipModel):
-        raise TypeError(f"model must be a ClipModel from load_clip_model; got {type(model).__name__}")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    if num_workers is not None and int(num_workers) < 0:
-        raise ValueError(f"num_workers must be >= 0 or None; got {num_workers}")
+    _check_embed_args(model, batch_size, num_workers)
     keys, failures = _item_keys(table)
     cache = (EmbeddingCache(cache_dir, model.cache_fields("image"), flush_every=flush_every)
              if cache_dir is not None else None)
@@ -275,6 +271,15 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
         columns=["index", "path", "reason"])
     return EmbeddingResult(embeddings=embeddings[indices], indices=indices, failures=failures_frame,
                            table=table, n_cached=n_cached, n_encoded=indices.size - n_cached)
+
+
+def _check_embed_args(model, batch_size, num_workers) -> None:
+    if not isinstance(model, ClipModel):
+        raise TypeError(f"model must be a ClipModel from load_clip_model; got {type(model).__name__}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    if num_workers is not None and int(num_workers) < 0:
+        raise ValueError(f"num_workers must be >= 0 or None; got {num_workers}")
 
 
 def _fill_from_cache(cache: EmbeddingCache, table: ImageTable, keys: list,

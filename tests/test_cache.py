@@ -43,10 +43,13 @@ def test_half_written_and_corrupt_chunks_are_never_read(tmp_path, rng):
     cache = EmbeddingCache(tmp_path, {"name": "m"}, flush_every=1)
     cache.add(["a"], ["pa"], ["ha"], rng.normal(size=(1, 4)))
     (cache.path / ".tmp-123-chunk-x.npz").write_bytes(b"PK\x03\x04 half written")
+    (cache.path / ".tmp-old-chunk-y.npz").write_bytes(b"left by a run killed long ago")
+    os.utime(cache.path / ".tmp-old-chunk-y.npz", (0, 0))
     (cache.path / "chunk-corrupt.npz").write_bytes(b"PK\x03\x04 not a zip")
     with pytest.warns(UserWarning, match="ignoring unreadable cache chunk .*chunk-corrupt"):
         found, _ = EmbeddingCache(tmp_path, {"name": "m"}).lookup(["a"])
     assert found.tolist() == [True]
+    assert [p.name for p in cache.path.glob(".tmp-*")] == [".tmp-123-chunk-x.npz"]
 
 
 def test_resume_after_exception_equals_uninterrupted_run(image_folder, tiny_clip, monkeypatch,
