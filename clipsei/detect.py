@@ -1,0 +1,331 @@
+"""Find label issues: training dynamics + threshold samples + neighbours -> issues table.
+
+:class:`SEIDetector` chains the engine's stages on plain arrays (embeddings in, a pandas
+table out); :func:`find_label_issues` is its one-call form. Methods:
+
+``"clipsei"`` (default)
+    A fused score: the mean given-label probability over the epochs of cosine heads at two
+    temperatures and the neighbours' similarity-weighted vote for the given label, each a
+    probability in [0, 1], averaged. The heads' run with threshold samples sets the cutoff.
+    The defaults were chosen on the whole benchmark suite in ``docs/benchmarks.md``.
+``"sei_paper"``
+    Paper-faithful SEI (mean of signed entropy over epochs), cutoff = mean SEI of the
+    threshold samples, exactly as Li et al. (2026); kept unchanged as the reference.
+``"aum"``
+    Area Under the Margin, cutoff = 99th percentile of threshold samples' AUM (Pleiss et al.).
+``"entropy_integral"``
+    Minus the mean entropy over epochs, cutoff = mean over threshold samples.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ._validation import (NotFittedError, check_embeddings, check_labels, check_n_classes,
+                          check_option, check_random_state)
+from .head import train_head
+from .neighbors import compute_neighbor_votes, find_conflicting_duplicates, find_neighbors
+from .rank import build_issues_table, compute_cutoff, compute_noise_rate_per_class
+from .sei import compute_dynamics_scores
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _MethodSpec:
+    logit_scales: tuple   # one head per scale; scores are averaged over them
+    cutoff_rule: str
+    percentile: float = 99.0
+
+
+METHODS = {
+    "clipsei": _MethodSpec(logit_scales=(3.0, 10.0), cutoff_rule="mean"),
+    "sei_paper": _MethodSpec(logit_scales=(10.0,), cutoff_rule="mean"),
+    "aum": _MethodSpec(logit_scales=(10.0,), cutoff_rule="percentile", percentile=99.0),
+    "entropy_integral": _MethodSpec(logit_scales=(10.0,), cutoff_rule="mean"),
+}
+_FITTED = ("issues_", "entropy_history_", "agreement_history_", "given_prob_history_",
+           "neighbor_ids_", "neighbor_sims_", "cutoff_", "threshold_scores_",
+           "noise_rate_per_class_", "duplicate_pairs_")
+
+
+class SEIDetector:
+    """Flag mislabeled samples from frozen embeddings (scikit-learn estimator contract).
+
+    Parameters
+    ----------
+    method : one of :data:`METHODS`; ``"clipsei"`` is the tuned default.
+    n_epochs, batch_size, lr : head training (SGD, cosine learning-rate schedule).
+    logit_scale : override the method's head temperature(s) with one value.
+    threshold_fraction : share of samples relabelled to the extra class in each of the
+        ``n_threshold_runs`` runs (disjoint slices); None -> ``1 / (K + 1)``.
+    n_neighbors : k of the neighbour vote; duplicate_similarity : cosine at or above which
+        two differently labelled samples are reported as conflicting near-duplicates.
+    device : ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+    random_state : None, int or numpy Generator.
+
+    Fitted attributes
+    -----------------
+    issues_ : DataFrame, one row per sample (see :func:`find_label_issues`).
+    entropy_history_, given_prob_history_ : (E, N) float16; agreement_history_ : (E, N) bool,
+        from the first head, in a run where the sample was not a threshold sample.
+    neighbor_ids_ : (N, k) int64 (-1 = none); neighbor_sims_ : (N, k) float32 cosine.
+    cutoff_ : float, on ``label_score``; threshold_scores_ : (T,) label scores of the
+        threshold samples; noise_rate_per_class_ : (K,) flagged share of each given class;
+        duplicate_pairs_ : DataFrame(i, j, similarity).
+    """
+
+    def __init__(self, *, method: str = "clipsei", n_epochs: int = 15, batch_size: int = 256,
+                 lr: float = 0.1, logit_scale: float | None = None,
+                 threshold_fraction: float | None = None, n_threshold_runs: int = 2,
+                 n_neighbors: int = 10, duplicate_similarity: float = 0.98, device="auto",
+                 random_state=None):
+        self.method = method
+        self.n_epochs = n_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.logit_scale = logit_scale
+        self.threshold_fraction = threshold_fraction
+        self.n_threshold_runs = n_threshold_runs
+        self.n_neighbors = n_neighbors
+        self.duplicate_similarity = duplicate_similarity
+        self.device = device
+        self.random_state = random_state
+
+    def __getattr__(self, name):
+        if name in _FITTED:
+            raise NotFittedError(f"this SEIDetector is not fitted yet; call fit() before {name}")
+        raise AttributeError(name)
+
+    def get_params(self) -> dict:
+        """The constructor's parameters, as scikit-learn estimators report them."""
+        keys = ("method", "n_epochs", "batch_size", "lr", "logit_scale", "threshold_fraction",
+                "n_threshold_runs", "n_neighbors", "duplicate_similarity", "device", "random_state")
+        return {key: getattr(self, key) for key in keys}
+
+    def fit(self, embeddings, labels, *, class_embeddings=None, other_embedding=None,
+            groups=None) -> "SEIDetector":
+        """Score every sample of ``embeddings`` (N, D) against its given ``labels`` (N,).
+
+        class_embeddings : (K, D) class-prompt text embeddings or None. When given, the
+            heads start as the zero-shot classifier and the embeddings are not centred.
+        other_embedding : (D,) text embedding of the "other" class used by threshold
+            samples; None starts that head row small and random.
+        groups : (N,) or None, e.g. patient ids; neighbours from one's own group are ignored.
+        """
+        spec = METHODS[check_option(self.method, METHODS, name="method")]
+        x, y, n_classes, head_init = _check_fit_inputs(embeddings, labels, class_embeddings,
+                                                       other_embedding)
+        rng = check_random_state(self.random_state)
+        fraction = self._threshold_fraction(n_classes)
+        self.neighbor_ids_, self.neighbor_sims_ = find_neighbors(
+            x, n_neighbors=self.n_neighbors, groups=groups, random_state=int(rng.integers(2**31)))
+        _warn_exact_duplicates(self.neighbor_sims_)
+        slices = _draw_threshold_slices(y.size, fraction, self.n_threshold_runs, rng)
+        scales = (self.logit_scale,) if self.logit_scale is not None else spec.logit_scales
+        runs = [self._train_run(x, y, n_classes, head_init, slice_, scale, rng)
+                for slice_ in slices for scale in scales]
+        combined = _combine_runs(runs, slices, len(scales), y, n_classes,
+                                 self.neighbor_ids_, self.neighbor_sims_)
+        self._finish(spec, combined, y, n_classes)
+        return self
+
+    def _threshold_fraction(self, n_classes: int) -> float:
+        if self.n_threshold_runs < 2:
+            raise ValueError(f"n_threshold_runs must be >= 2; got {self.n_threshold_runs}")
+        fraction = 1.0 / (n_classes + 1) if self.threshold_fraction is None else self.threshold_fraction
+        if not 0 < fraction * self.n_threshold_runs <= 1:
+            raise ValueError(
+                "threshold_fraction * n_threshold_runs must be in (0, 1]; got "
+                f"{fraction} * {self.n_threshold_runs}")
+        return fraction
+
+    def _train_run(self, x, y, n_classes, head_init, slice_, scale, rng) -> dict:
+        run_labels = y.copy()
+        run_labels[slice_] = n_classes  # threshold samples join the extra class
+        dynamics = train_head(x, run_labels, n_classes=n_classes + 1, class_embeddings=head_init,
+                              n_epochs=self.n_epochs, batch_size=self.batch_size, lr=self.lr,
+                              logit_scale=scale, device=self.device, random_state=rng)
+        scores = compute_dynamics_scores(dynamics.entropy_history, dynamics.agreement_history,
+                                         dynamics.margin_history, dynamics.given_prob_history)
+        return {"labels": run_labels, "scores": scores, "dynamics": dynamics}
+
+    def _finish(self, spec, combined, y, n_classes) -> None:
+        n_head_classes = n_classes + 1
+        label_scores = _method_label_scores(self.method, combined["scores"], combined["knn"],
+                                            n_head_classes)
+        threshold_scores = _method_label_scores(self.method, combined["threshold_scores"],
+                                                combined["threshold_knn"], n_head_classes)
+        self.cutoff_ = compute_cutoff(threshold_scores, rule=spec.cutoff_rule,
+                                      percentile=spec.percentile)
+        is_issue = label_scores < self.cutoff_
+        self.threshold_scores_ = threshold_scores
+        self.duplicate_pairs_ = find_conflicting_duplicates(
+            self.neighbor_ids_, self.neighbor_sims_, y, min_similarity=self.duplicate_similarity)
+        votes = compute_neighbor_votes(self.neighbor_ids_, self.neighbor_sims_, y,
+                                       n_classes=n_classes)
+        self.issues_ = build_issues_table(
+            labels=y, label_scores=label_scores, is_label_issue=is_issue,
+            head_probs=combined["head_probs"], neighbor_votes=votes,
+            scores=combined["scores"], duplicate_pairs=self.duplicate_pairs_)
+        self.noise_rate_per_class_ = compute_noise_rate_per_class(is_issue, y, n_classes=n_classes)
+        for name in ("entropy_history", "agreement_history", "given_prob_history"):
+            setattr(self, f"{name}_", combined[name])
+        self.issues_.attrs.update({
+            "method": self.method, "cutoff": float(self.cutoff_),
+            "estimated_noise_rate": float(is_issue.mean()),
+            "noise_rate_per_class": self.noise_rate_per_class_.tolist(),
+            "n_threshold_samples": int(threshold_scores.size), "settings": self.get_params(),
+        })
+        logger.info("%s: %d of %d samples flagged (cutoff %.4f)", self.method, is_issue.sum(),
+                    y.size, self.cutoff_)
+
+
+def find_label_issues(embeddings, labels, *, class_embeddings=None, other_embedding=None,
+                      groups=None, **options) -> pd.DataFrame:
+    """Rank every sample by how likely its given label is wrong.
+
+    Parameters
+    ----------
+    embeddings : (N, D) float image embeddings (any scale; they are L2-normalised).
+    labels : (N,) int given labels in [0, K).
+    class_embeddings, other_embedding, groups : see :meth:`SEIDetector.fit`.
+    **options : keyword options of :class:`SEIDetector` (``method``, ``n_epochs``, ...).
+
+    Returns
+    -------
+    DataFrame, one row per sample in input order, with ``given_label``,
+    ``predicted_label`` (the head's), ``suggested_label`` and ``suggested_confidence`` (the
+    head's and neighbours' joint vote), ``label_score`` in [0, 1] (lower = more likely
+    mislabeled; cleanlab's "label quality"), ``is_label_issue`` (the automatic flag),
+    ``rank`` (1 = most suspicious), ``knn_agreement``, the per-method scores
+    ``sei_score``, ``aum_score``, ``entropy_integral``, ``given_prob_score``,
+    ``forgetting_score``, and ``conflicting_duplicate`` (row of a differently labelled
+    near-duplicate, or -1). ``df.attrs`` holds the method, cutoff, estimated noise rates
+    and settings.
+    """
+    detector = SEIDetector(**options)
+    detector.fit(embeddings, labels, class_embeddings=class_embeddings,
+                 other_embedding=other_embedding, groups=groups)
+    return detector.issues_
+
+
+def _check_fit_inputs(embeddings, labels, class_embeddings, other_embedding):
+    """Validated, prepared inputs: (x (N, D), y (N,), K, head_init (K or K+1, D) or None)."""
+    x = check_embeddings(embeddings)
+    y = check_labels(labels, n_samples=x.shape[0])
+    head_init = None
+    if class_embeddings is not None:
+        head_init = check_embeddings(class_embeddings, name="class_embeddings")
+        if head_init.shape[1] != x.shape[1]:
+            raise ValueError(f"class_embeddings must be (K, {x.shape[1]}) to match embeddings; "
+                             f"got shape {head_init.shape}")
+    n_classes = check_n_classes(y, head_init)
+    if other_embedding is not None:
+        if head_init is None:
+            raise ValueError("other_embedding needs class_embeddings as well")
+        other = check_embeddings(np.asarray(other_embedding).reshape(1, -1), name="other_embedding")
+        if other.shape[1] != x.shape[1]:
+            raise ValueError(f"other_embedding must have {x.shape[1]} values; got {other.shape[1]}")
+        head_init = np.vstack([head_init, other])
+    if head_init is None:  # image-only features: centre them so cosines are informative
+        x = x - x.mean(axis=0, keepdims=True)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    x = x / np.where(norms > 0, norms, 1.0)
+    if head_init is not None:
+        head_init = head_init / np.linalg.norm(head_init, axis=1, keepdims=True)
+    return x.astype(np.float32), y, n_classes, head_init
+
+
+def _warn_exact_duplicates(neighbor_sims) -> None:
+    n_duplicated = int((neighbor_sims[:, 0] >= 1 - 1e-6).sum())
+    if n_duplicated:
+        warnings.warn(f"{n_duplicated} samples have an exact duplicate embedding; duplicates "
+                      "reinforce each other's labels", UserWarning, stacklevel=4)
+
+
+def _draw_threshold_slices(n_samples: int, fraction: float, n_runs: int, rng) -> list:
+    """``n_runs`` disjoint random index sets of ``round(fraction * N)`` samples (at least 1)."""
+    size = max(1, int(round(fraction * n_samples)))
+    order = rng.permutation(n_samples)
+    return [np.sort(order[run * size:(run + 1) * size]) for run in range(n_runs)]
+
+
+def _combine_runs(runs, slices, n_scales, y, n_classes, neighbor_ids, neighbor_sims) -> dict:
+    """Per-sample scores from the runs where the sample was *not* a threshold sample.
+
+    ``runs`` is slice-major (``runs[s * n_scales + j]``: slice ``s``, scale ``j``). A real
+    sample's score is its mean over those runs; a threshold sample's (its score against
+    the extra class) comes from the runs of its own slice. Histories come from the first
+    scale's run in which the sample was not a threshold sample.
+    """
+    n_samples = y.size
+    names = list(runs[0]["scores"])
+    totals = {name: np.zeros(n_samples) for name in names}
+    weight = np.zeros(n_samples)
+    probs = np.zeros((n_samples, n_classes))
+    threshold = {name: [] for name in names}
+    threshold_knn = []
+    history_run = np.full(n_samples, -1)
+    for position, run in enumerate(runs):
+        slice_index = position // n_scales
+        real = np.ones(n_samples, dtype=bool)
+        real[slices[slice_index]] = False
+        for name in names:
+            totals[name][real] += run["scores"][name][real]
+        weight[real] += 1
+        probs[real] += run["dynamics"].mean_probs[real, :n_classes]
+        if position % n_scales == 0:
+            history_run[real & (history_run < 0)] = position
+            votes = compute_neighbor_votes(neighbor_ids, neighbor_sims, run["labels"],
+                                           n_classes=n_classes + 1)
+            threshold_knn.append(votes[slices[slice_index], n_classes])
+            for name in names:
+                threshold[name].append(np.mean(
+                    [runs[position + j]["scores"][name][slices[slice_index]]
+                     for j in range(n_scales)], axis=0))
+    combined = {
+        "scores": {name: totals[name] / weight for name in names},
+        "threshold_scores": {name: np.concatenate(threshold[name]) for name in names},
+        "knn": compute_neighbor_votes(neighbor_ids, neighbor_sims, y,
+                                      n_classes=n_classes)[np.arange(n_samples), y],
+        "threshold_knn": np.concatenate(threshold_knn),
+        "head_probs": probs / probs.sum(axis=1, keepdims=True),
+    }
+    combined.update(_gather_histories(runs, history_run))
+    return combined
+
+
+def _gather_histories(runs, history_run) -> dict:
+    """(E, N) histories, each sample's column taken from run ``history_run[sample]``."""
+    first = runs[0]["dynamics"]
+    gathered = {
+        "entropy_history": first.entropy_history.copy(),
+        "agreement_history": first.agreement_history.copy(),
+        "given_prob_history": first.given_prob_history.copy(),
+    }
+    for position in np.unique(history_run):
+        if position <= 0:
+            continue
+        columns = history_run == position
+        dynamics = runs[position]["dynamics"]
+        for name in gathered:
+            gathered[name][:, columns] = getattr(dynamics, name)[:, columns]
+    return gathered
+
+
+def _method_label_scores(method, scores, knn, n_head_classes) -> np.ndarray:
+    """The method's score mapped monotonically into [0, 1] (lower = more likely mislabeled)."""
+    if method == "clipsei":
+        return (scores["given_prob"] + knn) / 2.0
+    log_k = np.log(n_head_classes)
+    if method == "sei_paper":
+        return np.clip((scores["sei"] + log_k) / (2 * log_k), 0.0, 1.0)
+    if method == "aum":
+        return 1.0 / (1.0 + np.exp(-np.asarray(scores["aum"], dtype=np.float64)))
+    return np.clip(1.0 + scores["entropy_integral"] / log_k, 0.0, 1.0)  # entropy_integral

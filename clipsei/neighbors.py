@@ -1,0 +1,135 @@
+"""Nearest neighbours in embedding space (FAISS), label agreement and near-duplicates.
+
+Neighbours are found by inner product on L2-normalised embeddings, i.e. cosine similarity.
+Below ``exact_max_samples`` the search is exact (``IndexFlatIP``). Above it an inverted-file
+index (``IndexIVFFlat``, ``4 * sqrt(N)`` lists, ``n_probe`` of them searched) keeps the cost
+sub-quadratic; its recall against exact search is measured in ``benchmarks/score_speed.py``.
+A sample never counts as its own neighbour: the query is removed by id, not by position,
+because with exact duplicates FAISS may list another row before the query itself. With
+``groups`` (e.g. a patient id), neighbours from the query's own group are removed too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+EXACT_MAX_SAMPLES = 20_000
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError as err:  # pragma: no cover - faiss-cpu is a core dependency
+        raise ImportError("neighbour search needs FAISS: pip install faiss-cpu") from err
+    return faiss
+
+
+def _build_index(embeddings: np.ndarray, *, exact: bool, n_probe: int, random_state: int):
+    faiss = _faiss()
+    n_samples, dim = embeddings.shape
+    if exact:
+        index = faiss.IndexFlatIP(dim)
+    else:
+        n_lists = int(4 * np.sqrt(n_samples))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, n_lists, faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(random_state)
+        train = embeddings[rng.choice(n_samples, min(n_samples, 64 * n_lists), replace=False)]
+        index.cp.seed = random_state
+        index.train(train)
+        index.nprobe = n_probe
+    index.add(embeddings)
+    return index
+
+
+def find_neighbors(embeddings, *, n_neighbors: int = 10, groups=None,
+                   exact_max_samples: int = EXACT_MAX_SAMPLES, n_probe: int = 16,
+                   random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n_neighbors`` most similar other samples of every sample.
+
+    Parameters
+    ----------
+    embeddings : (N, D) float, rows L2-normalised.
+    n_neighbors : k, must be smaller than N.
+    groups : (N,) array or None; neighbours sharing the query's group are excluded.
+    exact_max_samples : above this N an approximate IVF index is used.
+    n_probe : IVF lists searched per query (approximate index only).
+
+    Returns
+    -------
+    neighbor_ids : (N, k) int64, most similar first; -1 where fewer than k exist.
+    neighbor_sims : (N, k) float32 cosine similarities; -inf where the id is -1.
+    """
+    from ._validation import check_embeddings
+
+    embeddings = check_embeddings(embeddings)
+    n_samples = embeddings.shape[0]
+    if not isinstance(n_neighbors, (int, np.integer)) or not 0 < n_neighbors < n_samples:
+        raise ValueError(f"n_neighbors must be an int in [1, N={n_samples}); got {n_neighbors!r}")
+    embeddings = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    group_codes = None
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape != (n_samples,):
+            raise ValueError(f"groups must have shape ({n_samples},); got {groups.shape}")
+        group_codes = pd.factorize(groups)[0]
+    index = _build_index(embeddings, exact=n_samples <= exact_max_samples, n_probe=n_probe,
+                         random_state=random_state)
+    return _search_excluding(index, embeddings, n_neighbors, group_codes)
+
+
+def _search_excluding(index, embeddings, n_neighbors, group_codes):
+    """Search k + extra, drop self (and same-group) ids, widen until k remain or none left."""
+    n_samples = embeddings.shape[0]
+    neighbor_ids = np.full((n_samples, n_neighbors), -1, dtype=np.int64)
+    neighbor_sims = np.full((n_samples, n_neighbors), -np.inf, dtype=np.float32)
+    pending = np.arange(n_samples)
+    n_search = n_neighbors + 1
+    while pending.size:
+        n_search = min(n_search, n_samples)
+        sims, ids = index.search(embeddings[pending], n_search)
+        keep = (ids >= 0) & (ids != pending[:, None])
+        if group_codes is not None:
+            keep &= group_codes[np.maximum(ids, 0)] != group_codes[pending][:, None]
+        n_kept = keep.sum(axis=1)
+        done = (n_kept >= n_neighbors) | (n_search >= n_samples)
+        for row in np.flatnonzero(done):
+            chosen = np.flatnonzero(keep[row])[:n_neighbors]
+            neighbor_ids[pending[row], : chosen.size] = ids[row, chosen]
+            neighbor_sims[pending[row], : chosen.size] = sims[row, chosen]
+        pending = pending[~done]
+        n_search *= 4
+    return neighbor_ids, neighbor_sims
+
+
+def compute_neighbor_votes(neighbor_ids, neighbor_sims, labels, *, n_classes: int) -> np.ndarray:
+    """Similarity-weighted label votes of each sample's neighbours, (N, K) rows summing to 1.
+
+    A neighbour's weight is ``max(similarity, 0)``, plus a small floor so that a sample whose
+    neighbours are all orthogonal still gets a plain majority vote. Rows with no neighbour
+    at all are uniform.
+    """
+    valid = neighbor_ids >= 0
+    weights = np.where(valid, np.maximum(neighbor_sims, 0.0) + 1e-3, 0.0)
+    votes = np.zeros((neighbor_ids.shape[0], n_classes), dtype=np.float64)
+    rows = np.repeat(np.arange(neighbor_ids.shape[0]), neighbor_ids.shape[1])
+    np.add.at(votes, (rows, labels[np.maximum(neighbor_ids, 0)].ravel()), weights.ravel())
+    totals = votes.sum(axis=1, keepdims=True)
+    votes = np.where(totals > 0, votes / np.where(totals > 0, totals, 1), 1.0 / n_classes)
+    return votes.astype(np.float32)
+
+
+def find_conflicting_duplicates(neighbor_ids, neighbor_sims, labels, *,
+                                min_similarity: float = 0.98) -> pd.DataFrame:
+    """Pairs ``i < j`` that are near-duplicates (cosine >= ``min_similarity``) with different labels.
+
+    Returns a DataFrame with columns ``i``, ``j`` (row indices) and ``similarity``, most
+    similar first. Pairs are found among the neighbour lists, so at most k per sample.
+    """
+    rows, cols = np.nonzero((neighbor_ids >= 0) & (neighbor_sims >= min_similarity))
+    first = np.minimum(rows, neighbor_ids[rows, cols])
+    second = np.maximum(rows, neighbor_ids[rows, cols])
+    table = pd.DataFrame({"i": first, "j": second, "similarity": neighbor_sims[rows, cols]})
+    table = table[labels[table["i"].to_numpy()] != labels[table["j"].to_numpy()]]
+    table = table.drop_duplicates(["i", "j"]).sort_values("similarity", ascending=False)
+    return table.reset_index(drop=True)

@@ -1,0 +1,90 @@
+"""Scores -> cutoff, flags, ranks and the issues table (numpy in, pandas out).
+
+Lower scores mean "more likely mislabeled" everywhere. The cutoff comes from threshold
+samples (Pleiss et al. 2020; Li et al. 2026): samples deliberately relabelled to an extra
+class, so their scores show what a mislabeled sample looks like on this very data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ._validation import check_option
+
+CUTOFF_RULES = ("mean", "percentile")
+
+
+def compute_cutoff(threshold_scores, *, rule: str = "mean", percentile: float = 99.0) -> float:
+    """A score cutoff from the scores of threshold samples.
+
+    ``"mean"``: their mean (the SEI paper's rule). ``"percentile"``: their ``percentile``-th
+    percentile (AUM's rule, 99 by default: flag anything scoring like almost any threshold
+    sample). Samples scoring strictly below the cutoff are flagged.
+    """
+    check_option(rule, CUTOFF_RULES, name="cutoff rule")
+    threshold_scores = np.asarray(threshold_scores, dtype=np.float64)
+    if threshold_scores.size == 0:
+        raise ValueError("threshold_scores must not be empty")
+    if rule == "mean":
+        return float(threshold_scores.mean())
+    if not 0 <= percentile <= 100:
+        raise ValueError(f"percentile must be in [0, 100]; got {percentile}")
+    return float(np.percentile(threshold_scores, percentile))
+
+
+def compute_noise_rate_per_class(is_label_issue, labels, *, n_classes: int) -> np.ndarray:
+    """Fraction of each given class that is flagged, (K,) float64 (NaN for an empty class)."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    flagged = np.bincount(labels[np.asarray(is_label_issue, dtype=bool)], minlength=n_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, flagged / counts, np.nan)
+
+
+def rank_by_score(label_scores) -> np.ndarray:
+    """1-based rank of each sample, 1 = lowest score = most suspicious; ties by row order."""
+    order = np.argsort(np.asarray(label_scores), kind="stable")
+    ranks = np.empty(order.size, dtype=np.int64)
+    ranks[order] = np.arange(1, order.size + 1)
+    return ranks
+
+
+def compute_suggested_labels(head_probs, neighbor_votes) -> tuple[np.ndarray, np.ndarray]:
+    """Joint vote of the head and the neighbours: the class with the largest mean of the two.
+
+    head_probs, neighbor_votes : (N, K) rows summing to 1.
+    Returns ``suggested_label`` (N,) int64 and its ``suggested_confidence`` (N,) in [0, 1].
+    """
+    joint = 0.5 * (np.asarray(head_probs) + np.asarray(neighbor_votes))
+    suggested = joint.argmax(axis=1)
+    return suggested.astype(np.int64), joint[np.arange(joint.shape[0]), suggested].astype(np.float32)
+
+
+def build_issues_table(*, labels, label_scores, is_label_issue, head_probs, neighbor_votes,
+                       scores: dict, duplicate_pairs: pd.DataFrame) -> pd.DataFrame:
+    """One row per sample, input order: labels, suggestions, scores, flag and rank.
+
+    ``scores`` maps score names (``sei``, ``aum``, ...) to (N,) arrays; each becomes a
+    ``<name>_score`` column. ``duplicate_pairs`` (columns ``i``, ``j``) fills
+    ``conflicting_duplicate`` with the most similar conflicting row, or -1.
+    """
+    suggested, confidence = compute_suggested_labels(head_probs, neighbor_votes)
+    rows = np.arange(labels.size)
+    table = pd.DataFrame({
+        "given_label": labels,
+        "predicted_label": np.asarray(head_probs).argmax(axis=1).astype(np.int64),
+        "suggested_label": suggested,
+        "suggested_confidence": confidence,
+        "label_score": np.asarray(label_scores, dtype=np.float64),
+        "is_label_issue": np.asarray(is_label_issue, dtype=bool),
+        "rank": rank_by_score(label_scores),
+        "knn_agreement": np.asarray(neighbor_votes)[rows, labels].astype(np.float32),
+    })
+    for name, values in scores.items():
+        column = name if name.endswith("_integral") else f"{name}_score"
+        table[column] = np.asarray(values, dtype=np.float32)
+    partner = np.full(labels.size, -1, dtype=np.int64)
+    for first, second in zip(duplicate_pairs["i"].to_numpy()[::-1], duplicate_pairs["j"].to_numpy()[::-1]):
+        partner[first], partner[second] = second, first  # most similar pair written last wins
+    table["conflicting_duplicate"] = partner
+    return table
