@@ -1,0 +1,263 @@
+"""Benchmark instrument: how well does each detector find the label errors we know about?
+
+``run_bench(features, labels, ...)`` scores every method on the same features and reports,
+per method, AUROC and AUPRC of its score against the true error mask, precision/recall/F1 of
+its own automatic flags, precision at k = the true number of errors, and wall seconds.
+
+Methods: ``clipsei``, ``sei_paper``, ``aum`` and ``entropy_integral`` come from the scoring
+engine (:func:`clipsei.detect.find_label_issues`); ``cleanlab`` (confident learning on 5-fold
+out-of-sample logistic-regression probabilities) and ``knn`` (SimiFeat-style neighbour vote,
+Zhu et al. 2022) are independent baselines implemented here with scikit-learn/cleanlab/numpy.
+Scores follow the package convention: lower = more likely mislabeled.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ._validation import check_embeddings, check_labels, check_option
+from .noise import NOISE_KINDS, compute_cv_probs, inject_label_noise
+
+logger = logging.getLogger(__name__)
+
+ENGINE_METHODS = ("clipsei", "sei_paper", "aum", "entropy_integral")
+BASELINE_METHODS = ("cleanlab", "knn")
+METHODS = ENGINE_METHODS + BASELINE_METHODS
+_EXTRA = "pip install 'clipsei[bench]'"
+
+
+@dataclass(frozen=True)
+class BenchData:
+    """The arrays of one bench ``.npz`` file (see :func:`load_bench_npz`)."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    true_labels: np.ndarray | None = None
+    class_names: np.ndarray | None = None
+    text_features: np.ndarray | None = None
+
+
+def load_bench_npz(path) -> BenchData:
+    """Load a bench file: ``features`` (N, D), ``labels`` (N,) and optionally ``true_labels``
+    (N,), ``class_names`` (K,) and ``text_features`` (K, D). Errors name the file and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"bench file not found: {path}")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable .npz file: {err}") from err
+    with archive:
+        missing = [key for key in ("features", "labels") if key not in archive.files]
+        if missing:
+            raise ValueError(f"{path} lacks required key(s) {missing}; it has {archive.files}")
+        arrays = {key: archive[key] for key in archive.files}
+    try:
+        features = check_embeddings(arrays["features"], name=f"{path}:features")
+        n_samples = features.shape[0]
+        labels = check_labels(arrays["labels"], n_samples=n_samples, name=f"{path}:labels")
+        true_labels = arrays.get("true_labels")
+        if true_labels is not None:
+            true_labels = check_labels(true_labels, n_samples=n_samples, name=f"{path}:true_labels")
+        text = arrays.get("text_features")
+        if text is not None:
+            text = check_embeddings(text, name=f"{path}:text_features")
+            _check_text_features(text, features, labels, name=f"{path}:text_features")
+    except TypeError as err:
+        raise ValueError(str(err)) from err
+    names = arrays.get("class_names")
+    if names is not None and names.ndim != 1:
+        raise ValueError(f"{path}:class_names must be 1-D (K,); got shape {names.shape}")
+    return BenchData(features, labels, true_labels, names, text)
+
+
+def _check_text_features(text, features, labels, *, name):
+    if text.shape[1] != features.shape[1] or labels.max() >= text.shape[0]:
+        raise ValueError(f"{name} must have shape (K, {features.shape[1]}) with K > max label "
+                         f"{labels.max()}; got {text.shape}")
+
+
+def run_bench(features, labels, *, true_labels=None, noise: str | None = None,
+              rate: float = 0.2, seed: int = 0, methods=None, text_features=None,
+              mapping=None, transitions=None) -> dict:
+    """Score each method on ``features`` and return the issue's JSON-ready result dict.
+
+    With ``true_labels`` the given ``labels`` are evaluated against them (real noise).
+    Without, ``labels`` are taken as clean and ``noise`` (default ``"symmetric"``) is injected
+    at ``rate`` with ``seed`` (``mapping``/``transitions`` as in
+    :func:`clipsei.noise.inject_label_noise`). ``methods`` defaults to :data:`METHODS`.
+    Returns ``{"n", "k", "noise", "noise_rate", "n_errors", "seed", "methods": {name: {"auroc",
+    "auprc", "precision", "recall", "f1", "p_at_noise", "seconds", "n_flagged"}}}``.
+    """
+    features = check_embeddings(features, name="features")
+    labels = check_labels(labels, n_samples=features.shape[0])
+    methods = _check_methods(methods)
+    if text_features is not None:
+        text_features = check_embeddings(text_features, name="text_features")
+        _check_text_features(text_features, features, labels, name="text_features")
+    n_classes = int(labels.max()) + 1 if text_features is None else text_features.shape[0]
+    if true_labels is not None:
+        if noise is not None:
+            raise ValueError("noise must be None when true_labels is given (real noise is "
+                             f"evaluated as is); got noise={noise!r}")
+        true_labels = check_labels(true_labels, n_samples=labels.size, name="true_labels")
+        given, noise = labels, "real"
+    else:
+        noise = check_option("symmetric" if noise is None else noise, NOISE_KINDS, name="noise")
+        true_labels, given = labels, inject_label_noise(
+            labels, noise=noise, rate=rate, random_state=seed, n_classes=n_classes,
+            features=features, mapping=mapping, transitions=transitions)
+    is_error = given != true_labels
+    result = {"n": int(labels.size), "k": n_classes, "noise": noise,
+              "noise_rate": float(is_error.mean()), "n_errors": int(is_error.sum()),
+              "seed": int(seed), "methods": {}}
+    for name in methods:
+        start = time.perf_counter()
+        scores, flags = score_method(name, features, given, seed=seed,
+                                     text_features=text_features)
+        metrics = compute_detection_metrics(scores, flags, is_error)
+        metrics["seconds"] = round(time.perf_counter() - start, 4)
+        logger.info("%s: %s", name, metrics)
+        result["methods"][name] = metrics
+    return result
+
+
+def _check_methods(methods) -> tuple:
+    if methods is None:
+        return METHODS
+    if isinstance(methods, str):
+        methods = [name.strip() for name in methods.split(",") if name.strip()]
+    methods = tuple(methods)
+    if not methods:
+        raise ValueError(f"methods must name at least one of {list(METHODS)}; got none")
+    for name in methods:
+        check_option(name, METHODS, name="methods")
+    return methods
+
+
+def score_method(name: str, features, labels, *, seed: int = 0, text_features=None):
+    """Return ``(scores, flags)``: (N,) floats, lower = more likely mislabeled, and (N,) bools,
+    the method's own automatic flags. Trusts validated input."""
+    check_option(name, METHODS, name="method")
+    if name == "cleanlab":
+        return score_cleanlab(features, labels, random_state=seed)
+    if name == "knn":
+        return score_knn(features, labels)
+    from .detect import find_label_issues
+
+    table = find_label_issues(features, labels, method=name, class_embeddings=text_features,
+                              random_state=seed)
+    return (np.asarray(table["label_score"], dtype=float),
+            np.asarray(table["is_label_issue"], dtype=bool))
+
+
+def score_cleanlab(features, labels, *, random_state=0, C="auto"):
+    """Confident learning (Northcutt et al. 2021) on 5-fold stratified out-of-sample
+    probabilities of ``StandardScaler`` + ``LogisticRegression`` (lbfgs, multinomial, C chosen
+    by out-of-fold log-loss on the given labels; see :func:`clipsei.noise.compute_cv_probs`).
+
+    Flags: ``cleanlab.filter.find_label_issues`` (``prune_by_noise_rate``); scores:
+    ``cleanlab.rank.get_label_quality_scores`` (self-confidence).
+    """
+    try:
+        from cleanlab.filter import find_label_issues
+        from cleanlab.rank import get_label_quality_scores
+    except ImportError as err:
+        raise ImportError(f"the cleanlab baseline needs cleanlab: {_EXTRA}") from err
+    features = check_embeddings(features, name="features")
+    labels = check_labels(labels, n_samples=features.shape[0])
+    n_classes = int(labels.max()) + 1
+    probs = compute_cv_probs(features, labels, n_classes=n_classes, random_state=random_state,
+                             C=C)
+    flags = find_label_issues(labels, probs, n_jobs=1)
+    scores = get_label_quality_scores(labels, probs)
+    return np.asarray(scores, dtype=float), np.asarray(flags, dtype=bool)
+
+
+def score_knn(features, labels, *, k: int = 10, block: int = 2048):
+    """SimiFeat-style neighbour vote (Zhu et al. 2022, "Detecting Corrupted Labels Without
+    Training a Model to Predict"): cosine k nearest neighbours on centred, L2-normalised
+    features, the query itself excluded by id.
+
+    Score = share of the k neighbours carrying the given label, ties broken by the
+    similarity-weighted share (which moves the score by less than one vote). Flag = the
+    neighbours' majority label (same tie-break) differs from the given label.
+    """
+    features = check_embeddings(features, name="features")
+    labels = check_labels(labels, n_samples=features.shape[0])
+    if not 0 < k < labels.size:
+        raise ValueError(f"k must be in [1, {labels.size}) for {labels.size} samples; got {k}")
+    unit = features - features.mean(axis=0)
+    unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+    n_classes = int(labels.max()) + 1
+    votes = np.empty((labels.size, n_classes))
+    for start in range(0, labels.size, block):
+        rows = np.arange(start, min(start + block, labels.size))
+        votes[rows] = _knn_votes(unit, labels, rows, k=k, n_classes=n_classes)
+    given = votes[np.arange(labels.size), labels]
+    return given, votes.argmax(axis=1) != labels
+
+
+def _knn_votes(unit, labels, rows, *, k, n_classes):
+    """Per-class votes (len(rows), K): counts/k plus weighted share/(k+1) as a tie-break."""
+    sims = unit[rows] @ unit.T
+    sims[np.arange(rows.size), rows] = -np.inf  # drop the query by id, not by position
+    ids = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    neighbour_sims = np.take_along_axis(sims, ids, axis=1)
+    weights = (1.0 + neighbour_sims) / 2.0  # cosine in [-1, 1] -> [0, 1]
+    onehot = np.eye(n_classes)[labels[ids]]  # (b, k, K)
+    counts = onehot.sum(axis=1) / k
+    weighted = (onehot * weights[..., None]).sum(axis=1)
+    weighted /= np.maximum(weighted.sum(axis=1, keepdims=True), 1e-12)
+    return counts + weighted / (k + 1)
+
+
+def compute_detection_metrics(scores, flags, is_error) -> dict:
+    """Metrics of one method against the true error mask.
+
+    ``scores``: lower = more likely mislabeled (so ``-scores`` is the positive-class score).
+    AUROC/AUPRC are ``None`` when the mask holds a single class; precision of an empty flag
+    set is 0. ``p_at_noise`` = precision among the ``is_error.sum()`` lowest scores.
+    """
+    try:
+        from sklearn.metrics import average_precision_score, roc_auc_score
+    except ImportError as err:  # pragma: no cover - scikit-learn is a core dependency
+        raise ImportError(f"bench metrics need scikit-learn: {_EXTRA}") from err
+    scores = np.asarray(scores, dtype=float)
+    flags = np.asarray(flags, dtype=bool)
+    is_error = np.asarray(is_error, dtype=bool)
+    if not (scores.shape == flags.shape == is_error.shape) or scores.ndim != 1:
+        raise ValueError(f"scores, flags and is_error must be 1-D of one length; got "
+                         f"{scores.shape}, {flags.shape}, {is_error.shape}")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores must be finite; got NaN or inf")
+    n_errors, n_flagged, hits = int(is_error.sum()), int(flags.sum()), int((flags & is_error).sum())
+    both = 0 < n_errors < is_error.size
+    precision = hits / n_flagged if n_flagged else 0.0
+    recall = hits / n_errors if n_errors else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    top = np.argsort(scores, kind="stable")[:n_errors]
+    return {
+        "auroc": float(roc_auc_score(is_error, -scores)) if both else None,
+        "auprc": float(average_precision_score(is_error, -scores)) if both else None,
+        "precision": precision, "recall": recall, "f1": f1,
+        "p_at_noise": float(is_error[top].mean()) if n_errors else None,
+        "n_flagged": n_flagged,
+    }
+
+
+def format_bench_table(result: dict) -> str:
+    """A fixed-width text table of a :func:`run_bench` result, one row per method."""
+    head = (f"n={result['n']} k={result['k']} noise={result['noise']} "
+            f"noise_rate={result['noise_rate']:.4f} errors={result['n_errors']}")
+    columns = ("auroc", "auprc", "precision", "recall", "f1", "p_at_noise", "seconds")
+    lines = [head, f"{'method':<18}" + "".join(f"{c:>11}" for c in columns)]
+    for name, metrics in result["methods"].items():
+        cells = ["nan" if metrics[c] is None else f"{metrics[c]:.4f}" for c in columns]
+        lines.append(f"{name:<18}" + "".join(f"{cell:>11}" for cell in cells))
+    return "\n".join(lines)

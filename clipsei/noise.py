@@ -1,0 +1,233 @@
+"""Label noise with a known mask, for benchmarks: symmetric, asymmetric (pair) and confusion.
+
+Every injector flips exactly ``round(rate * N)`` labels where that many samples can be flipped
+(fewer, with a ``UserWarning``, where a mapping or confusion matrix leaves too few candidates),
+always to a *different* class, and draws from a local ``numpy.random.Generator`` only.
+Flips are spread over the flippable classes (those with a non-zero transition row) in
+proportion to class size (largest-remainder rounding), so every flippable class gets the same
+noise rate up to one sample, as in the class-conditional noise models of the label-noise
+literature.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ._validation import check_embeddings, check_labels, check_option, check_random_state
+
+logger = logging.getLogger(__name__)
+
+NOISE_KINDS = ("symmetric", "asymmetric", "confusion")
+_EXTRA = "pip install 'clipsei[bench]'"
+
+
+def inject_label_noise(labels, *, noise: str = "symmetric", rate: float = 0.2,
+                       random_state=None, n_classes: int | None = None, features=None,
+                       mapping=None, transitions=None) -> np.ndarray:
+    """Return a noisy copy of the clean ``labels`` (N,); the input is left unchanged.
+
+    noise : ``"symmetric"`` (a uniformly chosen other class), ``"asymmetric"`` (class c goes
+        to ``mapping[c]``; default c -> c+1 mod K) or ``"confusion"`` (class c goes to j with
+        probability ``transitions[c, j]``; computed from ``features`` with
+        :func:`compute_confusion_transitions` when not given).
+    rate : fraction of samples to flip, in [0, 1).
+    mapping : dict {class: new class} (or a (K,) int array) for ``"asymmetric"``; classes not
+        in it are never flipped.
+    """
+    check_option(noise, NOISE_KINDS, name="noise")
+    labels = check_labels(labels, n_classes=n_classes)
+    if not 0 <= float(rate) < 1:
+        raise ValueError(f"rate must be in [0, 1); got {rate}")
+    n_classes = int(labels.max()) + 1 if n_classes is None else int(n_classes)
+    if n_classes < 2:
+        raise ValueError(f"labels must span at least 2 classes to be flipped; got {n_classes}")
+    rng = check_random_state(random_state)
+    if noise == "symmetric":
+        transitions = (1.0 - np.eye(n_classes)) / (n_classes - 1)
+    elif noise == "asymmetric":
+        transitions = _mapping_transitions(mapping, n_classes)
+    elif transitions is None:
+        if features is None:
+            raise ValueError("noise='confusion' needs features (or precomputed transitions)")
+        transitions = compute_confusion_transitions(features, labels, n_classes=n_classes)
+    else:
+        transitions = _check_transitions(transitions, n_classes)
+    return _flip_by_class(labels, transitions, int(round(float(rate) * labels.size)), rng)
+
+
+def compute_confusion_transitions(features, labels, *, n_classes: int | None = None,
+                                  random_state=0) -> np.ndarray:
+    """Row-normalised off-diagonal confusion matrix (K, K) of a 5-fold cross-validated
+    logistic regression on ``features`` with the clean ``labels``.
+
+    Entry (i, j) is the share of class-i samples predicted as j among class i's mistakes; the
+    diagonal is zero. A class the classifier never gets wrong has a zero row (warned about):
+    it has no realistic confusion, so :func:`inject_label_noise` leaves it unflipped and
+    spreads its share of the flips over the other classes.
+    """
+    features = check_embeddings(features, name="features")
+    labels = check_labels(labels, n_samples=features.shape[0], n_classes=n_classes)
+    n_classes = int(labels.max()) + 1 if n_classes is None else int(n_classes)
+    probs = compute_cv_probs(features, labels, n_classes=n_classes, random_state=random_state)
+    counts = np.zeros((n_classes, n_classes))
+    np.add.at(counts, (labels, probs.argmax(axis=1)), 1.0)
+    np.fill_diagonal(counts, 0.0)
+    totals = counts.sum(axis=1, keepdims=True)
+    empty = np.flatnonzero((totals[:, 0] == 0) & (np.bincount(labels, minlength=n_classes) > 0))
+    if empty.size:
+        warnings.warn(f"classes {empty.tolist()} are never misclassified; confusion noise leaves "
+                      "them unflipped", UserWarning, stacklevel=2)
+    return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+
+
+def compute_cv_probs(features, labels, *, n_classes: int, random_state=0, n_splits: int = 5,
+                     C="auto", max_iter: int = 1000) -> np.ndarray:
+    """Out-of-sample class probabilities (N, K) from stratified ``n_splits``-fold
+    cross-validation of ``StandardScaler`` + multinomial L2 ``LogisticRegression`` (lbfgs).
+
+    ``C="auto"`` picks the inverse regularisation strength on a factor-3 grid by the
+    out-of-fold log-loss *on the given labels* (no true labels involved): a local search from
+    1e-3 that stops once the loss rises. On 1280-D standardised image features the default
+    ``C=1`` overfits noisy labels badly (measured on the shared data: confident-learning AUROC
+    0.79-0.86 at C=0.1 versus 0.86-0.98 at the log-loss-selected C). Trusts its input.
+    """
+    folds = _stratified_folds(labels, n_classes, n_splits, random_state)
+    if C != "auto":
+        return _fit_predict_folds(features, labels, folds, n_classes, float(C), max_iter)
+    cache = {}
+
+    def loss(exponent: int) -> float:  # C = 1e-3 * 3**exponent
+        if exponent not in cache:
+            probs = _fit_predict_folds(features, labels, folds, n_classes,
+                                       1e-3 * 3.0 ** exponent, max_iter)
+            given = np.clip(probs[np.arange(labels.size), labels], 1e-12, 1.0)
+            cache[exponent] = (-np.log(given).mean(), probs)
+        return cache[exponent][0]
+
+    best = 0
+    step = -1 if loss(-1) < loss(0) else 1
+    while -4 <= best + step <= 6 and loss(best + step) < loss(best):
+        best += step
+    logger.debug("logistic regression C=%.2g chosen by out-of-fold log-loss", 1e-3 * 3.0 ** best)
+    return cache[best][1]
+
+
+def _stratified_folds(labels, n_classes, n_splits, random_state) -> list:
+    try:
+        from sklearn.model_selection import StratifiedKFold
+    except ImportError as err:  # pragma: no cover - scikit-learn is a core dependency
+        raise ImportError(f"cross-validated probabilities need scikit-learn: {_EXTRA}") from err
+    seed = random_state if isinstance(random_state, (int, np.integer)) else 0
+    counts = np.bincount(labels, minlength=n_classes)
+    splits = int(max(2, min(n_splits, counts[counts > 0].min())))
+    folds = StratifiedKFold(n_splits=splits, shuffle=True, random_state=int(seed))
+    return list(folds.split(np.zeros((labels.size, 1)), labels))
+
+
+def _fit_predict_folds(features, labels, folds, n_classes, C, max_iter) -> np.ndarray:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    probs = np.zeros((labels.size, n_classes))
+    for train, test in folds:
+        scaler = StandardScaler().fit(features[train])
+        model = LogisticRegression(C=C, max_iter=max_iter)
+        model.fit(scaler.transform(features[train]), labels[train])
+        probs[np.ix_(test, model.classes_)] = model.predict_proba(scaler.transform(features[test]))
+    return probs
+
+
+def load_noise_mapping(path, *, n_classes: int, class_names=None) -> dict:
+    """Read an asymmetric-noise mapping from a JSON object ``{"from": "to", ...}``.
+
+    Keys and values are class indices (ints or digit strings) or, when ``class_names`` is
+    given, class names.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"mapping file not found: {path}")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"mapping file {path} is not valid JSON: {err}") from err
+    if not isinstance(raw, dict):
+        raise ValueError(f"mapping file {path} must hold a JSON object; got {type(raw).__name__}")
+    names = [str(name) for name in class_names] if class_names is not None else []
+    return {_class_index(key, names, n_classes, path): _class_index(value, names, n_classes, path)
+            for key, value in raw.items()}
+
+
+def _class_index(value, names: list, n_classes: int, path) -> int:
+    if isinstance(value, str) and value in names:
+        return names.index(value)
+    try:
+        index = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"mapping file {path}: {value!r} is neither a class index nor one of "
+                         f"the class names {names}") from None
+    if not 0 <= index < n_classes:
+        raise ValueError(f"mapping file {path}: class {index} is outside [0, {n_classes})")
+    return index
+
+
+def _mapping_transitions(mapping, n_classes: int) -> np.ndarray:
+    if mapping is None:
+        mapping = {c: (c + 1) % n_classes for c in range(n_classes)}
+    elif not isinstance(mapping, dict):
+        targets = check_labels(mapping, n_samples=n_classes, n_classes=n_classes, name="mapping")
+        mapping = dict(enumerate(targets.tolist()))
+    transitions = np.zeros((n_classes, n_classes))
+    for source, target in mapping.items():
+        if not (0 <= int(source) < n_classes and 0 <= int(target) < n_classes):
+            raise ValueError(f"mapping must map classes in [0, {n_classes}); got {source}->{target}")
+        if int(source) != int(target):
+            transitions[int(source), int(target)] = 1.0
+    if not transitions.any():
+        raise ValueError("mapping must move at least one class to a different class")
+    return transitions
+
+
+def _check_transitions(transitions, n_classes: int) -> np.ndarray:
+    matrix = np.asarray(transitions, dtype=float)
+    if matrix.shape != (n_classes, n_classes) or not np.isfinite(matrix).all() or (matrix < 0).any():
+        raise ValueError(f"transitions must be a finite non-negative ({n_classes}, {n_classes}) "
+                         f"matrix; got shape {matrix.shape}")
+    matrix = matrix.copy()
+    np.fill_diagonal(matrix, 0.0)
+    return matrix
+
+
+def _flip_by_class(labels: np.ndarray, transitions: np.ndarray, n_flips: int,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Flip ``n_flips`` labels, spread over classes by size, targets drawn from the rows."""
+    n_classes = transitions.shape[0]
+    rows = transitions.sum(axis=1)
+    transitions = transitions / np.where(rows > 0, rows, 1.0)[:, None]
+    per_class = _allocate(np.bincount(labels, minlength=n_classes) * (rows > 0), n_flips)
+    if per_class.sum() < n_flips:
+        warnings.warn(f"only {per_class.sum()} of the {n_flips} requested flips are possible: "
+                      "the other samples' classes have no transition", UserWarning, stacklevel=3)
+    noisy = labels.copy()
+    for cls in np.flatnonzero(per_class):
+        chosen = rng.choice(np.flatnonzero(labels == cls), size=per_class[cls], replace=False)
+        noisy[chosen] = rng.choice(n_classes, size=chosen.size, p=transitions[cls])
+    logger.debug("flipped %d labels (per class %s)", per_class.sum(), per_class.tolist())
+    return noisy
+
+
+def _allocate(sizes: np.ndarray, total: int) -> np.ndarray:
+    """Split ``total`` over classes in proportion to ``sizes`` (largest remainder, capped)."""
+    available = int(sizes.sum())
+    total = min(int(total), available)
+    if total == 0:
+        return np.zeros_like(sizes)
+    exact = sizes * (total / available)
+    counts = np.floor(exact).astype(np.int64)
+    order = np.argsort(-(exact - counts), kind="stable")
+    counts[order[: total - counts.sum()]] += 1
+    return np.minimum(counts, sizes)
