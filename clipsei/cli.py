@@ -132,5 +132,54 @@ _COMMANDS["embed"] = ("Embed images with a frozen open_clip model (cached, resum
 # --- end embed ---
 
 
+# --- bench (issue 3) ---
+def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", metavar="PATH.npz",
+                        help="features (N, D), labels (N,) and optional true_labels, "
+                             "class_names, text_features")
+    parser.add_argument("--noise", choices=("symmetric", "asymmetric", "confusion"), default=None,
+                        help="noise to inject into clean labels (files without true_labels; "
+                             "default symmetric)")
+    parser.add_argument("--rate", type=float, default=0.2, help="injected noise rate (default 0.2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise and the methods")
+    parser.add_argument("--mapping", default=None, metavar="JSON",
+                        help='asymmetric mapping {"from": "to"} by class index or name '
+                             "(default c -> c+1 mod K)")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated subset of clipsei,sei_paper,aum,entropy_integral,"
+                             "cleanlab,knn (default all)")
+    parser.add_argument("--json", default=None, metavar="OUT", help="also write the result as JSON")
+
+
+def _run_bench(args) -> int:
+    import json
+    from pathlib import Path
+
+    from .bench import format_bench_table, load_bench_npz, run_bench
+    from .noise import load_noise_mapping
+
+    data = load_bench_npz(args.path)
+    n_classes = (int(data.labels.max()) + 1 if data.text_features is None
+                 else data.text_features.shape[0])
+    mapping = None if args.mapping is None else load_noise_mapping(
+        args.mapping, n_classes=n_classes, class_names=data.class_names)
+    result = run_bench(data.features, data.labels, true_labels=data.true_labels,
+                       noise=args.noise, rate=args.rate, seed=args.seed, methods=args.methods,
+                       text_features=data.text_features, mapping=mapping)
+    result["path"] = str(args.path)
+    print(format_bench_table(result))
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {out}")
+    return 0
+
+
+_COMMANDS["bench"] = ("benchmark every detector on an .npz of features and labels",
+                      _add_bench_arguments, _run_bench)
+# --- end bench ---
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
