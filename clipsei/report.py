@@ -136,9 +136,10 @@ def _payload(issues, class_names, entropy_history, agreement_history, neighbor_i
     root = ""
     if "path" in issues:
         root, columns["path"] = _relative_paths(issues["path"].astype(str).tolist())
+    trajectory_range = None
     if entropy_history is not None:
-        columns["traj"] = _encode_trajectories(entropy_history, agreement_history,
-                                               len(class_names))
+        columns["traj"], trajectory_range = _encode_trajectories(entropy_history,
+                                                                 agreement_history)
     if neighbor_ids is not None:
         shown = np.asarray(neighbor_ids)[:, :_NEIGHBOURS_SHOWN]
         columns["nbr"] = shown.astype(int).tolist()
@@ -146,7 +147,7 @@ def _payload(issues, class_names, entropy_history, agreement_history, neighbor_i
             sims = np.asarray(neighbor_sims, dtype=np.float64)[:, :_NEIGHBOURS_SHOWN]
             columns["nsim"] = np.where(np.isfinite(sims), np.round(sims, 3), 0.0).tolist()
     payload = {"classes": class_names, "columns": columns, "thumbs": {},
-               "pageSize": int(page_size)}
+               "pageSize": int(page_size), "trajectoryRange": trajectory_range}
     return payload, root
 
 
@@ -163,21 +164,25 @@ def _relative_paths(paths: list) -> tuple:
     return root, [os.path.relpath(path, root) for path in paths]
 
 
-def _encode_trajectories(entropy_history, agreement_history, n_classes: int) -> list:
-    """One string per sample: a letter per epoch bin for entropy / log K, upper case where the
-    prediction mostly disagreed with the given label in that bin."""
+def _encode_trajectories(entropy_history, agreement_history) -> tuple:
+    """One string per sample: a letter per epoch bin, upper case where the prediction mostly
+    disagreed with the given label in that bin. Letters a..z span the 1st to 99th percentile
+    of all entropies, returned as the (low, high) range in nats."""
     entropy = np.asarray(entropy_history, dtype=np.float32)
     n_epochs = entropy.shape[0]
     bins = np.array_split(np.arange(n_epochs), min(n_epochs, _TRAJECTORY_POINTS))
     binned = np.stack([entropy[idx].mean(axis=0) for idx in bins], axis=1)  # (N, P)
-    scale = np.log(max(n_classes, 2) + 1)  # + 1: the threshold-sample class
-    levels = np.clip(np.round(binned / scale * _TRAJECTORY_LEVELS), 0, _TRAJECTORY_LEVELS)
+    low, high = (float(v) for v in np.nanpercentile(binned, [1, 99]))
+    high = max(high, low + 1e-3)
+    levels = np.clip(np.round((binned - low) / (high - low) * _TRAJECTORY_LEVELS), 0,
+                     _TRAJECTORY_LEVELS)
+    levels = np.nan_to_num(levels)
     letters = (levels.astype(np.uint8) + ord("a"))
     if agreement_history is not None:
         agree = np.asarray(agreement_history, dtype=np.float32)
         disagree = np.stack([agree[idx].mean(axis=0) < 0.5 for idx in bins], axis=1)
         letters = np.where(disagree, letters - 32, letters).astype(np.uint8)
-    return [row.tobytes().decode("ascii") for row in letters]
+    return [row.tobytes().decode("ascii") for row in letters], [round(low, 3), round(high, 3)]
 
 
 def _thumbnail_rows(issues, neighbor_ids, page_size: int, limit: int) -> list:
@@ -296,12 +301,15 @@ def _class_table_html(issues, class_names) -> str:
     n_flagged = np.bincount(given[flagged], minlength=n_classes)
     rates = issues.attrs.get("noise_rate_per_class")
     rates = np.asarray(rates, dtype=float) if rates is not None else n_flagged / np.maximum(counts, 1)
+    top = max(float(np.nanmax(rates, initial=0.0)), 1e-9)
     rows = []
     for k, name in enumerate(class_names):
         rate = float(rates[k]) if k < len(rates) else float("nan")
-        width = 0 if not np.isfinite(rate) else min(100.0, 100 * rate / max(rates.max(), 1e-9))
+        finite = np.isfinite(rate)
+        width = min(100.0, 100 * rate / top) if finite else 0.0
         rows.append(f"<tr><td>{html.escape(name)}</td><td class=num>{counts[k]:,}</td>"
-                    f"<td class=num>{n_flagged[k]:,}</td><td class=num>{rate:.1%}</td>"
+                    f"<td class=num>{n_flagged[k]:,}</td>"
+                    f"<td class=num>{f'{rate:.1%}' if finite else '&ndash;'}</td>"
                     f'<td class="bar-cell"><div class="bar" style="width:{width:.0f}%"></div>'
                     "</td></tr>")
     return ('<table class="classes"><thead><tr><th>given class</th><th class=num>images</th>'

@@ -33,14 +33,16 @@
     return img;
   }
 
-  // Trajectory string: one letter per epoch bin, a-z = entropy level 0..25 (of log K),
+  // Trajectory string: one letter per epoch bin, a-z = entropy level 0..25 within DATA.trajectoryRange,
   // upper case where the prediction disagreed with the given label.
   function sparkline(code) {
     const svg = document.createElementNS(SVG_NS, "svg");
     svg.setAttribute("class", "spark");
     svg.setAttribute("viewBox", "0 0 130 34");
     const title = document.createElementNS(SVG_NS, "title");
-    title.textContent = "entropy per epoch (top = maximal); red dots: prediction disagrees with the given label";
+    const range = DATA.trajectoryRange || [0, 0];
+    title.textContent = "entropy per epoch, bottom " + fmt(range[0], 2) + " to top " + fmt(range[1], 2) +
+      " nats; red dots: the prediction disagreed with the given label";
     svg.appendChild(title);
     if (!code) return svg;
     const n = code.length;
