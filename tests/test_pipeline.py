@@ -1,0 +1,137 @@
+"""scan / scan_embeddings / ScanResult / relabel: the front door, end to end with the real engine."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clipsei.pipeline import ScanResult, relabel, scan, scan_embeddings
+
+FAST = {"n_epochs": 10}
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    from clipsei.synthetic import make_noisy_blobs
+
+    return make_noisy_blobs(200, n_classes=4, n_features=32, noise_rate=0.1, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def blob_scan(blobs, tmp_path_factory):
+    """A scan of the planted-flip blobs, with fake file paths, saved once for the module."""
+    tmp_path = tmp_path_factory.mktemp("blob_scan")
+    paths = [f"/data/{'a' if i % 2 else 'b'}/img_{i:03d}.png" for i in range(len(blobs.labels))]
+    result = scan_embeddings(blobs.embeddings, blobs.labels, paths=paths,
+                             class_names=["w", "x", "y", "z"], random_state=0, **FAST)
+    return result, result.save(tmp_path / "scan")
+
+
+@pytest.fixture
+def tiny_folder(tmp_path, write_images):
+    write_images(tmp_path / "images", n_per_class=6, classes=("cat", "dog", "eel"))
+    (tmp_path / "images" / "dog" / "broken.png").write_bytes(b"not an image")
+    return tmp_path / "images"
+
+
+def test_scan_embeddings_finds_planted_flips(blob_scan, blobs):
+    result, _ = blob_scan
+    issues = result.issues
+    n = len(blobs.labels)
+    assert len(issues) == n and issues["is_label_issue"].dtype == bool
+    assert issues["label_score"].between(0, 1).all()
+    top = issues.nsmallest(int(blobs.is_flipped.sum()), "label_score").index
+    assert blobs.is_flipped[top].mean() >= 0.8
+    assert (issues["given_class"] == np.array(["w", "x", "y", "z"])[blobs.labels]).all()
+    assert result.entropy_history.shape[1] == n and result.neighbor_ids.shape[0] == n
+    assert result.summary["n_flagged"] == int(issues["is_label_issue"].sum())
+    assert np.asarray(result.summary["confusion"]["counts"]).sum() == n
+
+
+def test_save_and_load_round_trip(blob_scan):
+    result, directory = blob_scan
+    for name in ("issues.csv", "issues.parquet", "summary.json", "failures.csv", "report.html",
+                 "entropy_history.npy", "agreement_history.npy", "neighbor_ids.npy",
+                 "neighbor_sims.npy"):
+        assert (directory / name).is_file(), name
+    summary = json.loads((directory / "summary.json").read_text())
+    assert {"cutoff", "per_class", "confusion", "settings", "versions", "timings_s"} <= set(summary)
+    loaded = ScanResult.load(directory)
+    pd.testing.assert_frame_equal(loaded.issues, result.issues, check_dtype=False)
+    np.testing.assert_array_equal(loaded.entropy_history, result.entropy_history)
+    np.testing.assert_array_equal(loaded.neighbor_ids, result.neighbor_ids)
+    assert loaded.issues.attrs["cutoff"] == pytest.approx(result.issues.attrs["cutoff"])
+    assert loaded.class_names == ["w", "x", "y", "z"]
+
+
+def test_result_plots(blob_scan):
+    import matplotlib.pyplot as plt
+
+    result, _ = blob_scan
+    for figure in (result.plot_trajectories([0, 1]), result.plot_sei_histogram(),
+                   result.plot_class_error_rates()):
+        assert figure.axes
+    plt.close("all")
+
+
+def test_scan_folder_with_tiny_clip(tiny_folder, tiny_clip, tmp_path):
+    result = scan(tiny_folder, model=tiny_clip, prompts="generic", out=tmp_path / "out",
+                  cache_dir=tmp_path / "cache", progress=False, **FAST)
+    assert len(result.issues) == 18 and result.failures["path"].str.endswith("broken.png").all()
+    assert result.summary["n_images"] == 19 and result.summary["n_failed"] == 1
+    assert result.summary["settings"]["model"] == "clipsei-tiny"
+    assert {"load_images", "embed", "encode_prompts", "detect"} <= set(result.summary["timings_s"])
+    assert set(result.issues["given_class"]) == {"cat", "dog", "eel"}
+    assert (tmp_path / "out" / "report.html").stat().st_size > 0
+
+
+def test_scan_from_array_keeps_pixels_for_thumbnails(tiny_clip, rng):
+    images = rng.integers(0, 255, (12, 16, 16), dtype=np.uint8)
+    result = scan(images, labels=np.arange(12) % 2, model=tiny_clip, progress=False, **FAST)
+    assert "path" not in result.issues and result.images[3].shape == (16, 16)
+
+
+def test_scan_errors(tmp_path, write_images, tiny_clip):
+    with pytest.raises(FileNotFoundError, match="source not found"):
+        scan(tmp_path / "nope", model=tiny_clip)
+    write_images(tmp_path / "one", classes=("cat",))
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        scan(tmp_path / "one", model=tiny_clip)
+    (tmp_path / "one.csv").write_text("path,label\none/cat/img00.jpg,cat\none/cat/img01.jpg,cat\n")
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        scan(tmp_path / "one.csv", model=tiny_clip)
+    with pytest.raises(ValueError, match="paths must have one entry per label"):
+        scan_embeddings(np.eye(3), [0, 1, 0], paths=["a"])
+
+
+def test_relabel(blob_scan, tmp_path):
+    result, directory = blob_scan
+    issues = result.issues
+    manifest = relabel(directory, accept_above=0.0)
+    moved = issues["is_label_issue"] & (issues["suggested_label"] != issues["given_label"])
+    assert (manifest["action"] == "relabelled").sum() == moved.sum()
+    assert (manifest.loc[moved.to_numpy(), "label"] == issues.loc[moved, "suggested_class"]).all()
+    assert (directory / "corrected_manifest.csv").is_file()
+    strict = relabel(directory, accept_above=1.0, drop_flagged=True, out=tmp_path / "m.csv")
+    assert len(strict) == len(issues) - int(issues["is_label_issue"].sum()) + int(
+        (moved & (issues["suggested_confidence"] >= 1.0)).sum())
+    assert list(pd.read_csv(tmp_path / "m.csv").columns) == ["path", "label", "given_label",
+                                                              "action"]
+
+
+def test_relabel_errors(tmp_path, blobs):
+    with pytest.raises(ValueError, match=r"accept_above must be in \[0, 1\]; got 2"):
+        relabel(tmp_path, accept_above=2)
+    with pytest.raises(FileNotFoundError, match="no saved scan"):
+        relabel(tmp_path, accept_above=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scan_embeddings(blobs.embeddings, blobs.labels, out=tmp_path / "e", **FAST)
+    with pytest.raises(ValueError, match="has no image paths"):
+        relabel(tmp_path / "e", accept_above=0.5)
+    with pytest.raises(FileNotFoundError, match="no saved scan"):
+        ScanResult.load(tmp_path)
