@@ -4,10 +4,12 @@
 table out); :func:`find_label_issues` is its one-call form. Methods:
 
 ``"clipsei"`` (default)
-    A fused score: the mean given-label probability over the epochs of cosine heads at two
-    temperatures and the neighbours' similarity-weighted vote for the given label, each a
-    probability in [0, 1], averaged. The heads' run with threshold samples sets the cutoff.
-    The defaults were chosen on the whole benchmark suite in ``docs/benchmarks.md``.
+    A fused score: the Area Under the Margin of cosine heads at two temperatures (3 and 10;
+    low temperatures suit few well-separated classes, high ones many overlapping classes)
+    and the neighbours' similarity-weighted vote for the given label, each turned into its
+    percentile among the samples, averaged. The cutoff flags the larger of the count below
+    the threshold samples' mean and confident learning's error count (see
+    :func:`_method_cutoff`). Chosen on the whole benchmark suite in ``docs/benchmarks.md``.
 ``"sei_paper"``
     Paper-faithful SEI (mean of signed entropy over epochs), cutoff = mean SEI of the
     threshold samples, exactly as Li et al. (2026); kept unchanged as the reference.
@@ -30,7 +32,8 @@ from ._validation import (NotFittedError, check_embeddings, check_labels, check_
                           check_option, check_random_state)
 from .head import train_head
 from .neighbors import compute_neighbor_votes, find_conflicting_duplicates, find_neighbors
-from .rank import build_issues_table, compute_cutoff, compute_noise_rate_per_class
+from .rank import (build_issues_table, compute_cutoff, compute_cutoff_for_count,
+                   compute_noise_rate_per_class, estimate_noise_rate)
 from .sei import compute_dynamics_scores
 
 logger = logging.getLogger(__name__)
@@ -44,14 +47,14 @@ class _MethodSpec:
 
 
 METHODS = {
-    "clipsei": _MethodSpec(logit_scales=(3.0, 10.0), cutoff_rule="mean"),
+    "clipsei": _MethodSpec(logit_scales=(3.0, 10.0), cutoff_rule="count"),
     "sei_paper": _MethodSpec(logit_scales=(10.0,), cutoff_rule="mean"),
     "aum": _MethodSpec(logit_scales=(10.0,), cutoff_rule="percentile", percentile=99.0),
     "entropy_integral": _MethodSpec(logit_scales=(10.0,), cutoff_rule="mean"),
 }
 _FITTED = ("issues_", "entropy_history_", "agreement_history_", "given_prob_history_",
            "neighbor_ids_", "neighbor_sims_", "cutoff_", "threshold_scores_",
-           "noise_rate_per_class_", "duplicate_pairs_")
+           "noise_rate_per_class_", "duplicate_pairs_", "pred_probs_")
 
 
 class SEIDetector:
@@ -75,6 +78,8 @@ class SEIDetector:
     entropy_history_, given_prob_history_ : (E, N) float16; agreement_history_ : (E, N) bool,
         from the first head, in a run where the sample was not a threshold sample.
     neighbor_ids_ : (N, k) int64 (-1 = none); neighbor_sims_ : (N, k) float32 cosine.
+    pred_probs_ : (N, K) float32, the joint class probabilities (mean of the heads' softmax
+        and the neighbour vote) behind ``suggested_label``; usable as cleanlab's pred_probs.
     cutoff_ : float, on ``label_score``; threshold_scores_ : (T,) label scores of the
         threshold samples; noise_rate_per_class_ : (K,) flagged share of each given class;
         duplicate_pairs_ : DataFrame(i, j, similarity).
@@ -157,22 +162,21 @@ class SEIDetector:
 
     def _finish(self, spec, combined, y, n_classes) -> None:
         n_head_classes = n_classes + 1
-        label_scores = _method_label_scores(self.method, combined["scores"], combined["knn"],
-                                            n_head_classes)
-        threshold_scores = _method_label_scores(self.method, combined["threshold_scores"],
-                                                combined["threshold_knn"], n_head_classes)
-        self.cutoff_ = compute_cutoff(threshold_scores, rule=spec.cutoff_rule,
-                                      percentile=spec.percentile)
+        label_scores, threshold_scores = _method_label_scores(self.method, combined,
+                                                              n_head_classes)
+        votes = compute_neighbor_votes(self.neighbor_ids_, self.neighbor_sims_, y,
+                                       n_classes=n_classes)
+        self.pred_probs_ = (0.5 * (combined["head_probs"] + votes)).astype(np.float32)
+        self.cutoff_ = _method_cutoff(spec, label_scores, threshold_scores, self.pred_probs_, y)
         is_issue = label_scores < self.cutoff_
         self.threshold_scores_ = threshold_scores
         self.duplicate_pairs_ = find_conflicting_duplicates(
             self.neighbor_ids_, self.neighbor_sims_, y, min_similarity=self.duplicate_similarity)
-        votes = compute_neighbor_votes(self.neighbor_ids_, self.neighbor_sims_, y,
-                                       n_classes=n_classes)
         self.issues_ = build_issues_table(
             labels=y, label_scores=label_scores, is_label_issue=is_issue,
             head_probs=combined["head_probs"], neighbor_votes=votes,
-            scores=combined["scores"], duplicate_pairs=self.duplicate_pairs_)
+            scores=_mean_over_scales(combined["scores_by_scale"]),
+            duplicate_pairs=self.duplicate_pairs_)
         self.noise_rate_per_class_ = compute_noise_rate_per_class(is_issue, y, n_classes=n_classes)
         for name in ("entropy_history", "agreement_history", "given_prob_history"):
             setattr(self, f"{name}_", combined[name])
@@ -184,6 +188,23 @@ class SEIDetector:
         })
         logger.info("%s: %d of %d samples flagged (cutoff %.4f)", self.method, is_issue.sum(),
                     y.size, self.cutoff_)
+
+
+def _method_cutoff(spec, label_scores, threshold_scores, pred_probs, labels) -> float:
+    """The method's cutoff on its label scores (flag strictly below).
+
+    ``"count"`` (the default's rule) flags the larger of two counts: the samples below the
+    threshold samples' mean, and confident learning's estimate of the number of errors
+    from the joint probabilities. The threshold rule alone under-flags at high noise (real
+    errors look more plausible than random relabels); the count alone over-flags when the
+    classes are hard to separate; the larger of the two tracked the true error count
+    across the benchmark suite.
+    """
+    if spec.cutoff_rule != "count":
+        return compute_cutoff(threshold_scores, rule=spec.cutoff_rule, percentile=spec.percentile)
+    by_threshold = int((label_scores < compute_cutoff(threshold_scores, rule="mean")).sum())
+    by_count = int(round(estimate_noise_rate(pred_probs, labels) * labels.size))
+    return compute_cutoff_for_count(label_scores, max(by_threshold, by_count))
 
 
 def find_label_issues(embeddings, labels, *, class_embeddings=None, other_embedding=None,
@@ -259,39 +280,34 @@ def _draw_threshold_slices(n_samples: int, fraction: float, n_runs: int, rng) ->
 def _combine_runs(runs, slices, n_scales, y, n_classes, neighbor_ids, neighbor_sims) -> dict:
     """Per-sample scores from the runs where the sample was *not* a threshold sample.
 
-    ``runs`` is slice-major (``runs[s * n_scales + j]``: slice ``s``, scale ``j``). A real
-    sample's score is its mean over those runs; a threshold sample's (its score against
-    the extra class) comes from the runs of its own slice. Histories come from the first
-    scale's run in which the sample was not a threshold sample.
+    ``runs`` is slice-major (``runs[s * n_scales + j]``: slice ``s``, scale ``j``). For each
+    scale, a real sample's score is its mean over the runs where it was not a threshold
+    sample; a threshold sample's (its score against the extra class) comes from the run of
+    its own slice. Histories come from the first scale's run in which the sample was real.
     """
     n_samples = y.size
     names = list(runs[0]["scores"])
-    totals = {name: np.zeros(n_samples) for name in names}
-    weight = np.zeros(n_samples)
+    by_scale, threshold_by_scale = [], []
+    for scale_index in range(n_scales):
+        scale_runs = runs[scale_index::n_scales]
+        real, threshold = _scores_outside_slices(scale_runs, slices, names, n_samples)
+        by_scale.append(real)
+        threshold_by_scale.append(threshold)
     probs = np.zeros((n_samples, n_classes))
-    threshold = {name: [] for name in names}
     threshold_knn = []
     history_run = np.full(n_samples, -1)
     for position, run in enumerate(runs):
-        slice_index = position // n_scales
-        real = np.ones(n_samples, dtype=bool)
-        real[slices[slice_index]] = False
-        for name in names:
-            totals[name][real] += run["scores"][name][real]
-        weight[real] += 1
-        probs[real] += run["dynamics"].mean_probs[real, :n_classes]
+        real_mask = np.ones(n_samples, dtype=bool)
+        real_mask[slices[position // n_scales]] = False
+        probs[real_mask] += run["dynamics"].mean_probs[real_mask, :n_classes]
         if position % n_scales == 0:
-            history_run[real & (history_run < 0)] = position
+            history_run[real_mask & (history_run < 0)] = position
             votes = compute_neighbor_votes(neighbor_ids, neighbor_sims, run["labels"],
                                            n_classes=n_classes + 1)
-            threshold_knn.append(votes[slices[slice_index], n_classes])
-            for name in names:
-                threshold[name].append(np.mean(
-                    [runs[position + j]["scores"][name][slices[slice_index]]
-                     for j in range(n_scales)], axis=0))
+            threshold_knn.append(votes[slices[position // n_scales], n_classes])
     combined = {
-        "scores": {name: totals[name] / weight for name in names},
-        "threshold_scores": {name: np.concatenate(threshold[name]) for name in names},
+        "scores_by_scale": by_scale,
+        "threshold_scores_by_scale": threshold_by_scale,
         "knn": compute_neighbor_votes(neighbor_ids, neighbor_sims, y,
                                       n_classes=n_classes)[np.arange(n_samples), y],
         "threshold_knn": np.concatenate(threshold_knn),
@@ -299,6 +315,27 @@ def _combine_runs(runs, slices, n_scales, y, n_classes, neighbor_ids, neighbor_s
     }
     combined.update(_gather_histories(runs, history_run))
     return combined
+
+
+def _scores_outside_slices(scale_runs, slices, names, n_samples):
+    """Mean of each score over the runs where a sample is real; threshold samples' own scores."""
+    totals = {name: np.zeros(n_samples) for name in names}
+    weight = np.zeros(n_samples)
+    threshold = {name: [] for name in names}
+    for run, slice_ in zip(scale_runs, slices):
+        real_mask = np.ones(n_samples, dtype=bool)
+        real_mask[slice_] = False
+        weight[real_mask] += 1
+        for name in names:
+            totals[name][real_mask] += run["scores"][name][real_mask]
+            threshold[name].append(run["scores"][name][slice_])
+    real = {name: totals[name] / weight for name in names}
+    return real, {name: np.concatenate(threshold[name]) for name in names}
+
+
+def _mean_over_scales(scores_by_scale) -> dict:
+    return {name: np.mean([scores[name] for scores in scores_by_scale], axis=0)
+            for name in scores_by_scale[0]}
 
 
 def _gather_histories(runs, history_run) -> dict:
@@ -319,13 +356,32 @@ def _gather_histories(runs, history_run) -> dict:
     return gathered
 
 
-def _method_label_scores(method, scores, knn, n_head_classes) -> np.ndarray:
-    """The method's score mapped monotonically into [0, 1] (lower = more likely mislabeled)."""
+def _method_label_scores(method, combined, n_head_classes) -> tuple[np.ndarray, np.ndarray]:
+    """The method's scores of real and threshold samples, mapped into [0, 1] (low = suspect).
+
+    Baselines map their raw score monotonically (AUROC and flags are unchanged). The
+    default fuses components by their percentile among the real samples: the AUM of each
+    head temperature and the neighbour vote for the given label, averaged.
+    """
+    real, threshold = combined["scores_by_scale"], combined["threshold_scores_by_scale"]
     if method == "clipsei":
-        return (scores["given_prob"] + knn) / 2.0
+        components = [(scores["aum"], thresholds["aum"]) for scores, thresholds in zip(real, threshold)]
+        components.append((combined["knn"], combined["threshold_knn"]))
+        return (np.mean([_percentile_of(ref, ref) for ref, _ in components], axis=0),
+                np.mean([_percentile_of(ref, values) for ref, values in components], axis=0))
     log_k = np.log(n_head_classes)
-    if method == "sei_paper":
-        return np.clip((scores["sei"] + log_k) / (2 * log_k), 0.0, 1.0)
-    if method == "aum":
-        return 1.0 / (1.0 + np.exp(-np.asarray(scores["aum"], dtype=np.float64)))
-    return np.clip(1.0 + scores["entropy_integral"] / log_k, 0.0, 1.0)  # entropy_integral
+    transforms = {
+        "sei_paper": ("sei", lambda v: np.clip((v + log_k) / (2 * log_k), 0.0, 1.0)),
+        "aum": ("aum", lambda v: 1.0 / (1.0 + np.exp(-np.asarray(v, dtype=np.float64)))),
+        "entropy_integral": ("entropy_integral", lambda v: np.clip(1.0 + v / log_k, 0.0, 1.0)),
+    }
+    name, transform = transforms[method]
+    return transform(real[0][name]), transform(threshold[0][name])
+
+
+def _percentile_of(reference, values) -> np.ndarray:
+    """Share of ``reference`` strictly below each value, plus half the ties: in [0, 1]."""
+    ordered = np.sort(np.asarray(reference, dtype=np.float64))
+    below = np.searchsorted(ordered, values, side="left")
+    at_or_below = np.searchsorted(ordered, values, side="right")
+    return (below + at_or_below) / (2.0 * ordered.size)

@@ -33,6 +33,36 @@ def compute_cutoff(threshold_scores, *, rule: str = "mean", percentile: float = 
     return float(np.percentile(threshold_scores, percentile))
 
 
+def estimate_noise_rate(pred_probs, labels) -> float:
+    """Share of samples whose given label is likely wrong, by confident learning's count.
+
+    Northcutt et al. (2021): class ``j``'s threshold ``t_j`` is the mean probability of ``j``
+    over the samples labelled ``j``; a sample is counted as an error when, among the
+    classes whose probability reaches their threshold, the most probable one is not its
+    given label. The per-class thresholds make the count robust to a classifier that is
+    uniformly over- or under-confident.
+
+    pred_probs : (N, K) out-of-sample-like class probabilities; labels : (N,) ints.
+    """
+    pred_probs = np.asarray(pred_probs, dtype=np.float64)
+    n_classes = pred_probs.shape[1]
+    thresholds = np.array([pred_probs[labels == j, j].mean() if (labels == j).any() else 1.0
+                           for j in range(n_classes)])
+    confident = pred_probs >= thresholds
+    best = np.where(confident, pred_probs, -1.0).argmax(axis=1)
+    return float(((best != labels) & confident.any(axis=1)).mean())
+
+
+def compute_cutoff_for_count(label_scores, n_flagged: int) -> float:
+    """A cutoff with ``n_flagged`` scores strictly below it (ties may move the count)."""
+    ordered = np.sort(np.asarray(label_scores, dtype=np.float64))
+    if n_flagged <= 0:
+        return float(ordered[0])
+    if n_flagged >= ordered.size:
+        return float(np.nextafter(ordered[-1], np.inf))
+    return float((ordered[n_flagged - 1] + ordered[n_flagged]) / 2)
+
+
 def compute_noise_rate_per_class(is_label_issue, labels, *, n_classes: int) -> np.ndarray:
     """Fraction of each given class that is flagged, (K,) float64 (NaN for an empty class)."""
     counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
