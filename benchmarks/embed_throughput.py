@@ -1,0 +1,143 @@
+"""End-to-end ``embed_images`` throughput vs bare ``model.encode_image`` on decoded tensors.
+
+ViT-B-32 with random weights (no download) over generated 256-px JPEGs in a temp folder. Both
+sides use the same model, batch size, device, precision (autocast on CUDA) and memory format; the
+bare side gets every image already decoded, preprocessed and on the device. The goal is a ratio
+end-to-end / bare >= 0.9, the median over ``--repeats`` interleaved pairs of runs.
+
+    python benchmarks/embed_throughput.py --n-images 96 --batch-size 32 --repeats 5 --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _docs import machine_line, write_section  # noqa: E402
+
+from clipsei.data import ImageTable, load_image, load_image_table  # noqa: E402
+from clipsei.embed import _default_num_workers, embed_images, load_clip_model  # noqa: E402
+
+
+def make_jpegs(folder: Path, n_images: int, size: int = 256, seed: int = 0) -> None:
+    """Write ``n_images`` smooth random RGB JPEGs (quality 90) into two class folders."""
+    rng = np.random.default_rng(seed)
+    for i in range(n_images):
+        low = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)  # upsampled: JPEG-like content
+        image = Image.fromarray(low).resize((size, size), Image.BICUBIC)
+        target = folder / f"class{i % 2}" / f"{i:05d}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        image.save(target, quality=90)
+
+
+def time_bare(model, tensors: torch.Tensor, batch_size: int) -> float:
+    """Seconds for ``model.encode_image`` over (N, 3, H, W) tensors already on the device."""
+    amp = contextlib.nullcontext()
+    if model.device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        amp = torch.autocast("cuda", dtype=dtype)
+    _synchronize(model.device)
+    start = time.perf_counter()
+    with torch.inference_mode(), amp:
+        for first in range(0, len(tensors), batch_size):
+            features = model.model.encode_image(tensors[first:first + batch_size])
+            torch.nn.functional.normalize(features.float(), dim=-1)
+    _synchronize(model.device)
+    return time.perf_counter() - start
+
+
+def time_end_to_end(model, table, batch_size: int, num_workers) -> float:
+    start = time.perf_counter()
+    result = embed_images(table, model, batch_size=batch_size, num_workers=num_workers,
+                          progress=False)
+    elapsed = time.perf_counter() - start
+    assert result.failures.empty and len(result.indices) == len(table)
+    return elapsed
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run(n_images: int, batch_size: int, num_workers, device: str, repeats: int) -> dict:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = load_clip_model("ViT-B-32", "none", device=device)
+    with tempfile.TemporaryDirectory() as tmp:
+        make_jpegs(Path(tmp), n_images)
+        table = load_image_table(tmp)
+        tensors = torch.stack([model.preprocess(load_image(p)) for p in table.paths])
+        tensors = tensors.to(model.device)
+        if model.device.type == "cuda":
+            tensors = tensors.contiguous(memory_format=torch.channels_last)
+        workers = _default_num_workers(model.device, n_images, batch_size) \
+            if num_workers is None else num_workers
+        time_bare(model, tensors[:batch_size], batch_size)  # warm-up, both sides
+        warm = ImageTable(table.paths[:batch_size], table.labels[:batch_size], table.class_names)
+        embed_images(warm, model, batch_size=batch_size, num_workers=0, progress=False)
+        bare, e2e = [], []
+        for _ in range(repeats):
+            bare.append(time_bare(model, tensors, batch_size))
+            e2e.append(time_end_to_end(model, table, batch_size, workers))
+    ratios = np.asarray(bare) / np.asarray(e2e)  # per interleaved pair: e2e img/s / bare img/s
+    return {"device": str(model.device), "workers": workers, "n": n_images,
+            "bare_ips": n_images / np.median(bare), "e2e_ips": n_images / np.median(e2e),
+            "ratio": float(np.median(ratios)), "ratio_range": (ratios.min(), ratios.max()),
+            "threads": torch.get_num_threads()}
+
+
+def to_markdown(results: list, command: str) -> str:
+    rows = [f"| {r['device']} | {r['workers']} | {r['n']} | {r['bare_ips']:.1f} | "
+            f"{r['e2e_ips']:.1f} | {r['ratio']:.2f} ({r['ratio_range'][0]:.2f}-"
+            f"{r['ratio_range'][1]:.2f}) |" for r in results]
+    return "\n".join([
+        "## Embedding throughput (`embed_images` vs bare `encode_image`)", "",
+        "ViT-B-32, random weights, generated 256-px JPEGs, no cache. *bare* = `model.encode_image`"
+        " on tensors already decoded, preprocessed and on the device; *end-to-end* = "
+        "`embed_images` from JPEG files (decode, preprocess, encode, normalise). "
+        f"{results[0]['repeats']} interleaved bare/end-to-end pairs; img/s are medians, the ratio "
+        "is the median of the per-pair ratios (range in brackets). Goal: ratio >= 0.9.", "",
+        f"Load average when the run ended: {os.getloadavg()[0]:.1f} (other work shared the "
+        "cores, so absolute img/s are noisy).", "",
+        f"Command: `{command}`", "", machine_line() + f" torch threads: {results[0]['threads']}.",
+        "", "| device | DataLoader workers | images | bare img/s | end-to-end img/s | ratio (range) |",
+        "|---|---|---|---|---|---|", *rows])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-images", type=int, default=96)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--num-workers", type=int, nargs="*", default=None,
+                        help="worker counts to compare (default: embed_images' own choice)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--write", action="store_true", help="write docs/benchmarks.md section")
+    args = parser.parse_args(argv)
+    results = []
+    for workers in args.num_workers or [None]:
+        result = run(args.n_images, args.batch_size, workers, args.device, args.repeats)
+        results.append({**result, "repeats": args.repeats})
+        print(f"{result['device']} workers={result['workers']}: bare {result['bare_ips']:.1f} "
+              f"img/s, end-to-end {result['e2e_ips']:.1f} img/s, "
+              f"ratio {result['ratio']:.2f} {np.round(result['ratio_range'], 2)}", flush=True)
+    if args.write:
+        command = "python benchmarks/embed_throughput.py " + " ".join(argv or sys.argv[1:])
+        write_section("embed_throughput", to_markdown(results, command))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
