@@ -1,0 +1,176 @@
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from clipsei import NotFittedError
+from clipsei.detect import METHODS, SEIDetector, _draw_threshold_slices, find_label_issues
+from clipsei.synthetic import make_noisy_blobs
+
+COLUMNS = ["given_label", "predicted_label", "suggested_label", "suggested_confidence",
+           "label_score", "is_label_issue", "rank", "knn_agreement", "sei_score", "aum_score",
+           "entropy_integral", "given_prob_score", "forgetting_score", "conflicting_duplicate"]
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_planted_flips_rank_at_the_top(blobs, method):
+    issues = find_label_issues(blobs.embeddings, blobs.labels, method=method, random_state=0)
+    assert list(issues.columns) == COLUMNS
+    assert len(issues) == blobs.labels.size
+    assert issues["label_score"].between(0, 1).all()
+    np.testing.assert_array_equal(issues["given_label"], blobs.labels)
+    if method == "entropy_integral":  # uncertainty alone cannot tell confident errors apart
+        return
+    auroc = roc_auc_score(blobs.is_flipped, -issues["label_score"])
+    assert auroc > 0.95, auroc
+    top = issues.nsmallest(blobs.is_flipped.sum(), "rank").index
+    assert blobs.is_flipped[top].mean() >= 0.7
+
+
+def test_default_flags_and_suggestions(blobs):
+    issues = find_label_issues(blobs.embeddings, blobs.labels, random_state=0)
+    flagged = issues["is_label_issue"].to_numpy()
+    assert blobs.is_flipped[flagged].mean() >= 0.9  # precision
+    assert flagged[blobs.is_flipped].mean() >= 0.7  # recall
+    # suggestions recover the true class of most flagged flips
+    hits = issues["suggested_label"].to_numpy()[flagged & blobs.is_flipped]
+    assert (hits == blobs.true_labels[flagged & blobs.is_flipped]).mean() >= 0.9
+    assert np.array_equal(np.sort(issues["rank"]), np.arange(1, len(issues) + 1))
+    assert issues.loc[issues["rank"] == 1, "label_score"].iloc[0] == issues["label_score"].min()
+    attrs = issues.attrs
+    assert attrs["method"] == "clipsei" and 0 <= attrs["cutoff"] <= 1
+    assert len(attrs["noise_rate_per_class"]) == 4
+    assert attrs["estimated_noise_rate"] == pytest.approx(flagged.mean())
+    assert (issues["label_score"][flagged] < attrs["cutoff"]).all()
+
+
+def test_same_seed_same_scores_and_other_seed_differs(blobs):
+    first = find_label_issues(blobs.embeddings, blobs.labels, random_state=3)
+    again = find_label_issues(blobs.embeddings, blobs.labels, random_state=3)
+    other = find_label_issues(blobs.embeddings, blobs.labels, random_state=4)
+    pd.testing.assert_frame_equal(first, again)
+    assert not np.allclose(first["aum_score"], other["aum_score"])
+
+
+def test_inputs_are_not_modified(blobs):
+    embeddings, labels = blobs.embeddings.copy(), blobs.labels.copy()
+    find_label_issues(embeddings, labels, random_state=0, n_epochs=2)
+    np.testing.assert_array_equal(embeddings, blobs.embeddings)
+    np.testing.assert_array_equal(labels, blobs.labels)
+
+
+def test_threshold_slices_are_disjoint_and_sized():
+    slices = _draw_threshold_slices(100, 0.2, 2, np.random.default_rng(0))
+    assert [s.size for s in slices] == [20, 20]
+    assert np.intersect1d(*slices).size == 0
+
+
+def test_each_sample_scored_from_runs_where_it_was_real(blobs, monkeypatch):
+    """Record the labels each head saw; a threshold sample's score must not come from its run."""
+    import clipsei.detect as detect
+
+    seen = []
+    real_train = detect.train_head
+
+    def recording_train(x, labels, **kwargs):
+        seen.append(labels.copy())
+        return real_train(x, labels, **kwargs)
+
+    monkeypatch.setattr(detect, "train_head", recording_train)
+    detector = SEIDetector(method="aum", n_epochs=3, random_state=0)
+    detector.fit(blobs.embeddings, blobs.labels)
+    extra = 4
+    in_first = seen[0] == extra
+    in_second = seen[1] == extra
+    assert in_first.sum() == in_second.sum() == round(blobs.labels.size / 5)
+    assert not (in_first & in_second).any()
+    # the threshold samples' scores are their scores against the extra class: very low
+    assert detector.threshold_scores_.size == in_first.sum() + in_second.sum()
+    assert np.median(detector.threshold_scores_) < detector.issues_["label_score"].median()
+
+
+def test_histories_and_fitted_attributes(blobs):
+    detector = SEIDetector(n_epochs=4, n_neighbors=5, random_state=0).fit(
+        blobs.embeddings, blobs.labels)
+    assert detector.entropy_history_.shape == (4, 200)
+    assert detector.entropy_history_.dtype == np.float16
+    assert detector.agreement_history_.dtype == bool
+    assert detector.neighbor_ids_.shape == (200, 5)
+    assert detector.pred_probs_.shape == (200, 4)
+    np.testing.assert_allclose(detector.pred_probs_.sum(axis=1), 1, rtol=1e-5)
+    assert np.isfinite(detector.entropy_history_.astype(np.float32)).all()
+
+
+def test_not_fitted():
+    with pytest.raises(NotFittedError, match="not fitted"):
+        _ = SEIDetector().issues_
+
+
+def test_class_embeddings_initialise_the_head(blobs):
+    detector = SEIDetector(n_epochs=1, random_state=0).fit(
+        blobs.embeddings, blobs.labels, class_embeddings=blobs.class_embeddings,
+        other_embedding=-blobs.class_embeddings.mean(axis=0))
+    # after one epoch from the zero-shot init, the head already agrees with true classes
+    predicted = detector.issues_["predicted_label"].to_numpy()
+    assert (predicted == blobs.true_labels).mean() > 0.9
+
+
+def test_groups_exclude_own_group_neighbours(blobs):
+    groups = np.arange(200) // 2
+    detector = SEIDetector(n_epochs=2, random_state=0).fit(blobs.embeddings, blobs.labels,
+                                                           groups=groups)
+    ids = detector.neighbor_ids_
+    assert (groups[ids] != groups[:, None]).all()
+
+
+def test_conflicting_duplicate_reported(blobs):
+    embeddings = np.vstack([blobs.embeddings, blobs.embeddings[:1]])
+    labels = np.append(blobs.labels, (blobs.labels[0] + 1) % 4)
+    with pytest.warns(UserWarning, match="exact duplicate"):
+        issues = find_label_issues(embeddings, labels, n_epochs=2, random_state=0)
+    assert issues.loc[200, "conflicting_duplicate"] == 0
+    assert issues.loc[0, "conflicting_duplicate"] == 200
+
+
+@pytest.mark.parametrize("embeddings, labels, options, error, match", [
+    (np.ones((5, 3)), np.zeros(4, int), {}, ValueError, "one entry per sample"),
+    (np.ones((5, 3)), np.array([0, 1, 2, 0, -1]), {}, ValueError, "negative"),
+    (np.ones((5, 3)), np.array([0, 1, 0, 1.5, 0]), {}, TypeError, "integers"),
+    (np.ones((5, 3)), np.array(["a"] * 5), {}, TypeError, "integers"),
+    (np.ones((5,)), np.zeros(5, int), {}, ValueError, r"2-D array \(N, D\)"),
+    (np.array([[1.0, np.nan]] * 5), np.array([0, 1, 0, 1, 0]), {}, ValueError, "NaN or inf"),
+    (np.vstack([np.zeros((1, 3)), np.ones((4, 3))]), np.array([0, 1, 0, 1, 0]), {}, ValueError,
+     "non-zero rows"),
+    (np.ones((5, 3)), np.zeros(5, int), {}, ValueError, "at least 2 classes"),
+    (np.eye(5), np.array([0, 1, 0, 1, 0]), {"n_neighbors": 5}, ValueError, "n_neighbors"),
+    (np.eye(5), np.array([0, 1, 0, 1, 0]), {"method": "magic"}, ValueError, "method must be one of"),
+    (np.eye(5), np.array([0, 1, 0, 1, 0]), {"n_threshold_runs": 1}, ValueError, "n_threshold_runs"),
+    (np.eye(5), np.array([0, 1, 0, 1, 0]), {"threshold_fraction": 0.6}, ValueError,
+     "threshold_fraction"),
+    (np.eye(5), np.array([0, 1, 0, 1, 0]), {"random_state": "x"}, TypeError, "random_state"),
+])
+def test_bad_input(embeddings, labels, options, error, match):
+    with pytest.raises(error, match=match):
+        find_label_issues(embeddings, labels, n_epochs=1, **options)
+
+
+def test_bad_class_embeddings(blobs):
+    with pytest.raises(ValueError, match="class_embeddings must be"):
+        find_label_issues(blobs.embeddings, blobs.labels, class_embeddings=np.ones((4, 3)))
+    with pytest.raises(ValueError, match=r"labels must be ints in \[0, 3\)"):
+        find_label_issues(blobs.embeddings, blobs.labels,
+                          class_embeddings=blobs.class_embeddings[:3])
+    with pytest.raises(ValueError, match="other_embedding needs class_embeddings"):
+        find_label_issues(blobs.embeddings, blobs.labels, other_embedding=np.ones(32))
+
+
+def test_recoverable_oddities_warn(blobs):
+    labels = blobs.labels.copy()
+    labels[labels == 3] = 0
+    labels[0] = 3  # class 3 now has a single sample
+    with pytest.warns(UserWarning, match="fewer than 3 samples"):
+        find_label_issues(blobs.embeddings, labels, n_epochs=1, random_state=0)
+    class_embeddings = np.vstack([blobs.class_embeddings, np.ones((1, 32))])
+    with pytest.warns(UserWarning, match=r"classes \[4\] have no samples"):
+        find_label_issues(blobs.embeddings, blobs.labels, class_embeddings=class_embeddings,
+                          n_epochs=1, random_state=0)

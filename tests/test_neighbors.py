@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+
+from clipsei.neighbors import (compute_neighbor_votes, find_conflicting_duplicates,
+                               find_neighbors)
+
+
+def _brute_force(embeddings, k):
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    sims = unit @ unit.T
+    np.fill_diagonal(sims, -np.inf)
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(sims, order, axis=1)
+
+
+def test_exact_matches_numpy_brute_force(rng):
+    embeddings = rng.normal(size=(150, 16)).astype(np.float32)
+    ids, sims = find_neighbors(embeddings, n_neighbors=7)
+    expected_ids, expected_sims = _brute_force(embeddings, 7)
+    np.testing.assert_allclose(sims, expected_sims, atol=1e-5)
+    # ids may differ only where similarities tie
+    differs = ids != expected_ids
+    assert np.allclose(sims[differs], expected_sims[differs], atol=1e-5)
+    assert (ids != np.arange(150)[:, None]).all()
+
+
+def test_approximate_index_has_high_recall(rng):
+    centres = rng.normal(size=(20, 16))
+    embeddings = (centres[rng.integers(0, 20, 3000)] + 0.3 * rng.normal(size=(3000, 16)))
+    ids, _ = find_neighbors(embeddings, n_neighbors=5, exact_max_samples=1000, n_probe=16)
+    exact_ids, _ = find_neighbors(embeddings, n_neighbors=5)
+    recall = np.mean([np.intersect1d(a, b).size / 5 for a, b in zip(ids, exact_ids)])
+    assert recall > 0.9
+    assert (ids != np.arange(3000)[:, None]).all()
+
+
+def test_self_excluded_by_id_with_exact_duplicates(rng):
+    base = rng.normal(size=(20, 8))
+    embeddings = np.vstack([base, base[:5]])  # rows 20..24 duplicate rows 0..4
+    ids, sims = find_neighbors(embeddings, n_neighbors=3)
+    assert (ids != np.arange(25)[:, None]).all()
+    for row in range(5):
+        assert ids[row, 0] == row + 20 and ids[row + 20, 0] == row
+        assert sims[row, 0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_groups_excluded_and_padded_when_too_few(rng):
+    embeddings = rng.normal(size=(12, 4))
+    groups = np.array([0] * 10 + [1, 2])
+    ids, sims = find_neighbors(embeddings, n_neighbors=3, groups=groups)
+    for row in range(12):
+        valid = ids[row][ids[row] >= 0]
+        assert (groups[valid] != groups[row]).all()
+    # rows in group 0 have only 2 out-of-group candidates: third slot padded
+    assert (ids[:10, 2] == -1).all() and np.isneginf(sims[:10, 2]).all()
+
+
+def test_votes_and_duplicates():
+    ids = np.array([[1, 2], [0, 2], [0, 1]])
+    sims = np.array([[0.99, 0.5], [0.99, 0.2], [0.5, 0.2]], dtype=np.float32)
+    labels = np.array([0, 1, 1])
+    votes = compute_neighbor_votes(ids, sims, labels, n_classes=2)
+    np.testing.assert_allclose(votes.sum(axis=1), 1, rtol=1e-6)
+    assert votes[0, 1] == pytest.approx(1.0)
+    assert votes[2, 0] > votes[2, 1]
+    pairs = find_conflicting_duplicates(ids, sims, labels, min_similarity=0.98)
+    assert pairs[["i", "j"]].values.tolist() == [[0, 1]]
+
+
+@pytest.mark.parametrize("k", [0, 10, 2.5])
+def test_bad_k(rng, k):
+    with pytest.raises(ValueError, match="n_neighbors must be an int"):
+        find_neighbors(rng.normal(size=(10, 3)), n_neighbors=k)
+
+
+def test_bad_groups(rng):
+    with pytest.raises(ValueError, match="groups must have shape"):
+        find_neighbors(rng.normal(size=(10, 3)), n_neighbors=2, groups=np.zeros(9))
