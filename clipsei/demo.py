@@ -72,7 +72,7 @@ def _write_digits(folder: Path, noise_rate: float, rng: np.random.Generator) -> 
     digits = load_digits()
     true_labels = digits.target.astype(np.int64)
     labels = true_labels.copy()
-    flipped = rng.choice(labels.size, size=int(round(noise_rate * labels.size)), replace=False)
+    flipped = rng.choice(labels.size, size=round(noise_rate * labels.size), replace=False)
     labels[flipped] = (labels[flipped] + rng.integers(1, 10, flipped.size)) % 10
     pixels = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)
     paths = []

@@ -1,4 +1,4 @@
-"""The front door: images -> embeddings -> SEI detector -> a ``ScanResult`` to read, save and act on.
+"""The front door: images -> embeddings -> SEI detector -> a ``ScanResult`` to read and act on.
 
 ``scan`` chains :mod:`clipsei.data`, :mod:`clipsei.embed`, :mod:`clipsei.prompts` and
 :class:`clipsei.detect.SEIDetector`; ``scan_embeddings`` starts from embeddings you already
@@ -142,7 +142,8 @@ def scan(source, *, labels=None, model="ViT-B-32", pretrained="laion2b_s34b_b79k
 
     source, labels: as :func:`clipsei.load_image_table` (a folder per class, or a manifest
         ``path,label[,group]``). model, pretrained: any open_clip model and weights
-        (``hf-hub:...`` too), or ``model`` a loaded :class:`clipsei.embed.ClipModel`. prompts: the prompt set whose class prompts start the head.
+        (``hf-hub:...`` too), or ``model`` a loaded :class:`clipsei.embed.ClipModel`.
+    prompts: the prompt set whose class prompts start the head.
     cache_dir: embedding cache (re-runs skip unchanged images). out: when given, the
         result is also saved there (:meth:`ScanResult.save`).
     detector_options: passed to :class:`clipsei.SEIDetector` (``method``, ``n_epochs``...).
@@ -294,7 +295,7 @@ def _summary(result: ScanResult, detector, *, n_images, settings, timings) -> di
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "n_images": int(n_images), "n_scored": len(issues), "n_failed": len(result.failures),
         "n_flagged": int(flagged.sum()), "flagged_fraction": float(flagged.mean()),
-        "n_conflicting_duplicates": int(len(detector.duplicate_pairs_)),
+        "n_conflicting_duplicates": len(detector.duplicate_pairs_),
         "method": issues.attrs.get("method"), "cutoff": float(detector.cutoff_),
         "estimated_noise_rate": float(issues.attrs.get("estimated_noise_rate", flagged.mean())),
         "noise_rate_per_class": rates, "class_names": names,

@@ -266,8 +266,8 @@ def _histogram_svg(scores, flagged, cutoff, *, n_bins: int = 40) -> str:
     top = max(int((kept + bad).max()), 1)
     plot_w, plot_h = width - left - 6, height - bottom - 8
     bar_w = plot_w / n_bins
-    parts = [f'<svg class="hist" viewBox="0 0 {width} {height}" role="img" '
-             f'aria-label="histogram of label scores">']
+    parts = [(f'<svg class="hist" viewBox="0 0 {width} {height}" role="img" '
+              'aria-label="histogram of label scores">')]
     for b in range(n_bins):
         x = left + b * bar_w
         y0 = 8 + plot_h
@@ -275,7 +275,8 @@ def _histogram_svg(scores, flagged, cutoff, *, n_bins: int = 40) -> str:
             h = plot_h * count / top
             if count:
                 parts.append(f'<rect x="{x:.1f}" y="{y0 - h:.1f}" width="{bar_w - 1:.1f}" '
-                             f'height="{h:.1f}" fill="{color}"><title>{count} images</title></rect>')
+                             f'height="{h:.1f}" fill="{color}"><title>{count} images</title>'
+                             "</rect>")
             y0 -= h
     for tick in np.linspace(0, 1, 6):
         x = left + tick * plot_w
@@ -300,7 +301,8 @@ def _class_table_html(issues, class_names) -> str:
     counts = np.bincount(given, minlength=n_classes)
     n_flagged = np.bincount(given[flagged], minlength=n_classes)
     rates = issues.attrs.get("noise_rate_per_class")
-    rates = np.asarray(rates, dtype=float) if rates is not None else n_flagged / np.maximum(counts, 1)
+    rates = (np.asarray(rates, dtype=float) if rates is not None
+             else n_flagged / np.maximum(counts, 1))
     top = max(float(np.nanmax(rates, initial=0.0)), 1e-9)
     rows = []
     for k, name in enumerate(class_names):
@@ -337,4 +339,5 @@ def _footer(summary: dict) -> str:
         text += f" {versions['clipsei']}"
     if summary.get("created"):
         text += f" on {summary['created']}"
-    return text + ". Scores: lower = more likely mislabeled. Self-contained file: no network access."
+    return text + (". Scores: lower = more likely mislabeled. "
+                   "Self-contained file: no network access.")

@@ -1,4 +1,4 @@
-"""scan / scan_embeddings / ScanResult / relabel: the front door, end to end with the real engine."""
+"""scan / scan_embeddings / ScanResult / relabel, end to end with the real engine."""
 
 from __future__ import annotations
 

@@ -56,7 +56,7 @@ def _fake_scan(tmp_path, n=60, n_classes=3, n_epochs=12, with_files=True, seed=0
 
 def _payload(page: str) -> dict:
     match = re.search(r'<script type="application/json" id="clipsei-data">(.*?)</script>', page,
-                      re.S)
+                      re.DOTALL)
     return json.loads(match.group(1))
 
 
@@ -103,7 +103,7 @@ def test_report_without_optional_parts(tmp_path):
 
 
 def test_report_errors(tmp_path):
-    issues, extras = _fake_scan(tmp_path, with_files=False)
+    issues, _ = _fake_scan(tmp_path, with_files=False)
     with pytest.raises(TypeError, match="issues must be a pandas DataFrame"):
         render_report(issues.to_dict())
     with pytest.raises(ValueError, match=r"missing columns \['label_score'\]"):
@@ -134,7 +134,7 @@ def _run_chromium(tmp_path, page_path):
                "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
                "--enable-logging=stderr", "--v=0", "--virtual-time-budget=3000", "--dump-dom",
                page_path.as_uri()]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=60)
     console = [line for line in done.stderr.splitlines() if "CONSOLE" in line]
     return done.stdout, console
 
