@@ -84,12 +84,12 @@ def _check_text_features(text, features, labels, *, name):
 
 def run_bench(features, labels, *, true_labels=None, noise: str | None = None,
               rate: float = 0.2, seed: int = 0, methods=None, text_features=None,
-              mapping=None, transitions=None) -> dict:
+              mapping=None, confusion=None) -> dict:
     """Score each method on ``features`` and return the issue's JSON-ready result dict.
 
     With ``true_labels`` the given ``labels`` are evaluated against them (real noise).
     Without, ``labels`` are taken as clean and ``noise`` (default ``"symmetric"``) is injected
-    at ``rate`` with ``seed`` (``mapping``/``transitions`` as in
+    at ``rate`` with ``seed`` (``mapping``/``confusion`` as in
     :func:`clipsei.noise.inject_label_noise`). ``methods`` defaults to :data:`METHODS`.
     Returns ``{"n", "k", "noise", "noise_rate", "n_errors", "seed", "methods": {name: {"auroc",
     "auprc", "precision", "recall", "f1", "p_at_noise", "seconds", "n_flagged"}}}``.
@@ -111,7 +111,7 @@ def run_bench(features, labels, *, true_labels=None, noise: str | None = None,
         noise = check_option("symmetric" if noise is None else noise, NOISE_KINDS, name="noise")
         true_labels, given = labels, inject_label_noise(
             labels, noise=noise, rate=rate, random_state=seed, n_classes=n_classes,
-            features=features, mapping=mapping, transitions=transitions)
+            features=features, mapping=mapping, confusion=confusion)
     is_error = given != true_labels
     result = {"n": int(labels.size), "k": n_classes, "noise": noise,
               "noise_rate": float(is_error.mean()), "n_errors": int(is_error.sum()),

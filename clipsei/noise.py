@@ -28,16 +28,21 @@ _EXTRA = "pip install 'clipsei[bench]'"
 
 def inject_label_noise(labels, *, noise: str = "symmetric", rate: float = 0.2,
                        random_state=None, n_classes: int | None = None, features=None,
-                       mapping=None, transitions=None) -> np.ndarray:
+                       mapping=None, confusion=None) -> np.ndarray:
     """Return a noisy copy of the clean ``labels`` (N,); the input is left unchanged.
 
     noise : ``"symmetric"`` (a uniformly chosen other class), ``"asymmetric"`` (class c goes
-        to ``mapping[c]``; default c -> c+1 mod K) or ``"confusion"`` (class c goes to j with
-        probability ``transitions[c, j]``; computed from ``features`` with
-        :func:`compute_confusion_transitions` when not given).
+        to ``mapping[c]``; default c -> c+1 mod K) or ``"confusion"`` (flips drawn from the
+        off-diagonal of ``confusion``, computed from ``features`` with
+        :func:`compute_confusion_matrix` when not given).
     rate : fraction of samples to flip, in [0, 1).
     mapping : dict {class: new class} (or a (K,) int array) for ``"asymmetric"``; classes not
         in it are never flipped.
+    confusion : (K, K) non-negative counts, rows = true class, columns = predicted class.
+        Class c receives a share of the flips proportional to its off-diagonal row sum (its
+        number of classifier mistakes) and its flips go to j with probability proportional to
+        ``confusion[c, j]``, j != c (the row-normalised off-diagonal). On two classes this is
+        what tells confusion noise from symmetric noise.
     """
     check_option(noise, NOISE_KINDS, name="noise")
     labels = check_labels(labels, n_classes=n_classes)
@@ -47,28 +52,30 @@ def inject_label_noise(labels, *, noise: str = "symmetric", rate: float = 0.2,
     if n_classes < 2:
         raise ValueError(f"labels must span at least 2 classes to be flipped; got {n_classes}")
     rng = check_random_state(random_state)
+    sizes = np.bincount(labels, minlength=n_classes).astype(float)
     if noise == "symmetric":
         transitions = (1.0 - np.eye(n_classes)) / (n_classes - 1)
     elif noise == "asymmetric":
         transitions = _mapping_transitions(mapping, n_classes)
-    elif transitions is None:
-        if features is None:
-            raise ValueError("noise='confusion' needs features (or precomputed transitions)")
-        transitions = compute_confusion_transitions(features, labels, n_classes=n_classes)
     else:
-        transitions = _check_transitions(transitions, n_classes)
-    return _flip_by_class(labels, transitions, int(round(float(rate) * labels.size)), rng)
+        if confusion is None and features is None:
+            raise ValueError("noise='confusion' needs features (or a precomputed confusion)")
+        if confusion is None:
+            confusion = compute_confusion_matrix(features, labels, n_classes=n_classes)
+        transitions = _check_confusion(confusion, n_classes)
+        sizes = transitions.sum(axis=1)  # weights: the classifier's mistakes per class
+    weights = np.where(transitions.sum(axis=1) > 0, sizes, 0.0)
+    return _flip_by_class(labels, transitions, weights, int(round(float(rate) * labels.size)),
+                          rng)
 
 
-def compute_confusion_transitions(features, labels, *, n_classes: int | None = None,
-                                  random_state=0) -> np.ndarray:
-    """Row-normalised off-diagonal confusion matrix (K, K) of a 5-fold cross-validated
-    logistic regression on ``features`` with the clean ``labels``.
+def compute_confusion_matrix(features, labels, *, n_classes: int | None = None,
+                             random_state=0) -> np.ndarray:
+    """Confusion counts (K, K) (rows = clean label, columns = predicted) of a 5-fold
+    cross-validated logistic regression (:func:`compute_cv_probs`) on the clean ``labels``.
 
-    Entry (i, j) is the share of class-i samples predicted as j among class i's mistakes; the
-    diagonal is zero. A class the classifier never gets wrong has a zero row (warned about):
-    it has no realistic confusion, so :func:`inject_label_noise` leaves it unflipped and
-    spreads its share of the flips over the other classes.
+    A class the classifier never gets wrong has a zero off-diagonal row (warned about): it has
+    no realistic confusion, so :func:`inject_label_noise` leaves it unflipped.
     """
     features = check_embeddings(features, name="features")
     labels = check_labels(labels, n_samples=features.shape[0], n_classes=n_classes)
@@ -76,13 +83,12 @@ def compute_confusion_transitions(features, labels, *, n_classes: int | None = N
     probs = compute_cv_probs(features, labels, n_classes=n_classes, random_state=random_state)
     counts = np.zeros((n_classes, n_classes))
     np.add.at(counts, (labels, probs.argmax(axis=1)), 1.0)
-    np.fill_diagonal(counts, 0.0)
-    totals = counts.sum(axis=1, keepdims=True)
-    empty = np.flatnonzero((totals[:, 0] == 0) & (np.bincount(labels, minlength=n_classes) > 0))
-    if empty.size:
-        warnings.warn(f"classes {empty.tolist()} are never misclassified; confusion noise leaves "
-                      "them unflipped", UserWarning, stacklevel=2)
-    return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    mistakes = counts.sum(axis=1) - np.diag(counts)
+    perfect = np.flatnonzero((mistakes == 0) & (counts.sum(axis=1) > 0))
+    if perfect.size:
+        warnings.warn(f"classes {perfect.tolist()} are never misclassified; confusion noise "
+                      "leaves them unflipped", UserWarning, stacklevel=2)
+    return counts
 
 
 def compute_cv_probs(features, labels, *, n_classes: int, random_state=0, n_splits: int = 5,
@@ -192,23 +198,23 @@ def _mapping_transitions(mapping, n_classes: int) -> np.ndarray:
     return transitions
 
 
-def _check_transitions(transitions, n_classes: int) -> np.ndarray:
-    matrix = np.asarray(transitions, dtype=float)
+def _check_confusion(confusion, n_classes: int) -> np.ndarray:
+    """The off-diagonal of a (K, K) confusion matrix, validated."""
+    matrix = np.array(confusion, dtype=float)
     if matrix.shape != (n_classes, n_classes) or not np.isfinite(matrix).all() or (matrix < 0).any():
-        raise ValueError(f"transitions must be a finite non-negative ({n_classes}, {n_classes}) "
+        raise ValueError(f"confusion must be a finite non-negative ({n_classes}, {n_classes}) "
                          f"matrix; got shape {matrix.shape}")
-    matrix = matrix.copy()
     np.fill_diagonal(matrix, 0.0)
     return matrix
 
 
-def _flip_by_class(labels: np.ndarray, transitions: np.ndarray, n_flips: int,
-                   rng: np.random.Generator) -> np.ndarray:
-    """Flip ``n_flips`` labels, spread over classes by size, targets drawn from the rows."""
+def _flip_by_class(labels: np.ndarray, transitions: np.ndarray, weights: np.ndarray,
+                   n_flips: int, rng: np.random.Generator) -> np.ndarray:
+    """Flip ``n_flips`` labels, spread over classes by ``weights``; targets from the rows."""
     n_classes = transitions.shape[0]
     rows = transitions.sum(axis=1)
     transitions = transitions / np.where(rows > 0, rows, 1.0)[:, None]
-    per_class = _allocate(np.bincount(labels, minlength=n_classes) * (rows > 0), n_flips)
+    per_class = _allocate(weights, np.bincount(labels, minlength=n_classes), n_flips)
     if per_class.sum() < n_flips:
         warnings.warn(f"only {per_class.sum()} of the {n_flips} requested flips are possible: "
                       "the other samples' classes have no transition", UserWarning, stacklevel=3)
@@ -220,14 +226,20 @@ def _flip_by_class(labels: np.ndarray, transitions: np.ndarray, n_flips: int,
     return noisy
 
 
-def _allocate(sizes: np.ndarray, total: int) -> np.ndarray:
-    """Split ``total`` over classes in proportion to ``sizes`` (largest remainder, capped)."""
-    available = int(sizes.sum())
-    total = min(int(total), available)
-    if total == 0:
-        return np.zeros_like(sizes)
-    exact = sizes * (total / available)
-    counts = np.floor(exact).astype(np.int64)
-    order = np.argsort(-(exact - counts), kind="stable")
-    counts[order[: total - counts.sum()]] += 1
-    return np.minimum(counts, sizes)
+def _allocate(weights: np.ndarray, capacity: np.ndarray, total: int) -> np.ndarray:
+    """Split ``total`` over classes in proportion to ``weights``, at most ``capacity`` each:
+    floors of the proportional shares first, then the largest remainders, re-spreading what a
+    full class cannot take."""
+    weights = np.where(capacity > 0, np.asarray(weights, dtype=float), 0.0)
+    total = min(int(total), int(capacity[weights > 0].sum()))
+    counts = np.zeros(capacity.size, dtype=np.int64)
+    while counts.sum() < total:
+        active = (weights > 0) & (counts < capacity)
+        left = total - counts.sum()
+        exact = np.where(active, weights, 0.0) / weights[active].sum() * left
+        step = np.minimum(np.floor(exact).astype(np.int64), capacity - counts)
+        if step.sum() == 0:  # every share is below one: the largest remainders get one each
+            order = np.argsort(-exact, kind="stable")
+            step[order[:left]] = 1
+        counts += step
+    return counts

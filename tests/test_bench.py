@@ -10,7 +10,7 @@ import pytest
 from clipsei.bench import (METHODS, compute_detection_metrics, load_bench_npz, run_bench,
                            score_cleanlab, score_knn)
 from clipsei.cli import main
-from clipsei.noise import (compute_confusion_transitions, inject_label_noise,
+from clipsei.noise import (compute_confusion_matrix, inject_label_noise,
                            load_noise_mapping)
 from clipsei.synthetic import make_noisy_blobs
 
@@ -32,28 +32,28 @@ def clean():
 
 
 @pytest.fixture(scope="module")
-def transitions(clean):
-    return compute_confusion_transitions(clean.embeddings, clean.labels)
+def confusion(clean):
+    return compute_confusion_matrix(clean.embeddings, clean.labels)
 
 
 # --- noise injection ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("noise", ["symmetric", "asymmetric", "confusion"])
 @pytest.mark.parametrize("rate", [0.0, 0.1, 0.37])
-def test_noise_flips_exact_count_to_other_classes(clean, transitions, noise, rate):
+def test_noise_flips_exact_count_to_other_classes(clean, confusion, noise, rate):
     noisy = inject_label_noise(clean.labels, noise=noise, rate=rate, random_state=3,
-                               transitions=transitions if noise == "confusion" else None)
+                               confusion=confusion if noise == "confusion" else None)
     assert noisy.dtype == np.int64 and noisy.shape == clean.labels.shape
     assert (noisy != clean.labels).sum() == round(rate * clean.labels.size)
     assert noisy.min() >= 0 and noisy.max() < 4
 
 
 @pytest.mark.parametrize("noise", ["symmetric", "asymmetric", "confusion"])
-def test_noise_is_reproducible_and_leaves_input_unchanged(clean, transitions, noise):
+def test_noise_is_reproducible_and_leaves_input_unchanged(clean, confusion, noise):
     before = clean.labels.copy()
     first, again, other = (
         inject_label_noise(clean.labels, noise=noise, rate=0.2, random_state=seed,
-                           transitions=transitions if noise == "confusion" else None)
+                           confusion=confusion if noise == "confusion" else None)
         for seed in (7, 7, 8))
     np.testing.assert_array_equal(first, again)
     assert (first != other).any()
@@ -100,14 +100,26 @@ def test_mapping_file_errors(tmp_path):
         load_noise_mapping(bad, n_classes=3)
 
 
-def test_confusion_draws_only_off_diagonal(clean, transitions):
-    assert transitions.shape == (4, 4)
-    np.testing.assert_array_equal(np.diag(transitions), 0)
-    np.testing.assert_allclose(transitions.sum(axis=1)[transitions.sum(axis=1) > 0], 1)
+def test_confusion_draws_only_off_diagonal(clean, confusion):
+    assert confusion.shape == (4, 4) and confusion.sum() == 200
+    np.testing.assert_array_equal(confusion.sum(axis=1), np.bincount(clean.labels))
     noisy = inject_label_noise(clean.labels, noise="confusion", rate=0.3, random_state=0,
-                               transitions=transitions)
+                               confusion=confusion)
     flipped = noisy != clean.labels
-    assert (transitions[clean.labels[flipped], noisy[flipped]] > 0).all()
+    assert flipped.sum() == 60
+    assert (confusion[clean.labels[flipped], noisy[flipped]] > 0).all()
+
+
+def test_confusion_weights_classes_by_their_mistakes():
+    labels = np.repeat([0, 1], [80, 20])
+    confusion = np.array([[70.0, 10.0], [10.0, 10.0]])  # class 0 errs 10 times, class 1 10
+    noisy = inject_label_noise(labels, noise="confusion", rate=0.2, random_state=0,
+                               confusion=confusion)
+    np.testing.assert_array_equal(np.bincount(labels[noisy != labels], minlength=2), [10, 10])
+    confusion[1] = [0.0, 20.0]  # class 1 is never misclassified: never flipped
+    noisy = inject_label_noise(labels, noise="confusion", rate=0.2, random_state=0,
+                               confusion=confusion)
+    assert (noisy != labels)[labels == 0].sum() == 20 and not (noisy != labels)[labels == 1].any()
 
 
 def test_noise_errors(clean):
