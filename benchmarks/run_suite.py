@@ -137,8 +137,9 @@ def run_suite(settings, methods, *, jobs: int, data_dir: str) -> list[dict]:
 
 
 def _cost(setting) -> int:
-    return setting["subsample"] or {"cifar": 20000, "pneu": 5030, "brea": 780}.get(
-        setting["stem"][:4], 254)
+    sizes = {"cifar10n": 20000, "pneumoniamnist": 5030, "breastmnist": 780, "brain_mri": 254}
+    return setting["subsample"] or next(n for key, n in sizes.items()
+                                        if setting["stem"].startswith(key))
 
 
 def summarise(records, settings, methods) -> list[dict]:
@@ -208,7 +209,8 @@ def render_markdown(summary, meta) -> str:
              "0.1/0.2/0.4 with seeds 0-2 (on two classes asymmetric c→c+1 noise is identical to "
              "symmetric noise, so it is not repeated; confusion noise gives each class a share "
              "of the flips proportional to a 5-fold logistic regression's mistakes on it and "
-             "draws targets from its off-diagonal confusion row). Asymmetric noise runs on 5,000 "
+             "draws targets from its off-diagonal confusion row; no class ever loses half its labels, "
+             "so the given label stays each class's majority). Asymmetric noise runs on 5,000 "
              "CIFAR-10 images with clean labels (ten classes, drawn once with seed 0). The three "
              "CIFAR-10N real-noise rows use all 20,000 images and one seed each, to keep the "
              "suite under 20 minutes on 2 cores.", ""]

@@ -4,9 +4,11 @@ Every injector flips exactly ``round(rate * N)`` labels where that many samples 
 (fewer, with a ``UserWarning``, where a mapping or confusion matrix leaves too few candidates),
 always to a *different* class, and draws from a local ``numpy.random.Generator`` only.
 Flips are spread over the flippable classes (those with a non-zero transition row) in
-proportion to class size (largest-remainder rounding), so every flippable class gets the same
-noise rate up to one sample, as in the class-conditional noise models of the label-noise
-literature.
+proportion to class size (confusion noise: to the classifier's mistakes per class), so under
+symmetric/asymmetric noise every flippable class gets the same noise rate up to one sample, as
+in the class-conditional noise models of the label-noise literature. No class has half or more
+of its labels flipped (the given label must stay each class's majority, the identifiability
+condition of class-conditional noise); the excess goes to the other classes.
 """
 
 from __future__ import annotations
@@ -214,10 +216,13 @@ def _flip_by_class(labels: np.ndarray, transitions: np.ndarray, weights: np.ndar
     n_classes = transitions.shape[0]
     rows = transitions.sum(axis=1)
     transitions = transitions / np.where(rows > 0, rows, 1.0)[:, None]
-    per_class = _allocate(weights, np.bincount(labels, minlength=n_classes), n_flips)
+    # fewer than half of any class: its given label stays the majority (identifiability)
+    capacity = (np.bincount(labels, minlength=n_classes) - 1) // 2
+    per_class = _allocate(weights, capacity, n_flips)
     if per_class.sum() < n_flips:
         warnings.warn(f"only {per_class.sum()} of the {n_flips} requested flips are possible: "
-                      "the other samples' classes have no transition", UserWarning, stacklevel=3)
+                      "classes without a transition are never flipped and no class loses half "
+                      "its labels", UserWarning, stacklevel=3)
     noisy = labels.copy()
     for cls in np.flatnonzero(per_class):
         chosen = rng.choice(np.flatnonzero(labels == cls), size=per_class[cls], replace=False)

@@ -80,11 +80,11 @@ def test_asymmetric_mapping_file(tmp_path):
     mapping = load_noise_mapping(path, n_classes=3, class_names=np.array(["cat", "dog", "owl"]))
     assert mapping == {0: 1, 2: 0}
     labels = np.repeat(np.arange(3), 20)
-    with pytest.warns(UserWarning, match="only 40 of the 48"):
-        noisy = inject_label_noise(labels, noise="asymmetric", rate=0.8, random_state=0,
+    with pytest.warns(UserWarning, match="only 18 of the 24"):
+        noisy = inject_label_noise(labels, noise="asymmetric", rate=0.4, random_state=0,
                                    mapping=mapping)
     flipped = noisy != labels
-    assert flipped.sum() == 40 and not flipped[labels == 1].any()
+    assert flipped.sum() == 18 and not flipped[labels == 1].any()  # 9 of 20 in classes 0, 2
     assert set(zip(labels[flipped], noisy[flipped])) == {(0, 1), (2, 0)}
 
 
@@ -111,15 +111,19 @@ def test_confusion_draws_only_off_diagonal(clean, confusion):
 
 
 def test_confusion_weights_classes_by_their_mistakes():
-    labels = np.repeat([0, 1], [80, 20])
-    confusion = np.array([[70.0, 10.0], [10.0, 10.0]])  # class 0 errs 10 times, class 1 10
+    labels = np.repeat([0, 1], [80, 40])
+    confusion = np.array([[70.0, 10.0], [10.0, 30.0]])  # each class errs 10 times
     noisy = inject_label_noise(labels, noise="confusion", rate=0.2, random_state=0,
                                confusion=confusion)
-    np.testing.assert_array_equal(np.bincount(labels[noisy != labels], minlength=2), [10, 10])
-    confusion[1] = [0.0, 20.0]  # class 1 is never misclassified: never flipped
+    np.testing.assert_array_equal(np.bincount(labels[noisy != labels], minlength=2), [12, 12])
+    confusion[1] = [0.0, 40.0]  # class 1 is never misclassified: never flipped
     noisy = inject_label_noise(labels, noise="confusion", rate=0.2, random_state=0,
                                confusion=confusion)
-    assert (noisy != labels)[labels == 0].sum() == 20 and not (noisy != labels)[labels == 1].any()
+    np.testing.assert_array_equal(np.bincount(labels[noisy != labels], minlength=2), [24, 0])
+    confusion = np.array([[70.0, 10.0], [36.0, 4.0]])  # class 1's share (37) is capped at 19
+    noisy = inject_label_noise(labels, noise="confusion", rate=0.4, random_state=0,
+                               confusion=confusion)
+    np.testing.assert_array_equal(np.bincount(labels[noisy != labels], minlength=2), [29, 19])
 
 
 def test_noise_errors(clean):
