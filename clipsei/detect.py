@@ -63,7 +63,10 @@ class SEIDetector:
     Parameters
     ----------
     method : one of :data:`METHODS`; ``"clipsei"`` is the tuned default.
-    n_epochs, batch_size, lr : head training (SGD, cosine learning-rate schedule).
+    n_epochs, batch_size, lr : head training (SGD, cosine learning-rate schedule). The
+        default batch is ``max(256, N // 100)`` (at most 100 steps an epoch) with ``lr``
+        scaled linearly from its value at 256; 10 epochs: on the suite, 10 and 30 epochs
+        gave AUROCs within 0.002 of each other.
     logit_scale : override the method's head temperature(s) with one value.
     threshold_fraction : share of samples relabelled to the extra class in each of the
         ``n_threshold_runs`` runs (disjoint slices); None -> ``1 / (K + 1)``.
@@ -85,7 +88,7 @@ class SEIDetector:
         duplicate_pairs_ : DataFrame(i, j, similarity).
     """
 
-    def __init__(self, *, method: str = "clipsei", n_epochs: int = 15, batch_size: int = 256,
+    def __init__(self, *, method: str = "clipsei", n_epochs: int = 10, batch_size: int | None = None,
                  lr: float = 0.1, logit_scale: float | None = None,
                  threshold_fraction: float | None = None, n_threshold_runs: int = 2,
                  n_neighbors: int = 10, duplicate_similarity: float = 0.98, device="auto",
@@ -153,8 +156,10 @@ class SEIDetector:
     def _train_run(self, x, y, n_classes, head_init, slice_, scale, rng) -> dict:
         run_labels = y.copy()
         run_labels[slice_] = n_classes  # threshold samples join the extra class
+        batch_size = self.batch_size or max(256, y.size // 100)
+        lr = self.lr if self.batch_size else self.lr * batch_size / 256
         dynamics = train_head(x, run_labels, n_classes=n_classes + 1, class_embeddings=head_init,
-                              n_epochs=self.n_epochs, batch_size=self.batch_size, lr=self.lr,
+                              n_epochs=self.n_epochs, batch_size=batch_size, lr=lr,
                               logit_scale=scale, device=self.device, random_state=rng)
         scores = compute_dynamics_scores(dynamics.entropy_history, dynamics.agreement_history,
                                          dynamics.margin_history, dynamics.given_prob_history)
