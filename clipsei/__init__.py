@@ -19,6 +19,7 @@ _EXPORTS = {
     "compute_entropy": "sei",
     "compute_sei_scores": "sei",
     "compute_aum_scores": "sei",
+    "compute_forgetting_scores": "sei",
     "find_neighbors": "neighbors",
     "NotFittedError": "_validation",
     # images -> embeddings
@@ -30,9 +31,12 @@ _EXPORTS = {
     "load_prompt_set": "prompts",
     "add_prompt_dir": "prompts",
     "encode_class_prompts": "prompts",
+    "encode_other_prompt": "prompts",
     # front door
     "scan": "pipeline",
+    "scan_embeddings": "pipeline",
     "ScanResult": "pipeline",
+    "relabel": "pipeline",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from clipsei.head import (resolve_device, select_logit_scale, train_crossfit_head, train_head)
+from clipsei.synthetic import make_noisy_blobs
+
+
+def test_train_head_records_every_epoch(blobs):
+    dynamics = train_head(blobs.embeddings, blobs.labels, n_classes=4, n_epochs=3,
+                          random_state=0)
+    assert dynamics.entropy_history.shape == (3, 200)
+    assert dynamics.entropy_history.dtype == np.float16
+    assert dynamics.margin_history.dtype == np.float16
+    assert dynamics.agreement_history.dtype == bool
+    np.testing.assert_allclose(dynamics.mean_probs.sum(axis=1), 1, rtol=1e-5)
+    entropy = dynamics.entropy_history.astype(np.float32)
+    assert (entropy >= 0).all() and (entropy <= np.log(4) + 1e-3).all()
+    # agreement is exactly "margin >= 0"
+    np.testing.assert_array_equal(dynamics.agreement_history,
+                                  dynamics.margin_history.astype(np.float32) >= 0)
+
+
+def test_same_seed_same_dynamics(blobs):
+    first = train_head(blobs.embeddings, blobs.labels, n_classes=4, n_epochs=2, random_state=7)
+    again = train_head(blobs.embeddings, blobs.labels, n_classes=4, n_epochs=2, random_state=7)
+    np.testing.assert_array_equal(first.margin_history, again.margin_history)
+
+
+def test_rows_outside_fit_rows_do_not_train_the_head(blobs):
+    fit_rows = np.arange(100)
+    relabelled = blobs.labels.copy()
+    relabelled[100:] = (relabelled[100:] + 1) % 4
+    first = train_head(blobs.embeddings, blobs.labels, n_classes=4, n_epochs=2,
+                       fit_rows=fit_rows, random_state=0)
+    second = train_head(blobs.embeddings, relabelled, n_classes=4, n_epochs=2,
+                        fit_rows=fit_rows, random_state=0)
+    np.testing.assert_allclose(first.mean_probs, second.mean_probs, rtol=1e-6)
+
+
+def test_crossfit_scores_never_see_their_own_label(blobs):
+    relabelled = blobs.labels.copy()
+    relabelled[0] = (relabelled[0] + 1) % 4
+    first = train_crossfit_head(blobs.embeddings, blobs.labels, n_classes=4, n_epochs=2,
+                                random_state=0)
+    second = train_crossfit_head(blobs.embeddings, relabelled, n_classes=4, n_epochs=2,
+                                 random_state=0)
+    np.testing.assert_allclose(first.mean_probs[0], second.mean_probs[0], rtol=1e-6)
+    # held-out probabilities still put the planted flips' true class first
+    predicted = first.mean_probs.argmax(axis=1)
+    assert (predicted == blobs.true_labels).mean() > 0.9
+
+
+def test_select_logit_scale_prefers_soft_heads_for_noisier_labels():
+    clean = make_noisy_blobs(200, n_classes=2, noise_rate=0.0, cluster_std=0.8, random_state=0)
+    noisy = make_noisy_blobs(200, n_classes=2, noise_rate=0.4, cluster_std=0.8, random_state=0)
+    options = dict(n_classes=2, n_epochs=5, candidates=(1.0, 4.0, 16.0), random_state=0)
+    clean_scale = select_logit_scale(clean.embeddings, clean.labels, **options)
+    noisy_scale = select_logit_scale(noisy.embeddings, noisy.labels, **options)
+    assert clean_scale in (1.0, 4.0, 16.0)
+    assert noisy_scale < clean_scale
+
+
+def test_resolve_device():
+    assert resolve_device("auto").type == "cpu"  # conftest hides GPUs
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(RuntimeError):
+        resolve_device("nonsense")
