@@ -69,7 +69,8 @@ def train_head(embeddings: np.ndarray, labels: np.ndarray, *, n_classes: int,
                class_embeddings: np.ndarray | None = None, n_epochs: int = 10,
                batch_size: int = 256, lr: float = 0.1, logit_scale: float = 10.0,
                weight_decay: float = 0.0, fit_rows: np.ndarray | None = None,
-               device="auto", random_state=None) -> TrainingDynamics:
+               record_rows: np.ndarray | None = None, device="auto",
+               random_state=None) -> TrainingDynamics:
     """Train a cosine head on L2-normalised ``embeddings`` and record every epoch.
 
     Parameters
@@ -81,19 +82,23 @@ def train_head(embeddings: np.ndarray, labels: np.ndarray, *, n_classes: int,
     n_epochs, batch_size, lr, weight_decay : SGD (momentum 0.9) settings; the learning rate
         follows a cosine schedule from ``lr`` down to 0.
     logit_scale : inverse temperature of the cosine logits (logit range ``2*logit_scale``).
-    fit_rows : (M,) int indices to train on, or None for all rows. Every row is recorded,
-        so rows outside ``fit_rows`` get held-out (out-of-sample) trajectories.
+    fit_rows : (M,) int indices to train on, or None for all rows.
+    record_rows : (R,) int indices whose trajectories are recorded, or None for all rows;
+        the histories are then (E, R) and ``mean_probs`` (R, K). Rows outside ``fit_rows``
+        get held-out (out-of-sample) trajectories.
     device : ``"auto"``, ``"cpu"``, ``"cuda"`` or a ``torch.device``.
     random_state : None, int or numpy Generator; seeds init and minibatch order.
     """
     rng = check_random_state(random_state)
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
     device = resolve_device(device)
-    fit_rows = np.arange(labels.size) if fit_rows is None else np.asarray(fit_rows)
+    every_row = np.arange(labels.size)
+    rows = {"fit": every_row if fit_rows is None else np.asarray(fit_rows),
+            "record": every_row if record_rows is None else np.asarray(record_rows)}
     settings = dict(n_classes=n_classes, n_epochs=n_epochs, batch_size=batch_size, lr=lr,
                     logit_scale=logit_scale, weight_decay=weight_decay)
     with _single_thread_on_cpu(device):
-        return _train(embeddings, labels, fit_rows, class_embeddings, settings, device, generator)
+        return _train(embeddings, labels, rows, class_embeddings, settings, device, generator)
 
 
 def train_crossfit_head(embeddings: np.ndarray, labels: np.ndarray, *, n_folds: int = 5,
@@ -111,18 +116,25 @@ def train_crossfit_head(embeddings: np.ndarray, labels: np.ndarray, *, n_folds: 
     folds = rng.permutation(labels.size) % n_folds
     merged = None
     for fold in range(n_folds):
+        held_out = np.flatnonzero(folds == fold)
         run = train_head(embeddings, labels, fit_rows=np.flatnonzero(folds != fold),
-                         random_state=rng, **options)
-        if merged is None:
-            merged = run
-            continue
-        held_out = folds == fold
-        for name in TrainingDynamics.__dataclass_fields__:
-            if name == "mean_probs":
-                merged.mean_probs[held_out] = run.mean_probs[held_out]
-            else:
-                getattr(merged, name)[:, held_out] = getattr(run, name)[:, held_out]
+                         record_rows=held_out, random_state=rng, **options)
+        merged = merged or _empty_dynamics(run, labels.size)
+        for name in _HISTORIES:
+            getattr(merged, name)[:, held_out] = getattr(run, name)
+        merged.mean_probs[held_out] = run.mean_probs
     return merged
+
+
+_HISTORIES = ("entropy_history", "agreement_history", "margin_history", "given_prob_history")
+
+
+def _empty_dynamics(like: TrainingDynamics, n_samples: int) -> TrainingDynamics:
+    """Uninitialised dynamics for ``n_samples`` rows, epochs and dtypes as in ``like``."""
+    n_epochs, n_classes = like.entropy_history.shape[0], like.mean_probs.shape[1]
+    arrays = {name: np.empty((n_epochs, n_samples), getattr(like, name).dtype)
+              for name in _HISTORIES}
+    return TrainingDynamics(**arrays, mean_probs=np.empty((n_samples, n_classes), np.float32))
 
 
 def select_logit_scale(embeddings: np.ndarray, labels: np.ndarray, *, n_classes: int,
@@ -166,18 +178,20 @@ def _single_thread_on_cpu(device: torch.device):
         torch.set_num_threads(previous)
 
 
-def _train(embeddings, labels, fit_rows, class_embeddings, settings, device,
+def _train(embeddings, labels, rows, class_embeddings, settings, device,
            generator) -> TrainingDynamics:
     inputs = torch.as_tensor(embeddings, dtype=torch.float32).to(device)
     targets = torch.as_tensor(labels, dtype=torch.long).to(device)
-    fit_index = torch.as_tensor(fit_rows, dtype=torch.long).to(device)
+    fit_index = torch.as_tensor(rows["fit"], dtype=torch.long).to(device)
+    recorded = inputs[torch.as_tensor(rows["record"], dtype=torch.long).to(device)]
+    recorded_labels = labels[rows["record"]]
     n_classes, n_epochs = settings["n_classes"], settings["n_epochs"]
     head = _CosineHead(_initial_weights(n_classes, inputs.shape[1], class_embeddings, generator),
                        settings["logit_scale"]).to(device)
     optimizer = torch.optim.SGD(head.parameters(), lr=settings["lr"], momentum=0.9,
                                 weight_decay=settings["weight_decay"])
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(n_epochs, 1))
-    n_samples = inputs.shape[0]
+    n_samples = recorded.shape[0]
     history = {name: np.empty((n_epochs, n_samples), dtype=np.float16)
                for name in ("entropy", "margin", "given_prob")}
     agreement = np.empty((n_epochs, n_samples), dtype=bool)
@@ -192,8 +206,8 @@ def _train(embeddings, labels, fit_rows, class_embeddings, settings, device,
             loss.backward()
             optimizer.step()
         schedule.step()
-        logits = _predict_logits(head, inputs, batch_size=8192)
-        stats = compute_epoch_statistics(logits, labels)
+        logits = _predict_logits(head, recorded, batch_size=8192)
+        stats = compute_epoch_statistics(logits, recorded_labels)
         for name in history:
             history[name][epoch] = stats[name]
         agreement[epoch] = stats["agrees"]
