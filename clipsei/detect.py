@@ -85,8 +85,9 @@ class SEIDetector:
     entropy_history_, given_prob_history_ : (E, N) float16; agreement_history_ : (E, N) bool,
         from the first head, in a run where the sample was not a threshold sample.
     neighbor_ids_ : (N, k) int64 (-1 = none); neighbor_sims_ : (N, k) float32 cosine.
-    pred_probs_ : (N, K) float32, the joint class probabilities (mean of the heads' softmax
-        and the neighbour vote) behind ``suggested_label``; usable as cleanlab's pred_probs.
+    pred_probs_ : (N, K) float32, the joint class probabilities (the heads' softmax and the
+        neighbour vote, mixed with the weight in ``issues_.attrs["head_weight"]``) behind
+        ``suggested_label``; usable as cleanlab's ``pred_probs``.
     cutoff_ : float, on ``label_score``; threshold_scores_ : (T,) label scores of the
         threshold samples; noise_rate_per_class_ : (K,) flagged share of each given class;
         duplicate_pairs_ : DataFrame(i, j, similarity).
@@ -190,11 +191,15 @@ class SEIDetector:
 
     def _finish(self, spec, combined, y, n_classes) -> None:
         n_head_classes = n_classes + 1
+        head_weight = (_choose_head_weight(combined["scores_by_scale"][0]["given_prob"],
+                                           combined["knn"], n_neighbors=self.n_neighbors)
+                       if self.method == "clipsei" else 0.5)
         label_scores, threshold_scores = _method_label_scores(self.method, combined,
-                                                              n_head_classes)
+                                                              n_head_classes, head_weight)
         votes = compute_neighbor_votes(self.neighbor_ids_, self.neighbor_sims_, y,
                                        n_classes=n_classes)
-        self.pred_probs_ = (0.5 * (combined["head_probs"] + votes)).astype(np.float32)
+        self.pred_probs_ = (head_weight * combined["head_probs"]
+                            + (1 - head_weight) * votes).astype(np.float32)
         self.cutoff_ = _method_cutoff(spec, label_scores, threshold_scores, self.pred_probs_, y)
         is_issue = label_scores < self.cutoff_
         self.threshold_scores_ = threshold_scores
@@ -202,7 +207,8 @@ class SEIDetector:
             self.neighbor_ids_, self.neighbor_sims_, y, min_similarity=self.duplicate_similarity)
         self.issues_ = build_issues_table(
             labels=y, label_scores=label_scores, is_label_issue=is_issue,
-            head_probs=combined["head_probs"], neighbor_votes=votes,
+            head_probs=combined["head_probs"], pred_probs=self.pred_probs_,
+            knn_agreement=combined["knn"],
             scores=_mean_over_scales(combined["scores_by_scale"]),
             duplicate_pairs=self.duplicate_pairs_)
         self.noise_rate_per_class_ = compute_noise_rate_per_class(is_issue, y, n_classes=n_classes)
@@ -212,7 +218,8 @@ class SEIDetector:
             "method": self.method, "cutoff": float(self.cutoff_),
             "estimated_noise_rate": float(is_issue.mean()),
             "noise_rate_per_class": self.noise_rate_per_class_.tolist(),
-            "n_threshold_samples": int(threshold_scores.size), "settings": self.get_params(),
+            "n_threshold_samples": int(threshold_scores.size), "head_weight": head_weight,
+            "settings": self.get_params(),
         })
         logger.info("%s: %d of %d samples flagged (cutoff %.4f)", self.method, is_issue.sum(),
                     y.size, self.cutoff_)
@@ -384,7 +391,8 @@ def _gather_histories(runs, history_run) -> dict:
     return gathered
 
 
-def _method_label_scores(method, combined, n_head_classes) -> tuple[np.ndarray, np.ndarray]:
+def _method_label_scores(method, combined, n_head_classes,
+                         head_weight) -> tuple[np.ndarray, np.ndarray]:
     """The method's scores of real and threshold samples, mapped into [0, 1] (low = suspect).
 
     Baselines map their raw score monotonically (AUROC and flags are unchanged). The
@@ -393,7 +401,6 @@ def _method_label_scores(method, combined, n_head_classes) -> tuple[np.ndarray, 
     """
     real, threshold = combined["scores_by_scale"], combined["threshold_scores_by_scale"]
     if method == "clipsei":
-        head_weight = _choose_head_weight(real[0]["given_prob"], combined["knn"])
         return tuple(head_weight * gp + (1 - head_weight) * knn for gp, knn in (
             (real[0]["given_prob"], combined["knn"]),
             (threshold[0]["given_prob"], combined["threshold_knn"])))

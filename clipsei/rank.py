@@ -79,36 +79,29 @@ def rank_by_score(label_scores) -> np.ndarray:
     return ranks
 
 
-def compute_suggested_labels(head_probs, neighbor_votes) -> tuple[np.ndarray, np.ndarray]:
-    """Joint vote of the head and the neighbours: the class with the largest mean of the two.
-
-    head_probs, neighbor_votes : (N, K) rows summing to 1.
-    Returns ``suggested_label`` (N,) int64 and its ``suggested_confidence`` (N,) in [0, 1].
-    """
-    joint = 0.5 * (np.asarray(head_probs) + np.asarray(neighbor_votes))
-    suggested = joint.argmax(axis=1)
-    return suggested.astype(np.int64), joint[np.arange(joint.shape[0]), suggested].astype(np.float32)
-
-
-def build_issues_table(*, labels, label_scores, is_label_issue, head_probs, neighbor_votes,
-                       scores: dict, duplicate_pairs: pd.DataFrame) -> pd.DataFrame:
+def build_issues_table(*, labels, label_scores, is_label_issue, head_probs, pred_probs,
+                       knn_agreement, scores: dict, duplicate_pairs: pd.DataFrame) -> pd.DataFrame:
     """One row per sample, input order: labels, suggestions, scores, flag and rank.
+
+    ``head_probs`` (N, K) give ``predicted_label``; ``pred_probs`` (N, K), the head and
+    neighbour mixture, give ``suggested_label`` and its ``suggested_confidence``.
 
     ``scores`` maps score names (``sei``, ``aum``, ...) to (N,) arrays; each becomes a
     ``<name>_score`` column. ``duplicate_pairs`` (columns ``i``, ``j``) fills
     ``conflicting_duplicate`` with the most similar conflicting row, or -1.
     """
-    suggested, confidence = compute_suggested_labels(head_probs, neighbor_votes)
+    pred_probs = np.asarray(pred_probs)
+    suggested = pred_probs.argmax(axis=1)
     rows = np.arange(labels.size)
     table = pd.DataFrame({
         "given_label": labels,
         "predicted_label": np.asarray(head_probs).argmax(axis=1).astype(np.int64),
-        "suggested_label": suggested,
-        "suggested_confidence": confidence,
+        "suggested_label": suggested.astype(np.int64),
+        "suggested_confidence": pred_probs[rows, suggested].astype(np.float32),
         "label_score": np.asarray(label_scores, dtype=np.float64),
         "is_label_issue": np.asarray(is_label_issue, dtype=bool),
         "rank": rank_by_score(label_scores),
-        "knn_agreement": np.asarray(neighbor_votes)[rows, labels].astype(np.float32),
+        "knn_agreement": np.asarray(knn_agreement, dtype=np.float32),
     })
     for name, values in scores.items():
         column = name if name.endswith("_integral") else f"{name}_score"

@@ -1,0 +1,60 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from clipsei.rank import (build_issues_table, compute_cutoff, compute_cutoff_for_count,
+                          compute_noise_rate_per_class, estimate_noise_rate, rank_by_score)
+
+
+def test_cutoff_rules():
+    scores = np.array([0.1, 0.2, 0.3, 0.4])
+    assert compute_cutoff(scores) == pytest.approx(0.25)
+    assert compute_cutoff(scores, rule="percentile", percentile=100) == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="cutoff rule must be one of"):
+        compute_cutoff(scores, rule="median")
+    with pytest.raises(ValueError, match="percentile must be in"):
+        compute_cutoff(scores, rule="percentile", percentile=101)
+    with pytest.raises(ValueError, match="must not be empty"):
+        compute_cutoff([])
+
+
+@pytest.mark.parametrize("n_flagged", [0, 1, 3, 5])
+def test_cutoff_for_count_flags_exactly_that_many(n_flagged):
+    scores = np.array([0.5, 0.1, 0.9, 0.3, 0.7])
+    assert (scores < compute_cutoff_for_count(scores, n_flagged)).sum() == n_flagged
+
+
+def test_confident_learning_count_matches_planted_errors(rng):
+    n_samples, n_classes = 400, 3
+    true = rng.integers(0, n_classes, n_samples)
+    probs = np.full((n_samples, n_classes), 0.1)
+    probs[np.arange(n_samples), true] = 0.8
+    given = true.copy()
+    flipped = rng.choice(n_samples, 40, replace=False)
+    given[flipped] = (given[flipped] + 1) % n_classes
+    assert estimate_noise_rate(probs, given) == pytest.approx(0.1)
+    assert estimate_noise_rate(probs, true) == 0.0
+
+
+def test_rank_and_per_class_rates():
+    np.testing.assert_array_equal(rank_by_score([0.3, 0.1, 0.3, 0.0]), [3, 2, 4, 1])
+    rates = compute_noise_rate_per_class(np.array([True, False, False, True]),
+                                         np.array([0, 0, 1, 1]), n_classes=3)
+    np.testing.assert_allclose(rates[:2], [0.5, 0.5])
+    assert np.isnan(rates[2])
+
+
+def test_issues_table_partners_and_suggestions():
+    labels = np.array([0, 1, 1])
+    pred = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]])
+    pairs = pd.DataFrame({"i": [0], "j": [1], "similarity": [0.99]})
+    table = build_issues_table(labels=labels, label_scores=np.array([0.9, 0.8, 0.2]),
+                               is_label_issue=np.array([False, False, True]), head_probs=pred,
+                               pred_probs=pred, knn_agreement=np.array([1.0, 0.5, 0.0]),
+                               scores={"sei": np.zeros(3), "entropy_integral": np.ones(3)},
+                               duplicate_pairs=pairs)
+    assert table["suggested_label"].tolist() == [0, 1, 0]
+    assert table["suggested_confidence"].iloc[2] == pytest.approx(0.7)
+    assert table["conflicting_duplicate"].tolist() == [1, 0, -1]
+    assert table["rank"].tolist() == [3, 2, 1]
+    assert {"sei_score", "entropy_integral"} <= set(table.columns)
