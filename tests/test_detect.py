@@ -15,7 +15,8 @@ COLUMNS = ["given_label", "predicted_label", "suggested_label", "suggested_confi
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_planted_flips_rank_at_the_top(blobs, method):
     issues = find_label_issues(blobs.embeddings, blobs.labels, method=method, random_state=0)
-    assert list(issues.columns) == COLUMNS
+    expected = COLUMNS[:-1] + (["heldout_prob_score"] if method == "clipsei" else []) + COLUMNS[-1:]
+    assert list(issues.columns) == expected
     assert len(issues) == blobs.labels.size
     assert issues["label_score"].between(0, 1).all()
     np.testing.assert_array_equal(issues["given_label"], blobs.labels)
@@ -41,7 +42,10 @@ def test_default_flags_and_suggestions(blobs):
     assert attrs["method"] == "clipsei" and 0 <= attrs["cutoff"] <= 1
     assert len(attrs["noise_rate_per_class"]) == 4
     assert attrs["estimated_noise_rate"] == pytest.approx(flagged.mean())
-    assert (issues["label_score"][flagged] < attrs["cutoff"]).all()
+    assert flagged.sum() == attrs["error_counts"]["confident_learning"]
+    assert attrs["heldout_logit_scale"] in (1, 2, 4, 8, 16, 32)
+    assert (issues["label_score"][flagged] <= attrs["cutoff"]).all()
+    assert (issues["label_score"][~flagged] >= attrs["cutoff"]).all()
 
 
 def test_same_seed_same_scores_and_other_seed_differs(blobs):
