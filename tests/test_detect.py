@@ -5,7 +5,6 @@ from sklearn.metrics import roc_auc_score
 
 from clipsei import NotFittedError
 from clipsei.detect import METHODS, SEIDetector, _draw_threshold_slices, find_label_issues
-from clipsei.synthetic import make_noisy_blobs
 
 COLUMNS = ["given_label", "predicted_label", "suggested_label", "suggested_confidence",
            "label_score", "is_label_issue", "rank", "knn_agreement", "sei_score", "aum_score",

@@ -15,7 +15,7 @@ from PIL import Image
 from clipsei.report import render_report, save_report
 
 EVIL_CLASS = '</script><script>alert("class")</script>'
-EVIL_PATH = 'x</script><img src=x onerror=alert(1)>.png'  # a folder "x<" and a file "script>..." 
+EVIL_PATH = 'x</script><img src=x onerror=alert(1)>.png'  # a folder "x<" and a file "script>..."
 
 
 def _fake_scan(tmp_path, n=60, n_classes=3, n_epochs=12, with_files=True, seed=0):
