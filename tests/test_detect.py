@@ -145,12 +145,12 @@ def test_conflicting_duplicate_reported(blobs):
     (np.vstack([np.zeros((1, 3)), np.ones((4, 3))]), np.array([0, 1, 0, 1, 0]), {}, ValueError,
      "non-zero rows"),
     (np.ones((5, 3)), np.zeros(5, int), {}, ValueError, "at least 2 classes"),
-    (np.eye(5), np.array([0, 1, 0, 1, 0]), {"n_neighbors": 5}, ValueError, "n_neighbors"),
-    (np.eye(5), np.array([0, 1, 0, 1, 0]), {"method": "magic"}, ValueError, "method must be one of"),
-    (np.eye(5), np.array([0, 1, 0, 1, 0]), {"n_threshold_runs": 1}, ValueError, "n_threshold_runs"),
-    (np.eye(5), np.array([0, 1, 0, 1, 0]), {"threshold_fraction": 0.6}, ValueError,
+    (np.eye(6), np.array([0, 1, 0, 1, 0, 1]), {"n_neighbors": 6}, ValueError, "n_neighbors"),
+    (np.eye(6), np.array([0, 1, 0, 1, 0, 1]), {"method": "magic"}, ValueError, "method must be one of"),
+    (np.eye(6), np.array([0, 1, 0, 1, 0, 1]), {"n_threshold_runs": 1}, ValueError, "n_threshold_runs"),
+    (np.eye(6), np.array([0, 1, 0, 1, 0, 1]), {"threshold_fraction": 0.6}, ValueError,
      "threshold_fraction"),
-    (np.eye(5), np.array([0, 1, 0, 1, 0]), {"random_state": "x"}, TypeError, "random_state"),
+    (np.eye(6), np.array([0, 1, 0, 1, 0, 1]), {"random_state": "x"}, TypeError, "random_state"),
 ])
 def test_bad_input(embeddings, labels, options, error, match):
     with pytest.raises(error, match=match):
