@@ -37,7 +37,7 @@ from ._validation import (NotFittedError, check_embeddings, check_labels, check_
                           check_option, check_random_state)
 from .head import select_logit_scale, train_crossfit_head, train_head
 from .neighbors import compute_neighbor_votes, find_conflicting_duplicates, find_neighbors
-from .rank import (build_issues_table, rank_by_score, compute_cutoff, compute_cutoff_for_count,
+from .rank import (CUTOFF_RULES, build_issues_table, rank_by_score, compute_cutoff, compute_cutoff_for_count,
                    compute_noise_rate_per_class, estimate_noise_rate)
 from .sei import compute_dynamics_scores
 
@@ -80,6 +80,10 @@ class SEIDetector:
     logit_scale : override the method's head temperature(s) with one value.
     threshold_fraction : share of samples relabelled to the extra class in each of the
         ``n_threshold_runs`` runs (disjoint slices); None -> ``1 / (K + 1)``.
+    cutoff : None (the method's own rule), ``"mean"`` (flag below the threshold samples'
+        mean: the SEI paper's rule), ``"percentile"`` (below their ``cutoff_percentile``-th
+        percentile, 99 by default: AUM's rule) or ``"count"`` (flag as many as confident
+        learning counts errors: the default's rule).
     n_neighbors : k of the neighbour vote; duplicate_similarity : cosine at or above which
         two differently labelled samples are reported as conflicting near-duplicates.
     device : ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
@@ -103,6 +107,7 @@ class SEIDetector:
     def __init__(self, *, method: str = "clipsei", n_epochs: int = 10, batch_size: int | None = None,
                  lr: float = 0.1, logit_scale: float | None = None,
                  threshold_fraction: float | None = None, n_threshold_runs: int = 2,
+                 cutoff: str | None = None, cutoff_percentile: float | None = None,
                  n_folds: int = 5, n_neighbors: int = 10, duplicate_similarity: float = 0.98,
                  device="auto", random_state=None):
         self.method = method
@@ -112,6 +117,8 @@ class SEIDetector:
         self.logit_scale = logit_scale
         self.threshold_fraction = threshold_fraction
         self.n_threshold_runs = n_threshold_runs
+        self.cutoff = cutoff
+        self.cutoff_percentile = cutoff_percentile
         self.n_folds = n_folds
         self.n_neighbors = n_neighbors
         self.duplicate_similarity = duplicate_similarity
@@ -126,7 +133,7 @@ class SEIDetector:
     def get_params(self) -> dict:
         """The constructor's parameters, as scikit-learn estimators report them."""
         keys = ("method", "n_epochs", "batch_size", "lr", "logit_scale", "threshold_fraction",
-                "n_threshold_runs", "n_folds", "n_neighbors", "duplicate_similarity", "device", "random_state")
+                "n_threshold_runs", "cutoff", "cutoff_percentile", "n_folds", "n_neighbors", "duplicate_similarity", "device", "random_state")
         return {key: getattr(self, key) for key in keys}
 
     def fit(self, embeddings, labels, *, class_embeddings=None, other_embedding=None,
@@ -140,6 +147,8 @@ class SEIDetector:
         groups : (N,) or None, e.g. patient ids; neighbours from one's own group are ignored.
         """
         spec = METHODS[check_option(self.method, METHODS, name="method")]
+        if self.cutoff is not None:
+            check_option(self.cutoff, CUTOFF_RULES + ("count",), name="cutoff")
         x, y, n_classes, head_init = _check_fit_inputs(embeddings, labels, class_embeddings,
                                                        other_embedding)
         rng = check_random_state(self.random_state)
@@ -205,12 +214,13 @@ class SEIDetector:
         head_probs = combined.get("heldout_probs", combined["head_probs"])
         self.pred_probs_ = (0.5 * (head_probs + votes)).astype(np.float32)
         counts = _flag_counts(threshold_reference, threshold_scores, self.pred_probs_, y)
-        if spec.cutoff_rule == "count":  # exactly the counted number; ties broken by row order
+        rule = spec.cutoff_rule if self.cutoff is None else self.cutoff
+        percentile = spec.percentile if self.cutoff_percentile is None else self.cutoff_percentile
+        if rule == "count":  # exactly the counted number; ties broken by row order
             is_issue = rank_by_score(label_scores) <= counts["confident_learning"]
             self.cutoff_ = compute_cutoff_for_count(label_scores, counts["confident_learning"])
         else:
-            self.cutoff_ = compute_cutoff(threshold_scores, rule=spec.cutoff_rule,
-                                          percentile=spec.percentile)
+            self.cutoff_ = compute_cutoff(threshold_scores, rule=rule, percentile=percentile)
             is_issue = label_scores < self.cutoff_
         self.threshold_scores_ = threshold_scores
         self.duplicate_pairs_ = find_conflicting_duplicates(

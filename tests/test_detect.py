@@ -177,3 +177,25 @@ def test_recoverable_oddities_warn(blobs):
     with pytest.warns(UserWarning, match=r"classes \[4\] have no samples"):
         find_label_issues(blobs.embeddings, blobs.labels, class_embeddings=class_embeddings,
                           n_epochs=1, random_state=0)
+
+
+@pytest.mark.parametrize("cutoff, percentile", [("mean", None), ("percentile", 99.0),
+                                                 ("percentile", 50.0), ("count", None)])
+def test_cutoff_rules_can_be_chosen(blobs, cutoff, percentile):
+    detector = SEIDetector(method="sei_paper", cutoff=cutoff, cutoff_percentile=percentile,
+                           n_epochs=3, random_state=0).fit(blobs.embeddings, blobs.labels)
+    flagged = detector.issues_["is_label_issue"].to_numpy()
+    threshold = detector.threshold_scores_
+    if cutoff == "mean":
+        assert detector.cutoff_ == pytest.approx(threshold.mean())
+    elif cutoff == "percentile":
+        assert detector.cutoff_ == pytest.approx(np.percentile(threshold, percentile))
+    else:
+        assert flagged.sum() == detector.issues_.attrs["error_counts"]["confident_learning"]
+    if cutoff != "count":
+        np.testing.assert_array_equal(flagged, detector.issues_["label_score"] < detector.cutoff_)
+
+
+def test_bad_cutoff(blobs):
+    with pytest.raises(ValueError, match="cutoff must be one of"):
+        find_label_issues(blobs.embeddings, blobs.labels, cutoff="median")
