@@ -150,6 +150,8 @@ class SEIDetector:
         spec = METHODS[check_option(self.method, METHODS, name="method")]
         if self.cutoff is not None:
             check_option(self.cutoff, CUTOFF_RULES + ("count",), name="cutoff")
+        if not isinstance(self.n_folds, (int, np.integer)) or self.n_folds < 2:
+            raise ValueError(f"n_folds must be an int >= 2; got {self.n_folds!r}")
         x, y, n_classes, head_init = _check_fit_inputs(embeddings, labels, class_embeddings,
                                                        other_embedding)
         rng = check_random_state(self.random_state)

@@ -151,6 +151,7 @@ def test_conflicting_duplicate_reported(blobs):
     (np.eye(6), np.array([0, 1, 0, 1, 0, 1]), {"threshold_fraction": 0.6}, ValueError,
      "threshold_fraction"),
     (np.eye(6), np.array([0, 1, 0, 1, 0, 1]), {"random_state": "x"}, TypeError, "random_state"),
+    (np.eye(6), np.array([0, 1, 0, 1, 0, 1]), {"n_folds": 1}, ValueError, "n_folds"),
 ])
 def test_bad_input(embeddings, labels, options, error, match):
     with pytest.raises(error, match=match):
