@@ -4,7 +4,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from clipsei import NotFittedError
-from clipsei.detect import METHODS, SEIDetector, _draw_threshold_slices, find_label_issues
+from clipsei.detect import METHODS, SEIDetector, find_label_issues
 
 COLUMNS = ["given_label", "predicted_label", "suggested_label", "suggested_confidence",
            "label_score", "is_label_issue", "rank", "knn_agreement", "sei_score", "aum_score",
@@ -60,12 +60,6 @@ def test_inputs_are_not_modified(blobs):
     find_label_issues(embeddings, labels, random_state=0, n_epochs=2)
     np.testing.assert_array_equal(embeddings, blobs.embeddings)
     np.testing.assert_array_equal(labels, blobs.labels)
-
-
-def test_threshold_slices_are_disjoint_and_sized():
-    slices = _draw_threshold_slices(100, 0.2, 2, np.random.default_rng(0))
-    assert [s.size for s in slices] == [20, 20]
-    assert np.intersect1d(*slices).size == 0
 
 
 def test_each_sample_scored_from_runs_where_it_was_real(blobs, monkeypatch):
