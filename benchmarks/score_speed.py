@@ -42,7 +42,7 @@ def _clustered_embeddings(n_samples, n_features, n_classes, *, noise_rate, seed)
 def _recall_on_subsample(embeddings, neighbor_ids, *, n_queries: int, k: int, seed: int) -> float:
     """Recall@k of ``neighbor_ids`` against exact brute force on ``n_queries`` random rows."""
     rng = np.random.default_rng(seed)
-    unit = embeddings - embeddings.mean(axis=0)
+    unit = (embeddings - embeddings.mean(axis=0)) / embeddings.std(axis=0)  # as the default does
     unit /= np.linalg.norm(unit, axis=1, keepdims=True)
     queries = rng.choice(unit.shape[0], n_queries, replace=False)
     sims = unit[queries] @ unit.T
