@@ -169,7 +169,8 @@ class SEIDetector:
         runs = [self._train_run(x, y, n_classes, head_init, slice_, scale, rng)
                 for slice_ in slices for scale in scales]
         combined = combine_threshold_runs(runs, slices, len(scales), y, n_classes,
-                                 self.neighbor_ids_, self.neighbor_sims_)
+                                          self.neighbor_ids_, self.neighbor_sims_)
+        self.heldout_logit_scale_ = None
         if spec.heldout:
             combined["heldout_probs"] = self._heldout_probs(x, y, n_classes, head_init, rng)
         self._finish(spec, combined, y, n_classes)
@@ -248,7 +249,7 @@ class SEIDetector:
             "n_threshold_samples": int(threshold_scores.size),
             "error_counts": counts,
             "logit_scales": list(self.logit_scales_),
-            "heldout_logit_scale": getattr(self, "heldout_logit_scale_", None),
+            "heldout_logit_scale": self.heldout_logit_scale_,
             "settings": self.get_params(),
         })
         logger.info("%s: %d of %d samples flagged (cutoff %.4f)", self.method, is_issue.sum(),
