@@ -36,7 +36,7 @@ import pandas as pd
 from ._validation import (NotFittedError, check_embeddings, check_labels, check_n_classes,
                           check_option, check_random_state)
 from .head import select_logit_scale, train_crossfit_head, train_head
-from .neighbors import compute_neighbor_votes, find_conflicting_duplicates, find_neighbors
+from .neighbors import find_conflicting_duplicates, find_neighbors
 from .rank import (CUTOFF_RULES, build_issues_table, rank_by_score, compute_cutoff, compute_cutoff_for_count,
                    compute_noise_rate_per_class, estimate_noise_rate)
 from .sei import compute_dynamics_scores
@@ -216,11 +216,9 @@ class SEIDetector:
     def _finish(self, spec, combined, y, n_classes) -> None:
         n_head_classes = n_classes + 1
         label_scores, threshold_reference, threshold_scores = _method_label_scores(
-            self.method, combined, n_head_classes)
-        votes = compute_neighbor_votes(self.neighbor_ids_, self.neighbor_sims_, y,
-                                       n_classes=n_classes)
+            self.method, combined, y, n_head_classes)
         head_probs = combined.get("heldout_probs", combined["head_probs"])
-        self.pred_probs_ = (0.5 * (head_probs + votes)).astype(np.float32)
+        self.pred_probs_ = (0.5 * (head_probs + combined["votes"])).astype(np.float32)
         counts = _flag_counts(threshold_reference, threshold_scores, self.pred_probs_, y)
         rule = spec.cutoff_rule if self.cutoff is None else self.cutoff
         percentile = spec.percentile if self.cutoff_percentile is None else self.cutoff_percentile
@@ -361,7 +359,7 @@ def _table_scores(combined, labels) -> dict:
     return scores
 
 
-def _method_label_scores(method, combined, n_head_classes):
+def _method_label_scores(method, combined, labels, n_head_classes):
     """Label scores in [0, 1] (low = suspect) and the threshold samples' scores.
 
     Returns ``(label_scores, threshold_reference, threshold_scores)``: the real samples'
@@ -375,7 +373,7 @@ def _method_label_scores(method, combined, n_head_classes):
     """
     real, threshold = combined["scores_by_scale"][0], combined["threshold_scores_by_scale"][0]
     if method == "clipsei":
-        heldout = combined["heldout_probs"][np.arange(combined["knn"].size), combined["labels"]]
+        heldout = combined["heldout_probs"][np.arange(labels.size), labels]
         components = (heldout, real["aum"], combined["knn"])
         label_scores = np.average([_percentile_of(values, values) for values in components],
                                   axis=0, weights=_CLIPSEI_WEIGHTS)

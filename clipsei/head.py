@@ -211,7 +211,7 @@ def _train(embeddings, labels, rows, class_embeddings, settings, device,
         for name in history:
             history[name][epoch] = stats[name]
         agreement[epoch] = stats["agrees"]
-        prob_sum += _softmax(logits)
+        prob_sum += stats["probs"]
     return TrainingDynamics(
         entropy_history=history["entropy"], agreement_history=agreement,
         margin_history=history["margin"], given_prob_history=history["given_prob"],
@@ -225,9 +225,3 @@ def _predict_logits(head: torch.nn.Module, inputs: torch.Tensor, *, batch_size: 
     parts = [head(inputs[start:start + batch_size]).float().cpu()
              for start in range(0, inputs.shape[0], batch_size)]
     return torch.cat(parts).numpy()
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)

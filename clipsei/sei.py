@@ -43,7 +43,7 @@ def compute_epoch_statistics(logits, labels) -> dict[str, np.ndarray]:
     Returns
     -------
     dict with ``entropy`` (N,) float32 nats, ``agrees`` (N,) bool, ``margin`` (N,) float32
-    (logit units) and ``given_prob`` (N,) float32.
+    (logit units), ``given_prob`` (N,) float32 and ``probs`` (N, K) float32, the softmax.
     """
     logits = _as_numpy(logits).astype(np.float32, copy=False)
     labels = _as_numpy(labels).astype(np.int64, copy=False)
@@ -62,6 +62,7 @@ def compute_epoch_statistics(logits, labels) -> dict[str, np.ndarray]:
         "agrees": given_logit >= best_other,
         "margin": (given_logit - best_other).astype(np.float32),
         "given_prob": probs[rows, labels].astype(np.float32),
+        "probs": probs.astype(np.float32, copy=False),
     }
 
 

@@ -49,13 +49,13 @@ def combine_threshold_runs(runs, slices, n_scales, y, n_classes, neighbor_ids, n
             votes = compute_neighbor_votes(neighbor_ids, neighbor_sims, run["labels"],
                                            n_classes=n_classes + 1)
             threshold_knn.append(votes[slices[position // n_scales], n_classes])
+    votes = compute_neighbor_votes(neighbor_ids, neighbor_sims, y, n_classes=n_classes)
     combined = {
         "scores_by_scale": by_scale,
         "threshold_scores_by_scale": threshold_by_scale,
-        "knn": compute_neighbor_votes(neighbor_ids, neighbor_sims, y,
-                                      n_classes=n_classes)[np.arange(n_samples), y],
+        "votes": votes,
+        "knn": votes[np.arange(n_samples), y],
         "threshold_knn": np.concatenate(threshold_knn),
-        "labels": y,
         "head_probs": probs / probs.sum(axis=1, keepdims=True),
     }
     combined.update(_gather_histories(runs, history_run))
