@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ._device import resolve_device
 from .cache import EmbeddingCache, array_key, file_key, from_stored, hash_bytes, hash_file, to_stored
 from .data import ImageDecodeError, ImageTable, array_to_image, decode_image_bytes, load_image_table
 from .data import to_rgb
@@ -102,7 +103,7 @@ def load_clip_model(name: str = "ViT-B-32", pretrained: str | None = "laion2b_s3
         weights (with a loud warning). Ignored for ``hf-hub:`` and ``local-dir:`` names.
     cache_dir: where open_clip keeps downloaded weights.
     """
-    device = _resolve_device(device)
+    device = resolve_device(device)
     create_kwargs, weights_id = _resolve_weights(name, pretrained)
     try:
         with torch.random.fork_rng(devices=[]):
@@ -123,18 +124,6 @@ def load_clip_model(name: str = "ViT-B-32", pretrained: str | None = "laion2b_s3
                      device=device, name=name, pretrained=str(pretrained), weights_id=weights_id,
                      embed_dim=_embed_dim(model, device),
                      preprocess_cfg=dict(model.visual.preprocess_cfg))
-
-
-def _resolve_device(device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:i]'; got {device!r}") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} was asked for but CUDA is not available")
-    return device
 
 
 def _resolve_weights(name: str, pretrained) -> tuple:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ._device import resolve_device
 from ._validation import check_random_state
 from .sei import compute_epoch_statistics
 
@@ -36,13 +37,6 @@ class TrainingDynamics:
     margin_history: np.ndarray
     given_prob_history: np.ndarray
     mean_probs: np.ndarray
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to torch."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _initial_weights(n_classes: int, dim: int, class_embeddings, generator) -> torch.Tensor:

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from clipsei.head import (resolve_device, select_logit_scale, train_crossfit_head, train_head)
+from clipsei._device import resolve_device
+from clipsei.head import select_logit_scale, train_crossfit_head, train_head
 from clipsei.synthetic import make_noisy_blobs
 
 
@@ -63,5 +64,7 @@ def test_select_logit_scale_prefers_soft_heads_for_noisier_labels():
 def test_resolve_device():
     assert resolve_device("auto").type == "cpu"  # conftest hides GPUs
     assert resolve_device("cpu").type == "cpu"
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match="device must be"):
         resolve_device("nonsense")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        resolve_device("cuda")
