@@ -96,11 +96,14 @@ def train_head(embeddings: np.ndarray, labels: np.ndarray, *, n_classes: int,
 
 
 def train_crossfit_head(embeddings: np.ndarray, labels: np.ndarray, *, n_folds: int = 5,
-                        random_state=None, **options) -> TrainingDynamics:
+                        train_mask: np.ndarray | None = None, random_state=None,
+                        **options) -> TrainingDynamics:
     """Held-out training dynamics: every sample is recorded by heads that never saw it.
 
     The rows are split into ``n_folds`` random folds; for each fold a head is trained on the
     others (see :func:`train_head` for ``options``) and the fold's trajectories are kept.
+    ``train_mask`` : (N,) bool or None; rows where it is False are never trained on, only
+    recorded (e.g. the suspects of a first round, left out of a second, pruned one).
     On frozen features a head memorises noisy labels within a few epochs when N is not much
     larger than D, so in-sample dynamics stop separating clean from mislabeled samples;
     held-out ones do not (measured on pneumoniamnist with 20% confusion noise: AUROC 0.76
@@ -108,10 +111,13 @@ def train_crossfit_head(embeddings: np.ndarray, labels: np.ndarray, *, n_folds: 
     """
     rng = check_random_state(random_state)
     folds = rng.permutation(labels.size) % n_folds
+    trainable = np.ones(labels.size, dtype=bool) if train_mask is None else np.asarray(train_mask, bool)
+    if trainable.shape != labels.shape:
+        raise ValueError(f"train_mask must have shape {labels.shape}; got {trainable.shape}")
     merged = None
     for fold in range(n_folds):
         held_out = np.flatnonzero(folds == fold)
-        run = train_head(embeddings, labels, fit_rows=np.flatnonzero(folds != fold),
+        run = train_head(embeddings, labels, fit_rows=np.flatnonzero((folds != fold) & trainable),
                          record_rows=held_out, random_state=rng, **options)
         merged = merged or _empty_dynamics(run, labels.size)
         for name in _HISTORIES:
@@ -132,7 +138,8 @@ def _empty_dynamics(like: TrainingDynamics, n_samples: int) -> TrainingDynamics:
 
 
 def select_logit_scale(embeddings: np.ndarray, labels: np.ndarray, *, n_classes: int,
-                       candidates=(1.0, 2.0, 4.0, 8.0, 16.0, 32.0), max_samples: int = 4000,
+                       candidates=(0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0),
+                       max_samples: int = 4000,
                        random_state=None, **options) -> float:
     """The temperature whose held-out probabilities best predict the *given* labels.
 
@@ -140,7 +147,11 @@ def select_logit_scale(embeddings: np.ndarray, labels: np.ndarray, *, n_classes:
     the winner has the lowest mean negative log-likelihood of the given labels. No true
     label is involved: it is the criterion a scikit-learn user applies to pick a logistic
     regression's C. Few well-separated classes under heavy noise pick small scales; many
-    overlapping classes pick large ones.
+    overlapping classes pick large ones. The grid reaches down to 0.25 because two-class
+    sets with 40% noise kept choosing its lower edge when it stopped at 1; with 0.25 and
+    0.5 available they chose them on 10 of 18 suite runs. The effect on the held-out
+    AUROC was mixed run by run (PneumoniaMNIST, 40% confusion noise: +0.003 to +0.023;
+    BreastMNIST: -0.010 to +0.005), as a likelihood criterion promises no more.
     """
     rng = check_random_state(random_state)
     rows = np.sort(rng.choice(labels.size, min(max_samples, labels.size), replace=False))

@@ -14,7 +14,8 @@ COLUMNS = ["given_label", "predicted_label", "suggested_label", "suggested_confi
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_planted_flips_rank_at_the_top(blobs, method):
     issues = find_label_issues(blobs.embeddings, blobs.labels, method=method, random_state=0)
-    expected = COLUMNS[:-1] + (["heldout_prob_score"] if method == "clipsei" else []) + COLUMNS[-1:]
+    heldout = ["heldout_prob_score", "heldout_margin_score", "pruned_heldout_margin_score"]
+    expected = COLUMNS[:-1] + (heldout if method == "clipsei" else []) + COLUMNS[-1:]
     assert list(issues.columns) == expected
     assert len(issues) == blobs.labels.size
     assert issues["label_score"].between(0, 1).all()
@@ -42,7 +43,7 @@ def test_default_flags_and_suggestions(blobs):
     assert len(attrs["noise_rate_per_class"]) == 4
     assert attrs["estimated_noise_rate"] == pytest.approx(flagged.mean())
     assert flagged.sum() == attrs["error_counts"]["confident_learning"]
-    assert attrs["heldout_logit_scale"] in (1, 2, 4, 8, 16, 32)
+    assert attrs["heldout_logit_scale"] in (0.25, 0.5, 1, 2, 4, 8, 16, 32)
     assert (issues["label_score"][flagged] <= attrs["cutoff"]).all()
     assert (issues["label_score"][~flagged] >= attrs["cutoff"]).all()
 
@@ -84,6 +85,29 @@ def test_each_sample_scored_from_runs_where_it_was_real(blobs, monkeypatch):
     # the threshold samples' scores are their scores against the extra class: very low
     assert detector.threshold_scores_.size == in_first.sum() + in_second.sum()
     assert np.median(detector.threshold_scores_) < detector.issues_["label_score"].median()
+
+
+def test_pruned_round_never_trains_on_the_first_rounds_suspects(blobs, monkeypatch):
+    """The second held-out round trains without exactly the confident-learning count of
+    lowest first-round scores, and its margins still rank the planted flips first."""
+    import clipsei.detect as detect
+
+    masks = []
+    real_crossfit = detect.train_crossfit_head
+
+    def recording_crossfit(x, labels, **kwargs):
+        masks.append(kwargs.get("train_mask"))
+        return real_crossfit(x, labels, **kwargs)
+
+    monkeypatch.setattr(detect, "train_crossfit_head", recording_crossfit)
+    detector = SEIDetector(random_state=0).fit(blobs.embeddings, blobs.labels)
+    first, pruned = masks
+    assert first is None
+    left_out = ~pruned
+    assert 0 < left_out.sum() < blobs.labels.size / 2
+    assert blobs.is_flipped[left_out].mean() >= 0.8  # the suspects are mostly the flips
+    margins = detector.issues_["pruned_heldout_margin_score"]
+    assert roc_auc_score(blobs.is_flipped, -margins) > 0.95
 
 
 def test_histories_and_fitted_attributes(blobs):

@@ -51,6 +51,22 @@ def test_crossfit_scores_never_see_their_own_label(blobs):
     assert (predicted == blobs.true_labels).mean() > 0.9
 
 
+def test_crossfit_train_mask_keeps_rows_out_of_training(blobs):
+    """A row outside ``train_mask`` changes nothing when relabelled, even for the heads of
+    other folds; it is still recorded."""
+    mask = np.ones(blobs.labels.size, dtype=bool)
+    mask[:20] = False
+    relabelled = blobs.labels.copy()
+    relabelled[:20] = (relabelled[:20] + 1) % 4
+    options = dict(n_classes=4, n_epochs=2, train_mask=mask, random_state=0)
+    first = train_crossfit_head(blobs.embeddings, blobs.labels, **options)
+    second = train_crossfit_head(blobs.embeddings, relabelled, **options)
+    np.testing.assert_allclose(first.mean_probs, second.mean_probs, rtol=1e-6)
+    assert np.isfinite(first.margin_history[:, :20].astype(np.float32)).all()
+    with pytest.raises(ValueError, match="train_mask must have shape"):
+        train_crossfit_head(blobs.embeddings, blobs.labels, n_classes=4, train_mask=mask[:5])
+
+
 def test_select_logit_scale_prefers_soft_heads_for_noisier_labels():
     clean = make_noisy_blobs(200, n_classes=2, noise_rate=0.0, cluster_std=0.8, random_state=0)
     noisy = make_noisy_blobs(200, n_classes=2, noise_rate=0.4, cluster_std=0.8, random_state=0)
