@@ -3,9 +3,10 @@ of combining them, on every suite row (seed 0), from one ``SEIDetector`` fit per
 
     python benchmarks/ablate_default.py [--quick] [--write]
 
-Parts: ``heldout`` (given-label probability of the held-out heads, integrated over epochs),
-``aum3`` (in-sample AUM of the soft head trained with threshold samples), ``knn`` (the
-neighbours' vote). ``default`` is ``label_score`` (percentile mean, weights 2:1:1).
+Parts: ``heldout`` (given-label margin of the held-out heads, integrated over epochs),
+``pruned`` (the same from the second held-out round, which never trains on the first
+round's suspects), ``aum`` (in-sample AUM of heads trained with threshold samples), ``knn``
+(the neighbours' vote). ``default`` is ``label_score`` (percentile mean, weights 3:3:2:2).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_suite import DEFAULT_DATA, DEFAULT_OUT, _confusions, _load, build_settings  # noqa: E402
 
 COMBINATIONS = {
-    "heldout": (1, 0, 0), "aum3": (0, 1, 0), "knn": (0, 0, 1), "heldout+knn": (1, 0, 1),
-    "heldout+aum3": (1, 1, 0), "1:1:1": (1, 1, 1), "default (2:1:1)": (2, 1, 1),
+    "heldout": (1, 0, 0, 0), "pruned": (0, 1, 0, 0), "aum": (0, 0, 1, 0), "knn": (0, 0, 0, 1),
+    "heldout+pruned": (1, 1, 0, 0), "first round (2:0:1:1)": (2, 0, 1, 1),
+    "1:1:1:1": (1, 1, 1, 1), "default (3:3:2:2)": (3, 3, 2, 2),
 }
 
 
@@ -50,7 +52,7 @@ def ablate_row(setting, data_dir, confusions) -> dict:
     is_error = labels != true_labels
     issues = SEIDetector(random_state=0).fit(features, labels).issues_
     parts = [_percentile(issues[column]) for column in
-             ("heldout_prob_score", "aum_score", "knn_agreement")]
+             ("heldout_margin_score", "pruned_heldout_margin_score", "aum_score", "knn_agreement")]
     result = {name: roc_auc_score(is_error, -np.average(parts, axis=0, weights=weights))
               for name, weights in COMBINATIONS.items()}
     result["heldout scale"] = issues.attrs["heldout_logit_scale"]

@@ -56,10 +56,12 @@ def check_labels(labels, *, n_samples: int | None = None, n_classes: int | None 
         raise TypeError(f"{name} must be integers; got dtype {array.dtype}")
     if not np.issubdtype(array.dtype, np.integer):
         if not np.isfinite(array).all() or (array != np.round(array)).any():
-            raise TypeError(f"{name} must be integers; got non-integer values of dtype {array.dtype}")
+            raise TypeError(
+                f"{name} must be integers; got non-integer values of dtype {array.dtype}")
     array = array.astype(np.int64)
     if n_samples is not None and array.shape[0] != n_samples:
-        raise ValueError(f"{name} must have one entry per sample ({n_samples}); got {array.shape[0]}")
+        raise ValueError(
+            f"{name} must have one entry per sample ({n_samples}); got {array.shape[0]}")
     if array.size and array.min() < 0:
         bad = np.flatnonzero(array < 0)
         raise ValueError(f"{name} must be ints in [0, K); rows {_preview(bad)} are negative")

@@ -212,7 +212,8 @@ def _read_manifest(manifest: Path) -> pd.DataFrame:
             return pd.read_csv(manifest, dtype={"path": str})
         return pd.read_parquet(manifest)
     except ImportError as err:
-        raise ImportError(f"reading {manifest} needs pyarrow: pip install 'clipsei[parquet]'") from err
+        raise ImportError(
+            f"reading {manifest} needs pyarrow: pip install 'clipsei[parquet]'") from err
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:
         raise ValueError(f"malformed manifest {manifest}: {err}") from err
 
@@ -227,7 +228,8 @@ def _from_manifest(manifest: Path, *, root: Path, class_names=None) -> ImageTabl
     empty = frame["path"].isna() | frame["label"].isna()
     if empty.any():
         row = int(np.flatnonzero(empty.to_numpy())[0])
-        raise ValueError(f"manifest {manifest} row {row}{_line(line, row)} has an empty path or label")
+        raise ValueError(
+            f"manifest {manifest} row {row}{_line(line, row)} has an empty path or label")
     paths = [os.path.abspath(root / p) for p in frame["path"].astype(str)]
     missing = [i for i, p in enumerate(paths) if not os.path.isfile(p)]
     if missing:
@@ -271,7 +273,8 @@ def _from_array(images: np.ndarray, labels, groups, class_names) -> ImageTable:
 def _from_hf_dataset(dataset, class_names) -> ImageTable:
     for column in ("image", "label"):
         if column not in dataset.column_names:
-            raise ValueError(f"dataset must have 'image' and 'label' columns; got {dataset.column_names}")
+            raise ValueError("dataset must have 'image' and 'label' columns; "
+                             f"got {dataset.column_names}")
     feature = dataset.features["label"]
     names = class_names if class_names is not None else getattr(feature, "names", None)
     labels, names = _encode_labels(np.asarray(dataset["label"]), names, "dataset['label']")
@@ -318,7 +321,8 @@ def _encode_labels(values: np.ndarray, class_names, where: str):
 
 def _check_length(labels: np.ndarray, n_images: int) -> np.ndarray:
     if labels.shape[0] != n_images:
-        raise ValueError(f"labels must have one entry per image ({n_images}); got {labels.shape[0]}")
+        raise ValueError(
+            f"labels must have one entry per image ({n_images}); got {labels.shape[0]}")
     return labels
 
 

@@ -46,8 +46,8 @@ from ._validation import (NotFittedError, check_embeddings, check_labels, check_
                           check_option, check_random_state)
 from .head import select_logit_scale, train_crossfit_head, train_head
 from .neighbors import find_conflicting_duplicates, find_neighbors
-from .rank import (CUTOFF_RULES, build_issues_table, rank_by_score, compute_cutoff, compute_cutoff_for_count,
-                   compute_noise_rate_per_class, estimate_noise_rate)
+from .rank import (CUTOFF_RULES, build_issues_table, compute_cutoff, compute_cutoff_for_count,
+                   compute_noise_rate_per_class, estimate_noise_rate, rank_by_score)
 from .sei import compute_dynamics_scores
 from .threshold import combine_threshold_runs, draw_threshold_slices
 
@@ -122,8 +122,8 @@ class SEIDetector:
     logit_scales_ : tuple of the head temperatures used (chosen from the data by default).
     """
 
-    def __init__(self, *, method: str = "clipsei", n_epochs: int = 10, batch_size: int | None = None,
-                 lr: float = 0.1, logit_scale: float | None = None,
+    def __init__(self, *, method: str = "clipsei", n_epochs: int = 10,
+                 batch_size: int | None = None, lr: float = 0.1, logit_scale: float | None = None,
                  threshold_fraction: float | None = None, n_threshold_runs: int = 2,
                  cutoff: str | None = None, cutoff_percentile: float | None = None,
                  n_folds: int = 5, n_neighbors: int = 10, duplicate_similarity: float = 0.98,
@@ -151,7 +151,8 @@ class SEIDetector:
     def get_params(self) -> dict:
         """The constructor's parameters, as scikit-learn estimators report them."""
         keys = ("method", "n_epochs", "batch_size", "lr", "logit_scale", "threshold_fraction",
-                "n_threshold_runs", "cutoff", "cutoff_percentile", "n_folds", "n_neighbors", "duplicate_similarity", "device", "random_state")
+                "n_threshold_runs", "cutoff", "cutoff_percentile", "n_folds", "n_neighbors",
+                "duplicate_similarity", "device", "random_state")
         return {key: getattr(self, key) for key in keys}
 
     def fit(self, embeddings, labels, *, class_embeddings=None, other_embedding=None,
@@ -195,7 +196,8 @@ class SEIDetector:
     def _threshold_fraction(self, n_classes: int) -> float:
         if self.n_threshold_runs < 2:
             raise ValueError(f"n_threshold_runs must be >= 2; got {self.n_threshold_runs}")
-        fraction = 1.0 / (n_classes + 1) if self.threshold_fraction is None else self.threshold_fraction
+        fraction = (1.0 / (n_classes + 1) if self.threshold_fraction is None
+                    else self.threshold_fraction)
         if not 0 < fraction * self.n_threshold_runs <= 1:
             raise ValueError(
                 "threshold_fraction * n_threshold_runs must be in (0, 1]; got "

@@ -24,7 +24,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ._device import resolve_device
-from .cache import EmbeddingCache, array_key, file_key, from_stored, hash_bytes, hash_file, to_stored
+from .cache import (EmbeddingCache, array_key, file_key, from_stored, hash_bytes, hash_file,
+                    to_stored)
 from .data import ImageDecodeError, ImageTable, array_to_image, decode_image_bytes, load_image_table
 from .data import to_rgb
 
@@ -264,7 +265,8 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
 
 def _check_embed_args(model, batch_size, num_workers) -> None:
     if not isinstance(model, ClipModel):
-        raise TypeError(f"model must be a ClipModel from load_clip_model; got {type(model).__name__}")
+        raise TypeError(
+            f"model must be a ClipModel from load_clip_model; got {type(model).__name__}")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     if num_workers is not None and int(num_workers) < 0:

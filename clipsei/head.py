@@ -111,7 +111,8 @@ def train_crossfit_head(embeddings: np.ndarray, labels: np.ndarray, *, n_folds: 
     """
     rng = check_random_state(random_state)
     folds = rng.permutation(labels.size) % n_folds
-    trainable = np.ones(labels.size, dtype=bool) if train_mask is None else np.asarray(train_mask, bool)
+    trainable = (np.ones(labels.size, dtype=bool) if train_mask is None
+                 else np.asarray(train_mask, dtype=bool))
     if trainable.shape != labels.shape:
         raise ValueError(f"train_mask must have shape {labels.shape}; got {trainable.shape}")
     merged = None

@@ -128,7 +128,7 @@ def compute_neighbor_votes(neighbor_ids, neighbor_sims, labels, *, n_classes: in
 
 def find_conflicting_duplicates(neighbor_ids, neighbor_sims, labels, *,
                                 min_similarity: float = 0.98) -> pd.DataFrame:
-    """Pairs ``i < j`` that are near-duplicates (cosine >= ``min_similarity``) with different labels.
+    """Pairs ``i < j``, near-duplicates (cosine >= ``min_similarity``) with different labels.
 
     Returns a DataFrame with columns ``i``, ``j`` (row indices) and ``similarity``, most
     similar first. Pairs are found among the neighbour lists, so at most k per sample.

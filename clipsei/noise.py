@@ -192,7 +192,8 @@ def _mapping_transitions(mapping, n_classes: int) -> np.ndarray:
     transitions = np.zeros((n_classes, n_classes))
     for source, target in mapping.items():
         if not (0 <= int(source) < n_classes and 0 <= int(target) < n_classes):
-            raise ValueError(f"mapping must map classes in [0, {n_classes}); got {source}->{target}")
+            raise ValueError(
+                f"mapping must map classes in [0, {n_classes}); got {source}->{target}")
         if int(source) != int(target):
             transitions[int(source), int(target)] = 1.0
     if not transitions.any():
@@ -203,7 +204,8 @@ def _mapping_transitions(mapping, n_classes: int) -> np.ndarray:
 def _check_confusion(confusion, n_classes: int) -> np.ndarray:
     """The off-diagonal of a (K, K) confusion matrix, validated."""
     matrix = np.array(confusion, dtype=float)
-    if matrix.shape != (n_classes, n_classes) or not np.isfinite(matrix).all() or (matrix < 0).any():
+    if (matrix.shape != (n_classes, n_classes) or not np.isfinite(matrix).all()
+            or (matrix < 0).any()):
         raise ValueError(f"confusion must be a finite non-negative ({n_classes}, {n_classes}) "
                          f"matrix; got shape {matrix.shape}")
     np.fill_diagonal(matrix, 0.0)

@@ -97,7 +97,8 @@ def _parse_prompt_file(path: Path) -> PromptSet:
         raise ValueError(f"prompt set {path} must have 'templates': a non-empty list of strings")
     bad = [t for t in templates if t.count("{}") != 1]
     if bad:
-        raise ValueError(f"prompt set {path}: each template must hold exactly one '{{}}'; got {bad[0]!r}")
+        raise ValueError(
+            f"prompt set {path}: each template must hold exactly one '{{}}'; got {bad[0]!r}")
     other = spec.get("other_class")
     if not isinstance(other, str) or not other.strip():
         raise ValueError(f"prompt set {path} must have 'other_class': a non-empty string")
@@ -116,7 +117,8 @@ def encode_class_prompts(class_names, model: ClipModel, *, prompt_set="generic",
     if isinstance(class_names, str) or not len(class_names):
         raise ValueError(f"class_names must be a non-empty list of strings; got {class_names!r}")
     if not isinstance(model, ClipModel):
-        raise TypeError(f"model must be a ClipModel from load_clip_model; got {type(model).__name__}")
+        raise TypeError(
+            f"model must be a ClipModel from load_clip_model; got {type(model).__name__}")
     prompts = load_prompt_set(prompt_set)
     per_class = [prompts.format(str(name).replace("_", " ")) for name in class_names]
     embeddings = _encode_cached([text for texts in per_class for text in texts], model, cache_dir)

@@ -107,7 +107,8 @@ def build_issues_table(*, labels, label_scores, is_label_issue, head_probs, pred
         column = name if name.endswith("_integral") else f"{name}_score"
         table[column] = np.asarray(values, dtype=np.float32)
     partner = np.full(labels.size, -1, dtype=np.int64)
-    for first, second in zip(duplicate_pairs["i"].to_numpy()[::-1], duplicate_pairs["j"].to_numpy()[::-1]):
+    pairs = zip(duplicate_pairs["i"].to_numpy()[::-1], duplicate_pairs["j"].to_numpy()[::-1])
+    for first, second in pairs:
         partner[first], partner[second] = second, first  # most similar pair written last wins
     table["conflicting_duplicate"] = partner
     return table

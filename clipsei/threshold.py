@@ -21,7 +21,8 @@ def draw_threshold_slices(n_samples: int, fraction: float, n_runs: int, rng) -> 
     return [np.sort(order[run * size:(run + 1) * size]) for run in range(n_runs)]
 
 
-def combine_threshold_runs(runs, slices, n_scales, y, n_classes, neighbor_ids, neighbor_sims) -> dict:
+def combine_threshold_runs(runs, slices, n_scales, y, n_classes, neighbor_ids,
+                           neighbor_sims) -> dict:
     """Per-sample scores from the runs where the sample was *not* a threshold sample.
 
     ``runs`` is slice-major (``runs[s * n_scales + j]``: slice ``s``, scale ``j``). For each
