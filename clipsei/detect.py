@@ -23,7 +23,8 @@ table out); :func:`find_label_issues` is its one-call form. Methods:
     dynamics under pair-flip noise (where held-out heads trained on every label learn the
     flips), neighbours on small, clustered sets. Margins rather than probabilities because
     with ten classes the probability is diluted by the classes that do not compete
-    (held-out AUROC on CIFAR-10N "worse": 0.913 margin, 0.897 probability).
+    (held-out AUROC on 10,000 images of CIFAR-10N "worse": 0.913 margin, 0.897
+    probability).
 ``"sei_paper"``
     Paper-faithful SEI (mean of signed entropy over epochs), cutoff = mean SEI of the
     threshold samples, exactly as Li et al. (2026); kept unchanged as the reference.
