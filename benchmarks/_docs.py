@@ -24,19 +24,25 @@ def machine_line() -> str:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+            names = [line.split(":", 1)[1].strip() for line in handle
+                     if line.startswith("model name")]
         cpu = names[0] if names else cpu
     except OSError:
         pass
     today = datetime.date.today().isoformat()
-    return f"Machine: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}; date {today}."
+    python = platform.python_version()
+    return f"Machine: {os.cpu_count()} cores, {cpu}, Python {python}; date {today}."
 
 
 def write_section(name: str, markdown: str, *, path: Path = DOCS) -> None:
     """Replace (or append) the section ``name`` of ``path`` with ``markdown``."""
     text = path.read_text() if path.exists() else HEADER
     block = f"<!-- {name}:start -->\n{markdown.rstrip()}\n<!-- {name}:end -->"
-    pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    marker = re.escape(name)
+    pattern = re.compile(rf"<!-- {marker}:start -->.*?<!-- {marker}:end -->", re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

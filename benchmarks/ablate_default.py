@@ -48,7 +48,8 @@ def ablate_row(setting, data_dir, confusions) -> dict:
         true_labels = labels
         labels = inject_label_noise(labels, noise=setting["noise"], rate=setting["rate"],
                                     random_state=0, features=features,
-                                    confusion=confusions.get((setting["stem"], setting["subsample"])))
+                                    confusion=confusions.get((setting["stem"],
+                                                              setting["subsample"])))
     is_error = labels != true_labels
     issues = SEIDetector(random_state=0).fit(features, labels).issues_
     parts = [_percentile(issues[column]) for column in
@@ -83,7 +84,8 @@ def main(argv=None) -> int:
                  for name in COMBINATIONS]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {result['heldout scale']:g} |")
     means = {name: np.mean([result[name] for _, result in rows]) for name in COMBINATIONS}
-    lines.append("| **mean** | " + " | ".join(f"{means[name]:.3f}" for name in COMBINATIONS) + " | |")
+    mean_cells = " | ".join(f"{means[name]:.3f}" for name in COMBINATIONS)
+    lines.append(f"| **mean** | {mean_cells} | |")
     table = "\n".join(lines)
     print(table)
     print(f"{time.perf_counter() - start:.0f} s")

@@ -112,7 +112,8 @@ def to_markdown(results: list, command: str) -> str:
         f"Load average when the run ended: {os.getloadavg()[0]:.1f} (other work shared the "
         "cores, so absolute img/s are noisy).", "",
         f"Command: `{command}`", "", machine_line() + f" torch threads: {results[0]['threads']}.",
-        "", "| device | DataLoader workers | images | bare img/s | end-to-end img/s | ratio (range) |",
+        "",
+        "| device | DataLoader workers | images | bare img/s | end-to-end img/s | ratio (range) |",
         "|---|---|---|---|---|---|", *rows])
 
 

@@ -209,7 +209,8 @@ def render_markdown(summary, meta) -> str:
              "0.1/0.2/0.4 with seeds 0-2 (on two classes asymmetric c→c+1 noise is identical to "
              "symmetric noise, so it is not repeated; confusion noise gives each class a share "
              "of the flips proportional to a 5-fold logistic regression's mistakes on it and "
-             "draws targets from its off-diagonal confusion row; no class ever loses half its labels, "
+             "draws targets from its off-diagonal confusion row; no class ever loses half its "
+             "labels, "
              "so the given label stays each class's majority). Asymmetric noise runs on 5,000 "
              "CIFAR-10 images with clean labels (ten classes, drawn once with seed 0). The three "
              "CIFAR-10N real-noise rows use all 20,000 images and one seed each, to keep the "
@@ -286,7 +287,8 @@ def main(argv=None) -> int:
     settings = build_settings(args.quick)
     records = run_suite(settings, methods, jobs=args.jobs, data_dir=str(DEFAULT_OUT))
     total = time.perf_counter() - start
-    command = "python benchmarks/run_suite.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    arguments = argv if argv is not None else sys.argv[1:]
+    command = "python benchmarks/run_suite.py " + " ".join(arguments)
     summary = summarise(records, settings, methods)
     meta = {"command": command.strip(), "machine": machine_line(), "total_seconds": total,
             "jobs": args.jobs, "methods": methods, "settings": settings}

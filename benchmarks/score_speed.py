@@ -3,7 +3,8 @@
 Everything the default does is included: the held-out heads' temperature search and
 5-fold cross-fitting, both threshold-sample runs and the k=10 neighbour search (with
 whatever index the default picks at this size). The data are clustered unit vectors with
-local structure (see ``_clustered_embeddings``) and 10% flipped labels. The approximate index's recall
+local structure (see ``_clustered_embeddings``) and 10% flipped labels. The approximate
+index's recall
 against exact search is measured on a random subsample of queries.
 
 Run: ``python benchmarks/score_speed.py [--n-samples 100000] [--write]``
@@ -79,7 +80,8 @@ def main(argv=None) -> int:
     lines = [
         f"N={args.n_samples} D={args.n_features} K={args.n_classes}: wall {seconds:.1f} s "
         f"(target <= 60 s), peak RSS {peak_gib:.2f} GiB (target <= 2 GiB; "
-        f"{rss_before:.2f} GiB before fit: torch, the data and their generation), neighbour index {index}, "
+        f"{rss_before:.2f} GiB before fit: torch, the data and their generation), "
+        f"neighbour index {index}, "
         f"recall@{detector.n_neighbors} vs exact on 1000 queries {recall:.3f}, "
         f"AUROC on the planted 10% flips {auroc:.3f}, "
         f"{int(detector.issues_['is_label_issue'].sum())} flagged of {int(flipped.sum())} flipped",

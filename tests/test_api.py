@@ -17,6 +17,7 @@ def test_unknown_name_is_an_attribute_error():
 
 
 def test_import_is_lazy():
-    code = "import sys, clipsei; print(any(m in sys.modules for m in ('torch', 'faiss', 'open_clip')))"
+    code = ("import sys, clipsei; "
+            "print(any(m in sys.modules for m in ('torch', 'faiss', 'open_clip')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -75,7 +75,8 @@ def test_hf_style_dataset(rng):
         _fingerprint = "abc123"
 
         def __init__(self):
-            self.rows = [{"image": Image.new("L", (8, 8), i * 40), "label": i % 2} for i in range(4)]
+            self.rows = [{"image": Image.new("L", (8, 8), i * 40), "label": i % 2}
+                         for i in range(4)]
 
         def __len__(self):
             return len(self.rows)
@@ -176,7 +177,8 @@ def test_manifest_errors(tmp_path, image_folder):
     with pytest.raises(ValueError, match=r"m.csv row 1 \(line 3\) has an empty path or label"):
         load_image_table(manifest)
     manifest.write_text("path,label\ncat/img00.jpg,cat\ndog/nope.jpg,dog\ncat/gone.png,cat\n")
-    with pytest.raises(ValueError, match=r"names 2 missing file\(s\): row 1 \(line 3\): .*nope.jpg"):
+    expected = r"names 2 missing file\(s\): row 1 \(line 3\): .*nope.jpg"
+    with pytest.raises(ValueError, match=expected):
         load_image_table(manifest)
     manifest.write_text('path,label\n"cat/img00.jpg,cat\n')
     with pytest.raises(ValueError, match="malformed manifest"):

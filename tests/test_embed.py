@@ -36,7 +36,8 @@ def test_embed_folder_with_failures(image_folder, tiny_clip):
     assert len(table) == 11 and result.embeddings.shape == (8, 16)
     assert result.embeddings.dtype == np.float32 and np.isfinite(result.embeddings).all()
     np.testing.assert_allclose(np.linalg.norm(result.embeddings, axis=1), 1.0, rtol=1e-5)
-    failed = dict(zip(result.failures["path"].str.rsplit("/", n=1).str[1], result.failures["reason"]))
+    names = result.failures["path"].str.rsplit("/", n=1).str[1]
+    failed = dict(zip(names, result.failures["reason"]))
     assert failed.keys() == {"zero.png", "corrupt.jpg", "truncated.jpg"}
     assert "empty file" in failed["zero.png"] and "truncated" in failed["truncated.jpg"]
     assert set(result.indices) | set(result.failures["index"]) == set(range(11))
@@ -130,7 +131,8 @@ def test_cli_embed_writes_outputs_and_reports_failures(image_folder, tmp_path, c
 
     (image_folder / "dog" / "zero.png").write_bytes(b"")
     argv = [str(image_folder), "--model", "clipsei-tiny", "--pretrained", "none",
-            "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), "--num-workers", "0"]
+            "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out"),
+            "--num-workers", "0"]
     with pytest.warns(UserWarning, match="RANDOM"):
         assert main(["embed", *argv]) == 0
     printed = capsys.readouterr().out

@@ -46,7 +46,8 @@ def test_user_prompt_dir_adds_and_overrides(tmp_path, restore_registry):
     assert "ultrasound" in list_prompt_sets()
     assert load_prompt_set("ultrasound").templates == ("an ultrasound of {}.",)
     assert load_prompt_set("generic").description == "mine"
-    assert load_prompt_set(tmp_path / "ultrasound.json").format("a cyst") == ["an ultrasound of a cyst."]
+    loaded = load_prompt_set(tmp_path / "ultrasound.json")
+    assert loaded.format("a cyst") == ["an ultrasound of a cyst."]
 
 
 def test_ensemble_is_the_normalised_mean_of_template_embeddings(tiny_clip):
@@ -70,7 +71,8 @@ def test_text_embeddings_are_cached(tiny_clip, tmp_path, monkeypatch):
         raise AssertionError("a cached prompt was encoded again")
 
     monkeypatch.setattr(prompts, "encode_texts", must_not_encode)
-    second = encode_class_prompts(["cat", "dog"], tiny_clip, prompt_set="fundus", cache_dir=tmp_path)
+    second = encode_class_prompts(["cat", "dog"], tiny_clip, prompt_set="fundus",
+                                  cache_dir=tmp_path)
     np.testing.assert_array_equal(first, second)
 
 
