@@ -8,7 +8,8 @@ Rows (see ``build_settings`` for why each dataset gets which grid):
   rates 0.1, 0.2, 0.4, seeds 0, 1, 2. On two classes asymmetric (c -> c+1 mod 2) noise *is*
   symmetric noise, so it is not repeated there.
 - cifar10n_clean_5k (5,000 CIFAR-10 images drawn once with seed 0, clean labels):
-  asymmetric noise at 0.1, 0.2, 0.4, seeds 0, 1, 2 -- the ten-class row where pair flips differ.
+  symmetric, asymmetric and confusion noise at 0.1, 0.2, 0.4, seeds 0, 1, 2 -- the ten-class
+  set, where pair flips differ from symmetric noise.
 - cifar10n_dev aggre / random1 / worse (20,000 images, real human noise): the labels are
   fixed, so seeds 0, 1, 2 vary only each method's own randomness (folds, heads, threshold
   samples).
@@ -60,8 +61,8 @@ def build_settings(quick: bool = False) -> list[dict]:
         ]
     rows = [_row(stem, None, noise, rate, SEEDS)
             for stem in MEDICAL for noise in ("symmetric", "confusion") for rate in RATES]
-    rows += [_row("cifar10n_dev_aggre", 5000, "asymmetric", rate, SEEDS, name="cifar10n_clean_5k")
-             for rate in RATES]
+    rows += [_row("cifar10n_dev_aggre", 5000, noise, rate, SEEDS, name="cifar10n_clean_5k")
+             for noise in ("symmetric", "asymmetric", "confusion") for rate in RATES]
     rows += [_row(f"cifar10n_dev_{real}", None, "real", None, SEEDS) for real in REAL]
     return rows
 
@@ -214,8 +215,9 @@ def render_markdown(summary, meta) -> str:
              "of the flips proportional to a 5-fold logistic regression's mistakes on it and "
              "draws targets from its off-diagonal confusion row; no class ever loses half its "
              "labels, "
-             "so the given label stays each class's majority). Asymmetric noise runs on 5,000 "
-             "CIFAR-10 images with clean labels (ten classes, drawn once with seed 0). The three "
+             "so the given label stays each class's majority). 5,000 CIFAR-10 images with clean "
+             "labels (ten classes, drawn once with seed 0) get all three kinds: symmetric, "
+             "asymmetric (c→c+1) and confusion noise. The three "
              "CIFAR-10N real-noise rows use all 20,000 images with their fixed human labels; "
              "there seeds 0-2 vary only each method's own randomness (folds, heads, threshold "
              "samples).", ""]
