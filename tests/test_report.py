@@ -155,3 +155,72 @@ def test_chromium_check_catches_script_errors(tmp_path):
     page_path.write_text("<html><body><script>undefinedFunction();</script></body></html>")
     _, console = _run_chromium(tmp_path, page_path)
     assert any("undefinedFunction" in line for line in console)
+
+
+# Plays a user at the report's controls through real DOM events, then leaves what each step
+# showed (row ids in display order, the pager text and button states) on <body data-results>.
+_USER_SESSION = """
+<script>
+(function () {
+  const results = [];
+  const $ = (id) => document.getElementById(id);
+  function snapshot(step) {
+    const shown = Array.from(document.querySelectorAll("#rows tbody tr"));
+    results.push({step: step, rows: shown.map((tr) => Number(tr.dataset.row)),
+      info: $("page-info").textContent, prevDisabled: $("prev").disabled,
+      nextDisabled: $("next").disabled, empty: !$("empty").hidden});
+  }
+  function set(id, value) {
+    const node = $(id);
+    if (node.type === "checkbox") node.checked = value; else node.value = value;
+    node.dispatchEvent(new Event("input", {bubbles: true}));
+  }
+  snapshot("start");
+  set("f-view", "all"); snapshot("all");
+  $("next").click(); snapshot("next");
+  $("next2").click(); snapshot("third");
+  $("prev").click(); snapshot("back");
+  set("f-class", "1"); snapshot("class 1");
+  set("f-sort", "score"); set("f-desc", true); snapshot("score descending");
+  set("f-path", "IMG_00"); snapshot("path");
+  set("f-score", "0.0001"); set("f-path", ""); set("f-class", "-1"); snapshot("nothing");
+  document.body.dataset.results = JSON.stringify(results);
+})();
+</script>
+"""
+
+
+def test_report_controls_filter_sort_and_page_in_chromium(tmp_path):
+    import html
+
+    issues, extras = _fake_scan(tmp_path, n=50)
+    page_path = save_report(tmp_path / "report.html", issues, page_size=10, **extras)
+    page = page_path.read_text(encoding="utf-8")
+    page_path.write_text(page.replace("</body>", _USER_SESSION + "</body>"), encoding="utf-8")
+    dom, console = _run_chromium(tmp_path, page_path)
+    assert console == []
+    found = re.search(r'<body[^>]*data-results="([^"]*)"', dom)
+    assert found, "the scripted session did not finish"
+    steps = {step["step"]: step for step in json.loads(html.unescape(found.group(1)))}
+
+    rank = issues["rank"].to_numpy()
+    by_rank = list(np.argsort(rank))
+    flagged = [i for i in by_rank if issues["is_label_issue"][i]]
+    assert steps["start"]["rows"] == flagged
+    assert steps["start"]["prevDisabled"] and steps["start"]["nextDisabled"]
+    assert steps["all"]["rows"] == by_rank[:10]
+    assert steps["all"]["info"] == "rows 1–10 of 50 (page 1 of 5)"
+    assert steps["next"]["rows"] == by_rank[10:20] and not steps["next"]["prevDisabled"]
+    assert steps["third"]["rows"] == by_rank[20:30]
+    assert steps["back"]["rows"] == by_rank[10:20]
+
+    in_class = [i for i in by_rank if 1 in (issues["given_label"][i], issues["suggested_label"][i])]
+    assert len(in_class) > 10
+    assert steps["class 1"]["rows"] == in_class[:10]  # a new filter returns to page 1
+    scores = issues["label_score"].round(4).to_numpy()
+    descending = sorted(in_class, key=lambda i: (-scores[i], rank[i]))  # ties: by rank
+    assert steps["score descending"]["rows"] == descending[:10]
+    by_path = [i for i in descending if "img_00" in issues["path"][i].lower()]
+    assert 0 < len(by_path) <= 10 and steps["path"]["rows"] == by_path
+    assert steps["nothing"]["rows"] == [] and steps["nothing"]["empty"]
+    assert steps["nothing"]["info"] == "0 rows"
