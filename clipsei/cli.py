@@ -144,7 +144,8 @@ def _add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrained", default="laion2b_s34b_b79k",
                         help="weights tag or checkpoint file (default laion2b_s34b_b79k)")
     parser.add_argument("--prompts", default="generic",
-                        help="prompt set: generic, chest_xray, dermoscopy, fundus, histology, mri")
+                        help="prompt set: generic, chest_xray, dermoscopy, fundus, histology, "
+                             "mri, or a .json/.yaml file of your own")
     parser.add_argument("--out", required=True, metavar="DIR", help="where results are written")
     parser.add_argument("--cache", metavar="DIR", help="embedding cache (re-runs skip images)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")

@@ -1,10 +1,11 @@
 """Prompt sets by name, and class names -> ensembled text embeddings.
 
-A prompt set is a JSON file ``<name>.json`` with ``templates`` (strings holding one ``{}`` for
-the class name), ``other_class`` (the wording of the extra "other" class used by threshold
-samples) and an optional ``description``. Sets are found by name in a registry of folders, like
-open_clip's model configs: the shipped ``prompts/`` folder first, then folders added with
-``add_prompt_dir``; a later folder's set overrides an earlier one of the same name.
+A prompt set is a JSON or YAML file (``<name>.json``, ``.yaml`` or ``.yml``) with ``templates``
+(strings holding one ``{}`` for the class name), ``other_class`` (the wording of the extra
+"other" class used by threshold samples) and an optional ``description``. Sets are found by
+name in a registry of folders, like open_clip's model configs: the shipped ``prompts/`` folder
+first, then folders added with ``add_prompt_dir``; a later folder's set overrides an earlier
+one of the same name.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from .cache import EmbeddingCache, from_stored, text_key, to_stored
 from .embed import ClipModel, encode_texts
@@ -25,8 +27,9 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 # installed wheel: <package>/prompts; source checkout: <repo>/prompts
 _PROMPT_DIRS = [next((d for d in (_PACKAGE_DIR / "prompts", _PACKAGE_DIR.parent / "prompts")
                       if d.is_dir()), _PACKAGE_DIR / "prompts")]
-_PROMPT_FILES: dict = {}  # name -> JSON path
+_PROMPT_FILES: dict = {}  # name -> file path
 _KEYS = {"name", "description", "templates", "other_class"}
+_SUFFIXES = (".json", ".yaml", ".yml")
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,8 @@ class PromptSet:
 def _rescan_prompt_sets() -> None:
     _PROMPT_FILES.clear()
     for folder in _PROMPT_DIRS:
-        files = [folder] if folder.is_file() else sorted(folder.glob("*.json"))
+        files = [folder] if folder.is_file() else sorted(
+            path for path in folder.iterdir() if path.suffix in _SUFFIXES)
         _PROMPT_FILES.update({path.stem: path for path in files})
 
 
@@ -56,38 +60,37 @@ def list_prompt_sets() -> list:
 
 
 def add_prompt_dir(path) -> None:
-    """Register a folder of ``<name>.json`` prompt sets (or one such file)."""
+    """Register a folder of ``<name>.json``/``.yaml``/``.yml`` prompt sets (or one such file)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"prompt folder not found: {path}")
-    if path.is_file() and path.suffix != ".json":
-        raise ValueError(f"prompt set files must be .json; got {path}")
+    if path.is_file() and path.suffix not in _SUFFIXES:
+        raise ValueError(f"prompt set files must be .json, .yaml or .yml; got {path}")
     _PROMPT_DIRS.append(path)
     _rescan_prompt_sets()
 
 
 def load_prompt_set(name_or_path) -> PromptSet:
-    """A registered set by name (see ``list_prompt_sets``) or a ``.json`` file by path."""
+    """A registered set by name (see ``list_prompt_sets``) or a JSON/YAML file by path."""
     if isinstance(name_or_path, PromptSet):
         return name_or_path
     key = str(name_or_path)
     if key in _PROMPT_FILES:
         return _parse_prompt_file(_PROMPT_FILES[key])
     path = Path(key).expanduser()
-    if path.suffix == ".json" or path.exists():
+    if path.suffix in _SUFFIXES or path.exists():
         if not path.is_file():
             raise FileNotFoundError(f"prompt set file not found: {path}")
         return _parse_prompt_file(path)
-    raise ValueError(f"prompt_set must be one of {list_prompt_sets()} or a .json file; got {key!r}")
+    raise ValueError(f"prompt_set must be one of {list_prompt_sets()} or a .json/.yaml file; "
+                     f"got {key!r}")
 
 
 def _parse_prompt_file(path: Path) -> PromptSet:
-    try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"prompt set {path} is not valid JSON: {err}") from err
+    spec = _read_spec(path)
     if not isinstance(spec, dict):
-        raise ValueError(f"prompt set {path} must hold a JSON object; got {type(spec).__name__}")
+        raise ValueError(f"prompt set {path} must hold a mapping (a JSON object or YAML "
+                         f"mapping); got {type(spec).__name__}")
     unknown = sorted(set(spec) - _KEYS)
     if unknown:
         raise ValueError(f"prompt set {path} has unknown keys {unknown}; allowed: {sorted(_KEYS)}")
@@ -104,6 +107,23 @@ def _parse_prompt_file(path: Path) -> PromptSet:
         raise ValueError(f"prompt set {path} must have 'other_class': a non-empty string")
     return PromptSet(name=str(spec.get("name", path.stem)), templates=tuple(templates),
                      other_class=other, description=str(spec.get("description", "")))
+
+
+def _read_spec(path: Path):
+    """The parsed content of a prompt file: YAML for ``.yaml``/``.yml``, JSON otherwise."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"prompt set {path} is not UTF-8 text: {err}") from err
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ValueError(f"prompt set {path} is not valid YAML: {err}") from err
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"prompt set {path} is not valid JSON: {err}") from err
 
 
 def encode_class_prompts(class_names, model: ClipModel, *, prompt_set="generic",

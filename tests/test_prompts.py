@@ -50,6 +50,35 @@ def test_user_prompt_dir_adds_and_overrides(tmp_path, restore_registry):
     assert loaded.format("a cyst") == ["an ultrasound of a cyst."]
 
 
+def test_yaml_prompt_sets_load_like_json(tmp_path, restore_registry):
+    (tmp_path / "ultrasound.yaml").write_text(
+        "description: breast ultrasound\n"
+        "templates:\n  - 'an ultrasound of {}.'\n  - 'a sonogram showing {}.'\n"
+        "other_class: another finding\n")
+    (tmp_path / "us.json").write_text(json.dumps({
+        "description": "breast ultrasound", "other_class": "another finding",
+        "templates": ["an ultrasound of {}.", "a sonogram showing {}."]}))
+    from_yaml = load_prompt_set(tmp_path / "ultrasound.yaml")
+    from_json = load_prompt_set(tmp_path / "us.json")
+    assert (from_yaml.templates, from_yaml.other_class, from_yaml.description) == (
+        from_json.templates, from_json.other_class, from_json.description)
+    add_prompt_dir(tmp_path)
+    assert {"ultrasound", "us"} <= set(list_prompt_sets())
+    assert load_prompt_set("ultrasound").name == "ultrasound"
+
+
+@pytest.mark.parametrize("content, message", [
+    ("templates: [unclosed", "is not valid YAML"),
+    ("- a list\n- not a mapping\n", "must hold a mapping"),
+    ("templates:\n  - {}\nother_class: x\n", "non-empty list of strings"),  # {} is a mapping
+])
+def test_malformed_yaml_prompt_files(tmp_path, content, message):
+    path = tmp_path / "bad.yml"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        load_prompt_set(path)
+
+
 def test_ensemble_is_the_normalised_mean_of_template_embeddings(tiny_clip):
     class_prompts = encode_class_prompts(["cat", "traffic_light"], tiny_clip)
     assert class_prompts.shape == (2, 16) and class_prompts.dtype == np.float32
@@ -78,7 +107,7 @@ def test_text_embeddings_are_cached(tiny_clip, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("content, message", [
     ("{not json", "is not valid JSON"),
-    ("[1, 2]", "must hold a JSON object"),
+    ("[1, 2]", "must hold a mapping"),
     ('{"templates": ["a {}"], "other_class": "x", "colour": 1}', r"unknown keys \['colour'\]"),
     ('{"templates": [], "other_class": "x"}', "non-empty list of strings"),
     ('{"templates": ["no slot"], "other_class": "x"}', "exactly one '{}'; got 'no slot'"),
@@ -98,9 +127,9 @@ def test_prompt_errors(tmp_path, tiny_clip):
         load_prompt_set(tmp_path / "absent.json")
     with pytest.raises(FileNotFoundError, match="prompt folder not found"):
         add_prompt_dir(tmp_path / "absent")
-    (tmp_path / "set.yaml").write_text("x")
-    with pytest.raises(ValueError, match="must be .json"):
-        add_prompt_dir(tmp_path / "set.yaml")
+    (tmp_path / "set.txt").write_text("x")
+    with pytest.raises(ValueError, match="must be .json, .yaml or .yml"):
+        add_prompt_dir(tmp_path / "set.txt")
     with pytest.raises(ValueError, match="class_names must be a non-empty list"):
         encode_class_prompts("cat", tiny_clip)
     with pytest.raises(TypeError, match="model must be a ClipModel"):
