@@ -165,3 +165,28 @@ def test_cli_embed_errors_are_one_line(image_folder, tmp_path, capsys):
     assert capsys.readouterr().err.startswith("clipsei embed: error: could not load model")
     assert main(["embed", str(tmp_path / "absent")]) == 2
     assert "source not found" in capsys.readouterr().err
+
+
+def test_hugging_face_dataset_embeds_like_arrays(tmp_path, tiny_clip, rng):
+    """A real ``datasets.Dataset`` (Image and ClassLabel features) goes through the same
+    decoding and embedding as the numpy images it was built from, and caches by fingerprint."""
+    datasets = pytest.importorskip("datasets")
+    from PIL import Image
+
+    images = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    labels = [0, 1, 1, 0, 1]
+    features = datasets.Features({"image": datasets.Image(),
+                                  "label": datasets.ClassLabel(names=["benign", "malignant"])})
+    dataset = datasets.Dataset.from_dict(
+        {"image": [Image.fromarray(pixels) for pixels in images], "label": labels},
+        features=features)
+    table = load_image_table(dataset)
+    assert table.class_names == ["benign", "malignant"] and table.labels.tolist() == labels
+    from_dataset = embed_images(table, tiny_clip, progress=False)
+    from_arrays = embed_images(load_image_table(images, labels=labels), tiny_clip,
+                               progress=False)
+    np.testing.assert_allclose(from_dataset.embeddings, from_arrays.embeddings, atol=1e-6)
+    first, again = (embed_images(load_image_table(dataset), tiny_clip,
+                                 cache_dir=tmp_path / "cache", progress=False) for _ in range(2))
+    assert (first.n_cached, again.n_cached) == (0, len(labels))
+    np.testing.assert_array_equal(again.embeddings, first.embeddings)
