@@ -3,7 +3,9 @@ import pandas as pd
 import pytest
 
 from clipsei.rank import (build_issues_table, compute_cutoff, compute_cutoff_for_count,
-                          compute_noise_rate_per_class, estimate_noise_rate, rank_by_score)
+                          compute_error_probabilities, compute_expected_f1_count,
+                          compute_noise_rate_per_class, estimate_label_transitions,
+                          estimate_noise_rate, rank_by_score)
 
 
 def test_cutoff_rules():
@@ -58,3 +60,34 @@ def test_issues_table_partners_and_suggestions():
     assert table["conflicting_duplicate"].tolist() == [1, 0, -1]
     assert table["rank"].tolist() == [3, 2, 1]
     assert {"sei_score", "entropy_integral"} <= set(table.columns)
+
+
+def test_label_transitions_recover_planted_flips(rng):
+    true = rng.integers(0, 3, 3000)
+    given = true.copy()
+    flip = (true == 0) & (rng.random(true.size) < 0.3)
+    given[flip] = 1
+    probs = np.eye(3)[true] * 0.9 + 0.1 / 3  # a good classifier of the true class
+    transitions = estimate_label_transitions(probs, given)
+    np.testing.assert_allclose(transitions.sum(axis=1), 1.0)
+    assert transitions[0, 1] == pytest.approx(flip.sum() / (true == 0).sum(), abs=0.02)
+    assert transitions[1, 1] == pytest.approx(1.0) and transitions[2, 2] == pytest.approx(1.0)
+
+
+def test_error_probabilities_follow_bayes():
+    transitions = np.array([[0.7, 0.3], [0.0, 1.0]])  # class 0 is labelled 1 30% of the time
+    class_probs = np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5], [1.0, 0.0]])
+    labels = np.array([1, 1, 1, 0])
+    errors = compute_error_probabilities(class_probs, labels, transitions)
+    # P(true 1 | x, given 1) = 0.5 * 1.0 / (0.5 * 0.3 + 0.5 * 1.0) for the third sample
+    np.testing.assert_allclose(errors, [0.0, 1.0, 1 - 0.5 / 0.65, 0.0])
+
+
+def test_expected_f1_count():
+    errors = np.array([0.0, 0.95, 0.0, 0.9, 0.05, 0.85])
+    scores = np.array([0.9, 0.1, 0.8, 0.2, 0.7, 0.3])  # the likely errors score lowest
+    assert compute_expected_f1_count(errors, scores) == 3
+    assert compute_expected_f1_count(np.zeros(4), np.arange(4)) == 0
+    # a long tail of half-likely errors is worth flagging too
+    assert compute_expected_f1_count(np.r_[np.ones(5), np.full(5, 0.6), np.zeros(90)],
+                                     np.arange(100)) == 10
