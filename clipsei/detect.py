@@ -283,7 +283,7 @@ class SEIDetector:
             setattr(self, f"{name}_", combined[name])
         self.issues_.attrs.update({
             "method": self.method, "cutoff": float(self.cutoff_),
-            "estimated_noise_rate": float(is_issue.mean()),
+            "estimated_noise_rate": counts["confident_learning"] / y.size,
             "noise_rate_per_class": self.noise_rate_per_class_.tolist(),
             "n_threshold_samples": int(threshold_scores.size),
             "error_counts": counts,
@@ -356,8 +356,10 @@ def find_label_issues(embeddings, labels, *, class_embeddings=None, other_embedd
     ``rank`` (1 = most suspicious), ``knn_agreement``, the per-method scores
     ``sei_score``, ``aum_score``, ``entropy_integral``, ``given_prob_score``,
     ``forgetting_score``, and ``conflicting_duplicate`` (row of a differently labelled
-    near-duplicate, or -1). ``df.attrs`` holds the method, cutoff, estimated noise rates
-    and settings.
+    near-duplicate, or -1). ``df.attrs`` holds the method, the cutoff, the estimated error
+    rate (``estimated_noise_rate``: confident learning's count over N, which the flagged
+    share may exceed), the flagged share per class, the counts behind the flags and the
+    settings.
     """
     detector = SEIDetector(**options)
     detector.fit(embeddings, labels, class_embeddings=class_embeddings,
