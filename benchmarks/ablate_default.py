@@ -7,6 +7,8 @@ Parts: ``heldout`` (given-label margin of the held-out heads, integrated over ep
 ``pruned`` (the same from the second held-out round, which never trains on the first
 round's suspects), ``aum`` (in-sample AUM of heads trained with threshold samples), ``knn``
 (the neighbours' vote). ``default`` is ``label_score`` (percentile mean, weights 3:3:2:2).
+``heldout prob`` (not a part: the given label's held-out probability, which the margin
+replaced) is shown beside them for comparison.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ def ablate_row(setting, data_dir, confusions) -> dict:
              ("heldout_margin_score", "pruned_heldout_margin_score", "aum_score", "knn_agreement")]
     result = {name: roc_auc_score(is_error, -np.average(parts, axis=0, weights=weights))
               for name, weights in COMBINATIONS.items()}
+    result["heldout prob"] = roc_auc_score(is_error, -issues["heldout_prob_score"])
     result["heldout scale"] = issues.attrs["heldout_logit_scale"]
     return result
 
@@ -76,16 +79,18 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         rows = [(setting["label"], ablate_row(setting, data_dir, confusions))
                 for setting in settings]
-    header = "| row | " + " | ".join(COMBINATIONS) + " | held-out scale |"
-    lines = [header, "|---|" + "---:|" * (len(COMBINATIONS) + 1)]
+    header = "| row | " + " | ".join(COMBINATIONS) + " | heldout prob | held-out scale |"
+    lines = [header, "|---|" + "---:|" * (len(COMBINATIONS) + 2)]
     for label, result in rows:
         best = max(result[name] for name in COMBINATIONS)
         cells = [f"**{result[name]:.3f}**" if result[name] == best else f"{result[name]:.3f}"
                  for name in COMBINATIONS]
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {result['heldout scale']:g} |")
+        lines.append(f"| {label} | " + " | ".join(cells)
+                     + f" | {result['heldout prob']:.3f} | {result['heldout scale']:g} |")
     means = {name: np.mean([result[name] for _, result in rows]) for name in COMBINATIONS}
     mean_cells = " | ".join(f"{means[name]:.3f}" for name in COMBINATIONS)
-    lines.append(f"| **mean** | {mean_cells} | |")
+    mean_prob = np.mean([result["heldout prob"] for _, result in rows])
+    lines.append(f"| **mean** | {mean_cells} | {mean_prob:.3f} | |")
     table = "\n".join(lines)
     print(table)
     print(f"{time.perf_counter() - start:.0f} s")
