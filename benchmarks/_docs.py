@@ -19,8 +19,8 @@ HEADER = (
 )
 
 
-def machine_line() -> str:
-    """One line describing where and when this ran."""
+def machine_line(device: str = "cpu") -> str:
+    """One line describing where and when this ran; names the GPU when ``device`` is CUDA."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as handle:
@@ -31,7 +31,12 @@ def machine_line() -> str:
         pass
     today = datetime.date.today().isoformat()
     python = platform.python_version()
-    return f"Machine: {os.cpu_count()} cores, {cpu}, Python {python}; date {today}."
+    gpu = ""
+    if str(device).startswith("cuda"):
+        import torch
+
+        gpu = f", GPU {torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    return f"Machine: {os.cpu_count()} cores, {cpu}{gpu}, Python {python}; date {today}."
 
 
 def write_section(name: str, markdown: str, *, path: Path = DOCS) -> None:

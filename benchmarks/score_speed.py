@@ -7,7 +7,8 @@ local structure (see ``_clustered_embeddings``) and 10% flipped labels. The appr
 index's recall
 against exact search is measured on a random subsample of queries.
 
-Run: ``python benchmarks/score_speed.py [--n-samples 100000] [--write]``
+Run: ``python benchmarks/score_speed.py [--n-samples 100000] [--device auto] [--write]``;
+each device gets its own section of ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -53,23 +54,31 @@ def _recall_on_subsample(embeddings, neighbor_ids, *, n_queries: int, k: int, se
                           for a, b in zip(exact, neighbor_ids[queries])]))
 
 
+def _timed_fit(detector_class, embeddings, labels, device):
+    """(wall seconds, fitted detector) of the default detector with heads on ``device``."""
+    start = time.perf_counter()
+    detector = detector_class(device=device, random_state=0).fit(embeddings, labels)
+    return time.perf_counter() - start, detector
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-samples", type=int, default=100_000)
     parser.add_argument("--n-features", type=int, default=512)
     parser.add_argument("--n-classes", type=int, default=10)
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     parser.add_argument("--write", action="store_true", help="record in docs/benchmarks.md")
     args = parser.parse_args(argv)
 
+    from clipsei._device import resolve_device
     from clipsei.detect import SEIDetector
     from clipsei.neighbors import EXACT_MAX_SAMPLES
 
     embeddings, labels, flipped = _clustered_embeddings(
         args.n_samples, args.n_features, args.n_classes, noise_rate=0.1, seed=0)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    start = time.perf_counter()
-    detector = SEIDetector(random_state=0).fit(embeddings, labels)
-    seconds = time.perf_counter() - start
+    device = resolve_device(args.device)
+    seconds, detector = _timed_fit(SEIDetector, embeddings, labels, device)
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     recall = _recall_on_subsample(embeddings, detector.neighbor_ids_, n_queries=1000,
                                   k=detector.n_neighbors, seed=0)
@@ -77,23 +86,38 @@ def main(argv=None) -> int:
     auroc = roc_auc_score(flipped, -detector.issues_["label_score"])
     index = ("exact IndexFlatIP" if args.n_samples <= EXACT_MAX_SAMPLES
              else "IndexIVFScalarQuantizer (8-bit)")
+    gpu_memory = ""
+    if device.type == "cuda":
+        import torch
+
+        gpu_memory = f", peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
     lines = [
-        f"N={args.n_samples} D={args.n_features} K={args.n_classes}: wall {seconds:.1f} s "
+        f"N={args.n_samples} D={args.n_features} K={args.n_classes}, heads on {device}: "
+        f"wall {seconds:.1f} s "
         f"(target <= 60 s), peak RSS {peak_gib:.2f} GiB (target <= 2 GiB; "
-        f"{rss_before:.2f} GiB before fit: torch, the data and their generation), "
+        f"{rss_before:.2f} GiB before fit: torch, the data and their generation){gpu_memory}, "
         f"neighbour index {index}, "
         f"recall@{detector.n_neighbors} vs exact on 1000 queries {recall:.3f}, "
         f"AUROC on the planted 10% flips {auroc:.3f}, "
         f"{int(detector.issues_['is_label_issue'].sum())} flagged of {int(flipped.sum())} flipped",
     ]
-    print("\n".join(lines))
+    if device.type != "cpu":  # the baseline, same data and machine, heads on the CPU
+        cpu_seconds, cpu_detector = _timed_fit(SEIDetector, embeddings, labels, "cpu")
+        cpu_auroc = roc_auc_score(flipped, -cpu_detector.issues_["label_score"])
+        lines.append(f"Same machine, heads on the CPU: wall {cpu_seconds:.1f} s, AUROC "
+                     f"{cpu_auroc:.3f}; CPU / {device.type.upper()} wall-time ratio "
+                     f"{cpu_seconds / seconds:.2f}")
+    print("\n\n".join(lines))
     if args.write:
         from _docs import machine_line, write_section
 
         command = "python benchmarks/score_speed.py " + " ".join(argv or sys.argv[1:])
-        write_section("score_speed", "\n".join([
-            "## Scoring speed (`find_label_issues` defaults)", "",
-            f"Command: `{command.strip()}`  ", machine_line(), "", *lines, ""]))
+        name, title = (("score_speed", "") if device.type == "cpu"
+                       else (f"score_speed_{device.type}", f", heads on {device.type.upper()}"))
+        write_section(name, "\n".join([
+            f"## Scoring speed (`find_label_issues` defaults{title})", "",
+            f"Command: `{command.strip()}`  ", machine_line(str(device)), "",
+            "\n\n".join(lines), ""]))
     return 0
 
 

@@ -146,7 +146,8 @@ def scan(source, *, labels=None, model="ViT-B-32", pretrained="laion2b_s34b_b79k
     prompts: the prompt set whose class prompts start the head.
     cache_dir: embedding cache (re-runs skip unchanged images). out: when given, the
         result is also saved there (:meth:`ScanResult.save`).
-    detector_options: passed to :class:`clipsei.SEIDetector` (``method``, ``n_epochs``...).
+    detector_options: passed to :class:`clipsei.SEIDetector` (``method``, ``n_epochs``...);
+        its ``device`` defaults to the CLIP model's.
     """
     from .data import load_image_table
     from .embed import ClipModel, embed_images, load_clip_model
@@ -169,6 +170,7 @@ def scan(source, *, labels=None, model="ViT-B-32", pretrained="laion2b_s34b_b79k
                                                 cache_dir=cache_dir)
         other_embedding = encode_other_prompt(clip, prompt_set=prompts, cache_dir=cache_dir)
     rows = embedded.indices
+    detector_options.setdefault("device", str(clip.device))  # heads train where CLIP ran
     settings = {"source": str(source), "model": clip.name, "pretrained": clip.pretrained,
                 "prompts": prompts, "device": str(clip.device), "weights_id": clip.weights_id}
     return _scan_arrays(

@@ -1,4 +1,9 @@
-"""Shared fixtures. Tests never reach the network and never see a GPU."""
+"""Shared fixtures. Tests never reach the network, and see a GPU only when asked to.
+
+``CLIPSEI_TEST_GPU=1 python -m pytest -m gpu`` runs the CUDA tests (``tests/test_gpu.py``)
+on a machine with a GPU; without that variable CUDA is hidden, so ``device="auto"`` means
+the CPU everywhere and results do not depend on the machine.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ["CUDA_VISIBLE_DEVICES"] = ""
+if os.environ.get("CLIPSEI_TEST_GPU") != "1":
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import numpy as np  # noqa: E402

@@ -84,6 +84,7 @@ def test_scan_folder_with_tiny_clip(tiny_folder, tiny_clip, tmp_path):
     assert len(result.issues) == 18 and result.failures["path"].str.endswith("broken.png").all()
     assert result.summary["n_images"] == 19 and result.summary["n_failed"] == 1
     assert result.summary["settings"]["model"] == "clipsei-tiny"
+    assert result.summary["settings"]["detector"]["device"] == "cpu"  # the model's device
     assert {"load_images", "embed", "encode_prompts", "detect"} <= set(result.summary["timings_s"])
     assert set(result.issues["given_class"]) == {"cat", "dog", "eel"}
     assert (tmp_path / "out" / "report.html").stat().st_size > 0
