@@ -103,8 +103,14 @@ def load_image(path) -> Image.Image:
     return decode_image_bytes(data)
 
 
-def decode_image_bytes(data: bytes) -> Image.Image:
-    """Decode encoded image bytes into 8-bit RGB; see ``load_image`` for the errors."""
+def decode_image_bytes(data: bytes, *, min_size: tuple | None = None) -> Image.Image:
+    """Decode encoded image bytes into 8-bit RGB; see ``load_image`` for the errors.
+
+    min_size: (width, height) or None. A JPEG larger than twice this is decoded at the
+        smallest DCT scale (1/2, 1/4 or 1/8) that keeps both sides at least this large
+        (PIL's draft mode): a 1024-px photo headed for a 224-px model input decodes about
+        four times faster. None, or another format, decodes at full size.
+    """
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
     try:
@@ -116,6 +122,8 @@ def decode_image_bytes(data: bytes) -> Image.Image:
                 raise ImageDecodeError(
                     f"decompression bomb refused: {width}x{height} pixels > {MAX_PIXELS}"
                 )
+            if min_size is not None:
+                image.draft(None, tuple(min_size))  # a no-op for formats other than JPEG
             image.load()
             image = ImageOps.exif_transpose(image)
     except Image.DecompressionBombError as err:

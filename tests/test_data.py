@@ -126,6 +126,20 @@ def test_exif_orientation_is_applied():
     assert image.size == (6, 10)
 
 
+def test_min_size_decodes_large_jpegs_at_reduced_scale():
+    rng = np.random.default_rng(0)
+    smooth = Image.fromarray(rng.integers(0, 256, (8, 12, 3), dtype=np.uint8)).resize((960, 640))
+    jpeg, png = _encoded(smooth, "JPEG"), _encoded(smooth, "PNG")
+    assert decode_image_bytes(jpeg).size == (960, 640)
+    reduced = decode_image_bytes(jpeg, min_size=(224, 224))
+    assert reduced.size == (480, 320)  # 1/2: 1/4 would leave the short side at 160 < 224
+    assert decode_image_bytes(jpeg, min_size=(100, 100)).size == (240, 160)  # 6x: 1/4
+    assert decode_image_bytes(png, min_size=(224, 224)).size == (960, 640)  # JPEG only
+    assert decode_image_bytes(jpeg, min_size=(600, 600)).size == (960, 640)  # not 2x larger
+    full = np.asarray(decode_image_bytes(jpeg).resize((480, 320), Image.BICUBIC), np.float32)
+    assert np.abs(np.asarray(reduced, np.float32) - full).mean() < 2.0  # of 255
+
+
 def test_decode_errors(tmp_path, monkeypatch):
     with pytest.raises(ImageDecodeError, match="empty file"):
         decode_image_bytes(b"")

@@ -67,6 +67,44 @@ def test_embed_arrays_matches_files(tmp_path, tiny_clip, rng):
     assert from_arrays.failures.empty
 
 
+def test_embeddings_are_open_clips_own_preprocess_and_encoder(image_folder, tiny_clip):
+    """Workers ship resized uint8 pixels and ToTensor/Normalize run beside the model; the
+    result must be what open_clip's whole preprocess followed by encode_image gives."""
+    from clipsei.data import load_image
+
+    table = load_image_table(image_folder)
+    result = embed_images(table, tiny_clip, batch_size=3, num_workers=0, progress=False,
+                          jpeg_draft=False)
+    with torch.inference_mode():
+        batch = torch.stack([tiny_clip.preprocess(load_image(p)) for p in table.paths])
+        expected = torch.nn.functional.normalize(tiny_clip.model.encode_image(batch), dim=-1)
+    np.testing.assert_allclose(result.embeddings, expected.numpy()[result.indices], atol=1e-6)
+
+
+def test_large_jpegs_decode_in_draft_mode_and_the_cache_keeps_both_apart(tmp_path, tiny_clip):
+    from PIL import Image
+
+    from clipsei.embed import _split_preprocess
+
+    assert _split_preprocess(tiny_clip.preprocess).draft_size == (32, 32)
+    rng = np.random.default_rng(0)
+    for i in range(4):  # 4x the tiny model's 32-px input: decoded at 1/4 scale
+        pixels = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+        (tmp_path / "images" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).resize((128, 128), Image.BICUBIC).save(
+            tmp_path / "images" / f"c{i % 2}" / f"{i}.jpg", quality=95)
+    cache = tmp_path / "cache"
+    draft = embed_images(tmp_path / "images", tiny_clip, cache_dir=cache, progress=False)
+    full = embed_images(tmp_path / "images", tiny_clip, cache_dir=cache, progress=False,
+                        jpeg_draft=False)
+    assert draft.n_encoded == 4 and full.n_encoded == 4  # not served from the other's cache
+    assert not np.array_equal(draft.embeddings, full.embeddings)
+    cosine = np.sum(draft.embeddings * full.embeddings, axis=1)
+    assert cosine.min() > 0.95, cosine
+    again = embed_images(tmp_path / "images", tiny_clip, cache_dir=cache, progress=False)
+    assert again.n_cached == 4 and np.array_equal(again.embeddings, draft.embeddings)
+
+
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
 def test_local_checkpoint_round_trip(tmp_path, tiny_clip, image_folder, suffix):
     state = {k: v.clone() for k, v in tiny_clip.model.state_dict().items()}
