@@ -6,7 +6,10 @@ of combining them, on every suite row (seed 0), from one ``SEIDetector`` fit per
 Parts: ``heldout`` (given-label margin of the held-out heads, integrated over epochs),
 ``pruned`` (the same from the second held-out round, which never trains on the first
 round's suspects), ``aum`` (in-sample AUM of heads trained with threshold samples), ``knn``
-(the neighbours' vote). ``default`` is ``label_score`` (percentile mean, weights 3:3:2:2).
+(the neighbours' vote), ``bayes`` (the probability that the given label is right, by Bayes'
+rule from the pruned heads' posterior and confident learning's noise transitions).
+``default`` is ``label_score`` (percentile mean, weights 3:3:2:2:2.5); ``without bayes`` is
+the previous default.
 ``heldout prob`` (not a part: the given label's held-out probability, which the margin
 replaced) is shown beside them for comparison.
 """
@@ -25,9 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_suite import DEFAULT_DATA, DEFAULT_OUT, _confusions, _load, build_settings  # noqa: E402
 
 COMBINATIONS = {
-    "heldout": (1, 0, 0, 0), "pruned": (0, 1, 0, 0), "aum": (0, 0, 1, 0), "knn": (0, 0, 0, 1),
-    "heldout+pruned": (1, 1, 0, 0), "first round (2:0:1:1)": (2, 0, 1, 1),
-    "1:1:1:1": (1, 1, 1, 1), "default (3:3:2:2)": (3, 3, 2, 2),
+    "heldout": (1, 0, 0, 0, 0), "pruned": (0, 1, 0, 0, 0), "aum": (0, 0, 1, 0, 0),
+    "knn": (0, 0, 0, 1, 0), "bayes": (0, 0, 0, 0, 1), "heldout+pruned": (1, 1, 0, 0, 0),
+    "first round (2:0:1:1)": (2, 0, 1, 1, 0), "1:1:1:1:1": (1, 1, 1, 1, 1),
+    "without bayes (3:3:2:2)": (3, 3, 2, 2, 0), "default (3:3:2:2:2.5)": (3, 3, 2, 2, 2.5),
 }
 
 
@@ -55,7 +59,8 @@ def ablate_row(setting, data_dir, confusions) -> dict:
     is_error = labels != true_labels
     issues = SEIDetector(random_state=0).fit(features, labels).issues_
     parts = [_percentile(issues[column]) for column in
-             ("heldout_margin_score", "pruned_heldout_margin_score", "aum_score", "knn_agreement")]
+             ("heldout_margin_score", "pruned_heldout_margin_score", "aum_score", "knn_agreement",
+              "bayes_label_prob_score")]
     result = {name: roc_auc_score(is_error, -np.average(parts, axis=0, weights=weights))
               for name, weights in COMBINATIONS.items()}
     result["heldout prob"] = roc_auc_score(is_error, -issues["heldout_prob_score"])

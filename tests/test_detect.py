@@ -14,7 +14,8 @@ COLUMNS = ["given_label", "predicted_label", "suggested_label", "suggested_confi
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_planted_flips_rank_at_the_top(blobs, method):
     issues = find_label_issues(blobs.embeddings, blobs.labels, method=method, random_state=0)
-    heldout = ["heldout_prob_score", "heldout_margin_score", "pruned_heldout_margin_score"]
+    heldout = ["heldout_prob_score", "heldout_margin_score", "pruned_heldout_margin_score",
+               "bayes_label_prob_score"]
     expected = COLUMNS[:-1] + (heldout if method == "clipsei" else []) + COLUMNS[-1:]
     assert list(issues.columns) == expected
     assert len(issues) == blobs.labels.size
