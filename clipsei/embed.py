@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import hashlib
 import logging
 import os
@@ -371,6 +372,7 @@ class _PreprocessPlan:
     draft_size: tuple | None
 
 
+@functools.lru_cache(maxsize=8)  # once per model, not once per batch
 def _split_preprocess(preprocess) -> _PreprocessPlan:
     from torchvision import transforms
 
