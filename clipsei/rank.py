@@ -84,6 +84,16 @@ def estimate_label_transitions(pred_probs, labels) -> np.ndarray:
     return transitions
 
 
+def count_errors_per_class(pred_probs, labels) -> np.ndarray:
+    """(K,) int, how many samples of each *given* label confident learning counts as errors:
+    their confident class is another (see :func:`estimate_noise_rate`, whose count is the
+    sum)."""
+    labels = np.asarray(labels)
+    best, counted = _confident_classes(pred_probs, labels)
+    return np.bincount(labels[counted & (best != labels)],
+                       minlength=np.asarray(pred_probs).shape[1])
+
+
 def compute_error_probabilities(class_probs, labels, transitions) -> np.ndarray:
     """(N,) probability that each given label is wrong, by Bayes under class-conditional noise.
 

@@ -92,8 +92,9 @@ def test_each_sample_scored_from_runs_where_it_was_real(blobs, monkeypatch):
 
 
 def test_pruned_round_never_trains_on_the_first_rounds_suspects(blobs, monkeypatch):
-    """The second held-out round trains without exactly the confident-learning count of
-    lowest first-round scores, and its margins still rank the planted flips first."""
+    """The second held-out round trains without the first round's suspects (at least the
+    confident-learning count of lowest scores), and its margins still rank the planted
+    flips first."""
     import clipsei.detect as detect
 
     masks = []
@@ -112,6 +113,19 @@ def test_pruned_round_never_trains_on_the_first_rounds_suspects(blobs, monkeypat
     assert blobs.is_flipped[left_out].mean() >= 0.8  # the suspects are mostly the flips
     margins = detector.issues_["pruned_heldout_margin_score"]
     assert roc_auc_score(blobs.is_flipped, -margins) > 0.95
+
+
+def test_suspects_take_each_class_its_own_count():
+    """A minority class whose clean samples all score low must not use up the global quota:
+    each class still loses at least its own count of lowest scores."""
+    from clipsei.detect import _select_suspects
+
+    labels = np.array([0] * 4 + [1] * 8)
+    scores = np.array([0.1, 0.2, 0.3, 0.4] + [0.9, 0.5, 0.95, 0.6, 0.99, 0.97, 0.98, 0.96])
+    suspects = _select_suspects(scores, labels, 3, np.array([1, 2]))
+    # globally the three lowest are all class 0; class 1 adds its two lowest (0.5, 0.6)
+    np.testing.assert_array_equal(np.flatnonzero(suspects), [0, 1, 2, 5, 7])
+    np.testing.assert_array_equal(np.flatnonzero(_select_suspects(scores, labels, 0, [0, 0])), [])
 
 
 def test_histories_and_fitted_attributes(blobs):

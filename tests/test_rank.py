@@ -4,8 +4,8 @@ import pytest
 
 from clipsei.rank import (build_issues_table, compute_cutoff, compute_cutoff_for_count,
                           compute_error_probabilities, compute_expected_f1_count,
-                          compute_noise_rate_per_class, estimate_label_transitions,
-                          estimate_noise_rate, rank_by_score)
+                          compute_noise_rate_per_class, count_errors_per_class,
+                          estimate_label_transitions, estimate_noise_rate, rank_by_score)
 
 
 def test_cutoff_rules():
@@ -36,6 +36,9 @@ def test_confident_learning_count_matches_planted_errors(rng):
     given[flipped] = (given[flipped] + 1) % n_classes
     assert estimate_noise_rate(probs, given) == pytest.approx(0.1)
     assert estimate_noise_rate(probs, true) == 0.0
+    per_class = count_errors_per_class(probs, given)
+    np.testing.assert_array_equal(per_class, np.bincount(given[flipped], minlength=n_classes))
+    assert per_class.sum() == round(estimate_noise_rate(probs, given) * n_samples)
 
 
 def test_rank_and_per_class_rates():
