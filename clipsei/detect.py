@@ -245,8 +245,9 @@ class SEIDetector:
         first_scores = _fuse_percentiles(
             (combined["heldout_margin"], combined["scores_by_scale"][0]["aum"], combined["knn"]),
             _FIRST_ROUND_WEIGHTS)
-        trusted = ~_select_suspects(first_scores, y, _confident_learning_count(first_joint, y),
-                                    count_errors_per_class(first_joint, y))
+        per_class_errors = count_errors_per_class(first_joint, y)
+        trusted = ~_select_suspects(first_scores, y, int(per_class_errors.sum()),
+                                    per_class_errors)
         pruned = train_crossfit_head(x, y, logit_scale=scale, train_mask=trusted, **options,
                                      **self._head_options(y.size))
         combined["pruned_heldout_margin"] = pruned.margin_history.mean(axis=0, dtype=np.float64)
