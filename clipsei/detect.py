@@ -54,9 +54,9 @@ from ._validation import (NotFittedError, check_embeddings, check_labels, check_
 from .head import select_logit_scale, train_crossfit_head, train_head
 from .neighbors import find_conflicting_duplicates, find_neighbors
 from .rank import (CUTOFF_RULES, build_issues_table, compute_cutoff, compute_cutoff_for_count,
-                   compute_error_probabilities, compute_expected_f1_count, count_errors_per_class,
-                   compute_noise_rate_per_class, estimate_label_transitions,
-                   estimate_noise_rate, rank_by_score)
+                   compute_error_probabilities, compute_expected_f1_count,
+                   compute_noise_rate_per_class, count_errors_per_class,
+                   estimate_label_transitions, estimate_noise_rate, rank_by_score)
 from .sei import compute_dynamics_scores
 from .threshold import combine_threshold_runs, draw_threshold_slices
 
