@@ -56,7 +56,7 @@ from .neighbors import find_conflicting_duplicates, find_neighbors
 from .rank import (CUTOFF_RULES, build_issues_table, compute_cutoff, compute_cutoff_for_count,
                    compute_error_probabilities, compute_expected_f1_count,
                    compute_noise_rate_per_class, count_errors_per_class,
-                   estimate_label_transitions, estimate_noise_rate, rank_by_score)
+                   estimate_label_transitions, rank_by_score)
 from .sei import compute_dynamics_scores
 from .threshold import combine_threshold_runs, draw_threshold_slices
 
@@ -364,8 +364,8 @@ def _select_suspects(scores, labels, n_suspects: int, per_class_counts) -> np.nd
 
 def _confident_learning_count(pred_probs, labels) -> int:
     """How many of the (N,) ``labels`` confident learning counts as errors, from (N, K)
-    ``pred_probs`` (see :func:`clipsei.rank.estimate_noise_rate`)."""
-    return int(round(estimate_noise_rate(pred_probs, labels) * labels.size))
+    ``pred_probs`` (see :func:`clipsei.rank.count_errors_per_class`)."""
+    return int(count_errors_per_class(pred_probs, labels).sum())
 
 
 def find_label_issues(embeddings, labels, *, class_embeddings=None, other_embedding=None,

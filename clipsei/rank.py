@@ -44,8 +44,7 @@ def estimate_noise_rate(pred_probs, labels) -> float:
 
     pred_probs : (N, K) out-of-sample-like class probabilities; labels : (N,) ints.
     """
-    best, counted = _confident_classes(pred_probs, labels)
-    return float(((best != labels) & counted).mean())
+    return float(count_errors_per_class(pred_probs, labels).sum() / np.asarray(labels).size)
 
 
 def _confident_classes(pred_probs, labels) -> tuple:
