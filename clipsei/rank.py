@@ -115,7 +115,11 @@ def compute_expected_f1_count(error_probs, label_scores) -> int:
 
     With ``q`` the (N,) error probabilities, flagging the ``m`` lowest scores has expected
     true positives ``sum of their q`` against ``sum(q)`` expected errors, so its plug-in
-    expected F1 is ``2 * sum_{i <= m} q_(i) / (m + sum(q))``; the count maximising it.
+    expected F1 is ``2 * sum_{i <= m} q_(i) / (m + sum(q))``; the count maximising it, but
+    never more than the number of samples whose ``q`` exceeds the mean ``q``. Past that, a
+    flag lands on a sample no likelier to be wrong than one drawn at random, which only
+    F1's reward for recall pays for: where ``q`` is nearly flat (embeddings that cannot
+    tell the classes apart) the uncapped count is every sample.
     """
     error_probs = np.asarray(error_probs, dtype=np.float64)
     if error_probs.sum() <= 0:
@@ -123,7 +127,8 @@ def compute_expected_f1_count(error_probs, label_scores) -> int:
     order = np.argsort(np.asarray(label_scores), kind="stable")
     expected_f1 = 2 * np.cumsum(error_probs[order]) / (np.arange(1, order.size + 1)
                                                       + error_probs.sum())
-    return int(np.argmax(expected_f1)) + 1
+    n_above_mean = int((error_probs > error_probs.mean()).sum())
+    return min(int(np.argmax(expected_f1)) + 1, n_above_mean)
 
 
 def compute_cutoff_for_count(label_scores, n_flagged: int) -> float:

@@ -52,6 +52,18 @@ def test_default_flags_and_suggestions(blobs):
     assert (issues["label_score"][~flagged] >= attrs["cutoff"]).all()
 
 
+def test_uninformative_embeddings_are_not_all_flagged():
+    # labels drawn independently of the embeddings: every label is equally doubtful, and
+    # the expected-F1 count alone would flag all 400
+    rng = np.random.default_rng(0)
+    embeddings, labels = rng.standard_normal((400, 32)), rng.integers(0, 2, 400)
+    issues = find_label_issues(embeddings, labels, random_state=0)
+    counts = issues.attrs["error_counts"]
+    n_flagged = issues["is_label_issue"].sum()
+    assert n_flagged == max(counts["confident_learning"], counts["expected_f1"])
+    assert n_flagged < 0.7 * len(issues)
+
+
 def test_same_seed_same_scores_and_other_seed_differs(blobs):
     first = find_label_issues(blobs.embeddings, blobs.labels, random_state=3)
     again = find_label_issues(blobs.embeddings, blobs.labels, random_state=3)

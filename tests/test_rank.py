@@ -94,3 +94,8 @@ def test_expected_f1_count():
     # a long tail of half-likely errors is worth flagging too
     assert compute_expected_f1_count(np.r_[np.ones(5), np.full(5, 0.6), np.zeros(90)],
                                      np.arange(100)) == 10
+    # nearly flat error probabilities: no more than the samples likelier wrong than average
+    flat = 0.3 + 0.01 * np.random.default_rng(0).standard_normal(200)
+    uncapped_f1 = 2 * np.cumsum(flat) / (np.arange(1, 201) + flat.sum())
+    assert np.argmax(uncapped_f1) == 199  # F1 alone would flag every sample
+    assert compute_expected_f1_count(flat, np.arange(200)) == (flat > flat.mean()).sum()
