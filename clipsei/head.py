@@ -103,7 +103,8 @@ def train_crossfit_head(embeddings: np.ndarray, labels: np.ndarray, *, n_folds: 
     The rows are split into ``n_folds`` random folds; for each fold a head is trained on the
     others (see :func:`train_head` for ``options``) and the fold's trajectories are kept.
     ``train_mask`` : (N,) bool or None; rows where it is False are never trained on, only
-    recorded (e.g. the suspects of a first round, left out of a second, pruned one).
+    recorded (e.g. the suspects of a first round, left out of a second, pruned one); a fold
+    left with no trainable rows (only on tiny sets) keeps its head's initial weights.
     On frozen features a head memorises noisy labels within a few epochs when N is not much
     larger than D, so in-sample dynamics stop separating clean from mislabeled samples;
     held-out ones do not (measured on pneumoniamnist with 20% confusion noise: AUROC 0.76
@@ -211,7 +212,8 @@ def _train(embeddings, labels, rows, class_embeddings, settings, device,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        schedule.step()
+        if fit_index.numel():  # no rows to fit (a tiny fold): the head keeps its start
+            schedule.step()
         logits = _predict_logits(head, recorded, batch_size=8192)
         stats = compute_epoch_statistics(logits, recorded_labels)
         for name in history:
