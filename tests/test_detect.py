@@ -117,7 +117,7 @@ def test_pruned_round_never_trains_on_the_first_rounds_suspects(blobs, monkeypat
         return real_crossfit(x, labels, **kwargs)
 
     monkeypatch.setattr(detect, "train_crossfit_head", recording_crossfit)
-    detector = SEIDetector(random_state=0).fit(blobs.embeddings, blobs.labels)
+    detector = SEIDetector(n_repeats=1, random_state=0).fit(blobs.embeddings, blobs.labels)
     first, pruned = masks
     assert first is None
     left_out = ~pruned
@@ -125,6 +125,33 @@ def test_pruned_round_never_trains_on_the_first_rounds_suspects(blobs, monkeypat
     assert blobs.is_flipped[left_out].mean() >= 0.8  # the suspects are mostly the flips
     margins = detector.issues_["pruned_heldout_margin_score"]
     assert roc_auc_score(blobs.is_flipped, -margins) > 0.95
+
+
+def test_default_averages_repeats_on_small_sets(blobs, monkeypatch):
+    """On a small set the default averages three repeats of its stochastic stages (two
+    held-out rounds each); the reference methods run once, as published; n_repeats sets it."""
+    import clipsei.detect as detect
+
+    calls = []
+    real_crossfit = detect.train_crossfit_head
+
+    def counting_crossfit(x, labels, **kwargs):
+        calls.append(kwargs.get("train_mask") is None)
+        return real_crossfit(x, labels, **kwargs)
+
+    monkeypatch.setattr(detect, "train_crossfit_head", counting_crossfit)
+    default = SEIDetector(random_state=0).fit(blobs.embeddings, blobs.labels)
+    assert calls == [True, False] * 3  # first round, then pruned round, three times
+    once = SEIDetector(n_repeats=1, random_state=0).fit(blobs.embeddings, blobs.labels)
+    # every repeat's threshold samples are pooled; the histories stay (E, N)
+    assert default.threshold_scores_.size == 3 * once.threshold_scores_.size
+    assert default.entropy_history_.shape == once.entropy_history_.shape
+    aum = SEIDetector(method="aum", n_epochs=3, random_state=0).fit(blobs.embeddings,
+                                                                   blobs.labels)
+    assert aum.threshold_scores_.size == once.threshold_scores_.size
+    assert SEIDetector().get_params()["n_repeats"] is None
+    with pytest.raises(ValueError, match="n_repeats"):
+        SEIDetector(n_repeats=0).fit(blobs.embeddings, blobs.labels)
 
 
 def test_suspects_take_each_class_its_own_count():
