@@ -149,6 +149,10 @@ def test_default_averages_repeats_on_small_sets(blobs, monkeypatch):
     aum = SEIDetector(method="aum", n_epochs=3, random_state=0).fit(blobs.embeddings,
                                                                    blobs.labels)
     assert aum.threshold_scores_.size == once.threshold_scores_.size
+    twice = SEIDetector(method="aum", n_epochs=3, n_repeats=2, random_state=0).fit(
+        blobs.embeddings, blobs.labels)
+    assert twice.threshold_scores_.size == 2 * aum.threshold_scores_.size
+    assert roc_auc_score(blobs.is_flipped, -twice.issues_["label_score"]) > 0.9
     assert SEIDetector().get_params()["n_repeats"] is None
     with pytest.raises(ValueError, match="n_repeats"):
         SEIDetector(n_repeats=0).fit(blobs.embeddings, blobs.labels)
