@@ -139,7 +139,8 @@ class SEIDetector:
     -----------------
     issues_ : DataFrame, one row per sample (see :func:`find_label_issues`).
     entropy_history_, given_prob_history_ : (E, N) float16; agreement_history_ : (E, N) bool,
-        from the first head, in a run where the sample was not a threshold sample.
+        from the first head, in a run where the sample was not a threshold sample (of the
+        first repeat).
     neighbor_ids_ : (N, k) int64 (-1 = none); neighbor_sims_ : (N, k) float32 cosine.
     pred_probs_ : (N, K) float32, the joint class probabilities (mean of the heads' softmax,
         held-out where the method has held-out heads, and the neighbour vote) behind
@@ -204,6 +205,7 @@ class SEIDetector:
             raise ValueError(f"n_folds must be an int >= 2; got {self.n_folds!r}")
         x, x_heldout, y, n_classes, head_init = _check_fit_inputs(
             embeddings, labels, class_embeddings, other_embedding, standardize=spec.standardize)
+        n_repeats = self._n_repeats(spec, y.size)
         rng = check_random_state(self.random_state)
         fraction = self._threshold_fraction(n_classes)
         self.neighbor_ids_, self.neighbor_sims_ = find_neighbors(
@@ -217,7 +219,7 @@ class SEIDetector:
             self.heldout_logit_scale_ = self._select_heldout_scale(
                 x_heldout, y, n_classes, head_init, rng)
         repeats = []
-        for _ in range(self._n_repeats(spec, y.size)):
+        for _ in range(n_repeats):
             slices = draw_threshold_slices(y.size, fraction, self.n_threshold_runs, rng)
             runs = [self._train_run(x, y, n_classes, head_init, slice_, scale, rng)
                     for slice_ in slices for scale in scales]
