@@ -124,8 +124,8 @@ class SEIDetector:
     n_folds : folds of the held-out heads' cross-fitting.
     n_repeats : how many times the stochastic stages (threshold slices, heads, folds) run;
         their per-sample scores and probabilities are averaged before fusion and flagging.
-        None: for the default method ``min(3, ceil(4000 / N))`` (three on sets of up to
-        1,333 samples, one from 4,000 up), where fold and slice assignment move the scores
+        None: for the default method ``min(3, ceil(4000 / N))`` (three below 2,000
+        samples, two below 4,000, one from 4,000 up), where fold and slice assignment move the scores
         most and a repeat is cheap; 1 for the reference methods, which stay as published.
         In an exploratory run (three whole fits averaged, every suite row and seed) three
         raised the mean AUROC by 0.006 on BreastMNIST and 0.004 on brain MRI, against 0.0015
