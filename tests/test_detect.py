@@ -142,6 +142,7 @@ def test_default_averages_repeats_on_small_sets(blobs, monkeypatch):
     monkeypatch.setattr(detect, "train_crossfit_head", counting_crossfit)
     default = SEIDetector(random_state=0).fit(blobs.embeddings, blobs.labels)
     assert calls == [True, False] * 3  # first round, then pruned round, three times
+    assert default.n_repeats_ == default.issues_.attrs["n_repeats"] == 3
     once = SEIDetector(n_repeats=1, random_state=0).fit(blobs.embeddings, blobs.labels)
     # every repeat's threshold samples are pooled; the histories stay (E, N)
     assert default.threshold_scores_.size == 3 * once.threshold_scores_.size
