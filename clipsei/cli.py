@@ -178,9 +178,10 @@ def _run_scan(args) -> int:
 def _print_scan_summary(summary: dict, out) -> None:
     print(f"scored {summary['n_scored']} of {summary['n_images']} images "
           f"({summary['n_failed']} unreadable, listed in failures.csv)")
+    cutoff = (f"cutoff {summary['cutoff']:.3f} on label_score" if summary["cutoff"] is not None
+              else "one cutoff on label_score per class, in summary.json")
     print(f"flagged {summary['n_flagged']} ({summary['flagged_fraction']:.1%}) as likely "
-          f"mislabeled; cutoff {summary['cutoff']:.3f} on label_score; "
-          f"estimated label errors {summary['estimated_noise_rate']:.1%}")
+          f"mislabeled; {cutoff}; estimated label errors {summary['estimated_noise_rate']:.1%}")
     print(f"wrote {out}/issues.csv, summary.json and report.html")
 
 

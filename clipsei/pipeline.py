@@ -25,7 +25,7 @@ from . import __version__
 logger = logging.getLogger(__name__)
 
 _ARRAYS = ("entropy_history", "agreement_history", "neighbor_ids", "neighbor_sims")
-_ATTRS = ("cutoff", "estimated_noise_rate", "noise_rate_per_class", "method")
+_ATTRS = ("cutoff", "class_cutoffs", "estimated_noise_rate", "noise_rate_per_class", "method")
 
 
 @dataclass
@@ -291,6 +291,7 @@ def _summary(result: ScanResult, detector, *, n_images, settings, timings) -> di
     counts = np.bincount(given, minlength=len(names))
     n_flagged = np.bincount(given[flagged], minlength=len(names))
     rates = [float(r) if np.isfinite(r) else None for r in detector.noise_rate_per_class_]
+    class_cutoffs = issues.attrs.get("class_cutoffs") or [None] * len(names)
     confusion = pd.crosstab(issues["given_label"], issues["suggested_label"]).reindex(
         index=range(len(names)), columns=range(len(names)), fill_value=0)
     return {
@@ -298,11 +299,13 @@ def _summary(result: ScanResult, detector, *, n_images, settings, timings) -> di
         "n_images": int(n_images), "n_scored": len(issues), "n_failed": len(result.failures),
         "n_flagged": int(flagged.sum()), "flagged_fraction": float(flagged.mean()),
         "n_conflicting_duplicates": len(detector.duplicate_pairs_),
-        "method": issues.attrs.get("method"), "cutoff": float(detector.cutoff_),
+        "method": issues.attrs.get("method"), "cutoff": issues.attrs.get("cutoff"),
+        "class_cutoffs": issues.attrs.get("class_cutoffs"),
         "estimated_noise_rate": float(issues.attrs.get("estimated_noise_rate", flagged.mean())),
         "noise_rate_per_class": rates, "class_names": names,
         "per_class": [{"class": name, "n_images": int(counts[k]), "n_flagged": int(n_flagged[k]),
-                       "estimated_noise_rate": rates[k]} for k, name in enumerate(names)],
+                       "estimated_noise_rate": rates[k], "cutoff": class_cutoffs[k]}
+                      for k, name in enumerate(names)],
         "confusion": {"rows": "given", "columns": "suggested", "classes": names,
                       "counts": confusion.to_numpy().tolist()},
         "failures": result.failures.to_dict(orient="records"),

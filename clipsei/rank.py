@@ -131,6 +131,48 @@ def compute_expected_f1_count(error_probs, label_scores) -> int:
     return min(int(np.argmax(expected_f1)) + 1, n_above_mean)
 
 
+def align_error_probabilities(error_probs, label_scores, labels, class_error_counts
+                              ) -> np.ndarray:
+    """(N,) error probabilities re-dealt within each given class in ``label_scores`` order.
+
+    Within given class ``j`` the (N,) ``error_probs`` are first scaled down, never up, so
+    that they sum to at most ``class_error_counts[j]`` (confident learning's count for the
+    class, (K,)); then the class's largest probability goes to its lowest score, the
+    second largest to its second lowest, and so on. Each class keeps the *levels* of its
+    probabilities (a minority label that is often wrong keeps its higher ones) while the
+    order inside the class is the score's, which ranks errors better than the
+    probabilities alone. Flagging the largest aligned probabilities therefore flags, in
+    each class, that class's lowest scores: a per-class cutoff on ``label_scores``.
+    """
+    error_probs = np.asarray(error_probs, dtype=np.float64)
+    label_scores = np.asarray(label_scores)
+    labels = np.asarray(labels)
+    aligned = np.empty_like(error_probs)
+    for label in np.unique(labels):
+        rows = np.flatnonzero(labels == label)
+        total = error_probs[rows].sum()
+        scale = min(1.0, class_error_counts[label] / total) if total > 0 else 1.0
+        by_score = rows[np.argsort(label_scores[rows], kind="stable")]
+        aligned[by_score] = np.sort(error_probs[rows])[::-1] * scale
+    return aligned
+
+
+def compute_class_cutoffs(label_scores, labels, is_label_issue, *, n_classes: int
+                          ) -> np.ndarray:
+    """(K,) cutoffs on ``label_scores``, one per given class, that separate each class's
+    flagged rows (below) from its other rows; NaN for a class without rows. Exact where
+    the flags are each class's lowest scores (ties may move the count)."""
+    label_scores = np.asarray(label_scores, dtype=np.float64)
+    is_label_issue = np.asarray(is_label_issue, dtype=bool)
+    cutoffs = np.full(n_classes, np.nan)
+    for label in range(n_classes):
+        rows = labels == label
+        if rows.any():
+            cutoffs[label] = compute_cutoff_for_count(label_scores[rows],
+                                                      int(is_label_issue[rows].sum()))
+    return cutoffs
+
+
 def compute_cutoff_for_count(label_scores, n_flagged: int) -> float:
     """A cutoff with ``n_flagged`` scores strictly below it (ties may move the count)."""
     ordered = np.sort(np.asarray(label_scores, dtype=np.float64))
@@ -158,7 +200,8 @@ def rank_by_score(label_scores) -> np.ndarray:
 
 
 def build_issues_table(*, labels, label_scores, is_label_issue, head_probs, pred_probs,
-                       knn_agreement, scores: dict, duplicate_pairs: pd.DataFrame) -> pd.DataFrame:
+                       knn_agreement, scores: dict, duplicate_pairs: pd.DataFrame,
+                       error_probs=None) -> pd.DataFrame:
     """One row per sample, input order: labels, suggestions, scores, flag and rank.
 
     ``head_probs`` (N, K) give ``predicted_label``; ``pred_probs`` (N, K), the head and
@@ -167,6 +210,7 @@ def build_issues_table(*, labels, label_scores, is_label_issue, head_probs, pred
     ``scores`` maps score names (``sei``, ``aum``, ...) to (N,) arrays; each becomes a
     ``<name>_score`` column. ``duplicate_pairs`` (columns ``i``, ``j``) fills
     ``conflicting_duplicate`` with the most similar conflicting row, or -1.
+    ``error_probs`` (N,), where given, becomes ``error_probability``.
     """
     pred_probs = np.asarray(pred_probs)
     suggested = pred_probs.argmax(axis=1)
@@ -181,6 +225,9 @@ def build_issues_table(*, labels, label_scores, is_label_issue, head_probs, pred
         "rank": rank_by_score(label_scores),
         "knn_agreement": np.asarray(knn_agreement, dtype=np.float32),
     })
+    if error_probs is not None:
+        table.insert(table.columns.get_loc("is_label_issue") + 1, "error_probability",
+                     np.asarray(error_probs, dtype=np.float32))
     for name, values in scores.items():
         column = name if name.endswith("_integral") else f"{name}_score"
         table[column] = np.asarray(values, dtype=np.float32)

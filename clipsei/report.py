@@ -250,6 +250,8 @@ def _stats_html(issues, summary: dict) -> str:
         stats.append(("estimated label errors", f"{noise:.1%}", ""))
     if cutoff is not None:
         stats.append(("cutoff on label score", f"{cutoff:.3f}", ""))
+    elif issues.attrs.get("class_cutoffs"):
+        stats.append(("cutoff on label score", "per class", ""))
     if "n_failed" in summary:
         stats.append(("unreadable files", f"{summary['n_failed']:,}", ""))
     return "".join(f'<div class="stat{cls}"><b>{html.escape(value)}</b>'
@@ -304,19 +306,26 @@ def _class_table_html(issues, class_names) -> str:
     rates = (np.asarray(rates, dtype=float) if rates is not None
              else n_flagged / np.maximum(counts, 1))
     top = max(float(np.nanmax(rates, initial=0.0)), 1e-9)
+    class_cutoffs = issues.attrs.get("class_cutoffs") if issues.attrs.get("cutoff") is None \
+        else None  # a column only where the classes have their own cutoffs
     rows = []
     for k, name in enumerate(class_names):
         rate = float(rates[k]) if k < len(rates) else float("nan")
         finite = np.isfinite(rate)
         width = min(100.0, 100 * rate / top) if finite else 0.0
+        cutoff_cell = ""
+        if class_cutoffs is not None:
+            value = class_cutoffs[k] if k < len(class_cutoffs) else None
+            cutoff_cell = f"<td class=num>{'&ndash;' if value is None else f'{value:.3f}'}</td>"
         rows.append(f"<tr><td>{html.escape(name)}</td><td class=num>{counts[k]:,}</td>"
-                    f"<td class=num>{n_flagged[k]:,}</td>"
+                    f"<td class=num>{n_flagged[k]:,}</td>{cutoff_cell}"
                     f"<td class=num>{f'{rate:.1%}' if finite else '&ndash;'}</td>"
                     f'<td class="bar-cell"><div class="bar" style="width:{width:.0f}%"></div>'
                     "</td></tr>")
+    cutoff_head = "<th class=num>cutoff</th>" if class_cutoffs is not None else ""
     return ('<table class="classes"><thead><tr><th>given class</th><th class=num>images</th>'
-            "<th class=num>flagged</th><th class=num>est. error rate</th><th></th></tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table>")
+            f"<th class=num>flagged</th>{cutoff_head}<th class=num>est. error rate</th><th></th>"
+            f"</tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
 def _confusions_html(issues, class_names, *, top: int = 8) -> str:

@@ -17,6 +17,8 @@ def test_planted_flips_rank_at_the_top(blobs, method):
     heldout = ["heldout_prob_score", "heldout_margin_score", "pruned_heldout_margin_score",
                "bayes_label_prob_score"]
     expected = COLUMNS[:-1] + (heldout if method == "clipsei" else []) + COLUMNS[-1:]
+    if method == "clipsei":
+        expected.insert(expected.index("is_label_issue") + 1, "error_probability")
     assert list(issues.columns) == expected
     assert len(issues) == blobs.labels.size
     assert issues["label_score"].between(0, 1).all()
@@ -40,7 +42,7 @@ def test_default_flags_and_suggestions(blobs):
     assert np.array_equal(np.sort(issues["rank"]), np.arange(1, len(issues) + 1))
     assert issues.loc[issues["rank"] == 1, "label_score"].iloc[0] == issues["label_score"].min()
     attrs = issues.attrs
-    assert attrs["method"] == "clipsei" and 0 <= attrs["cutoff"] <= 1
+    assert attrs["method"] == "clipsei" and attrs["cutoff"] is None  # one cutoff per class
     assert len(attrs["noise_rate_per_class"]) == 4
     counts = attrs["error_counts"]
     assert flagged.sum() == max(counts["confident_learning"], counts["expected_f1"])
@@ -48,8 +50,13 @@ def test_default_flags_and_suggestions(blobs):
     estimated = counts["confident_learning"] / len(issues)
     assert attrs["estimated_noise_rate"] == pytest.approx(estimated)
     assert attrs["heldout_logit_scale"] in (0.25, 0.5, 1, 2, 4, 8, 16, 32)
-    assert (issues["label_score"][flagged] <= attrs["cutoff"]).all()
-    assert (issues["label_score"][~flagged] >= attrs["cutoff"]).all()
+    # the flags are the largest error probabilities, which are each class's lowest scores
+    n_flagged = flagged.sum()
+    assert set(np.argsort(-issues["error_probability"].to_numpy(), kind="stable")[:n_flagged]) \
+        == set(np.flatnonzero(flagged))
+    class_cutoffs = np.array(attrs["class_cutoffs"])[issues["given_label"]]
+    assert len(attrs["class_cutoffs"]) == 4
+    np.testing.assert_array_equal(flagged, issues["label_score"].to_numpy() < class_cutoffs)
 
 
 def test_uninformative_embeddings_are_not_all_flagged():
@@ -275,6 +282,8 @@ def test_cutoff_rules_can_be_chosen(blobs, cutoff, percentile):
         assert flagged.sum() == detector.issues_.attrs["error_counts"]["confident_learning"]
     if cutoff != "count":
         np.testing.assert_array_equal(flagged, detector.issues_["label_score"] < detector.cutoff_)
+    # one cutoff for every class: the reference methods rank all classes on one scale
+    np.testing.assert_array_equal(detector.class_cutoffs_, np.full(4, detector.cutoff_))
 
 
 def test_bad_cutoff(blobs):

@@ -64,7 +64,10 @@ def test_save_and_load_round_trip(blob_scan):
     pd.testing.assert_frame_equal(loaded.issues, result.issues, check_dtype=False)
     np.testing.assert_array_equal(loaded.entropy_history, result.entropy_history)
     np.testing.assert_array_equal(loaded.neighbor_ids, result.neighbor_ids)
-    assert loaded.issues.attrs["cutoff"] == pytest.approx(result.issues.attrs["cutoff"])
+    assert loaded.issues.attrs["cutoff"] is None  # the default cuts each class on its own
+    assert loaded.issues.attrs["class_cutoffs"] == pytest.approx(
+        result.issues.attrs["class_cutoffs"])
+    assert summary["class_cutoffs"] == pytest.approx(result.issues.attrs["class_cutoffs"])
     assert loaded.class_names == ["w", "x", "y", "z"]
 
 

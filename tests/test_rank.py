@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clipsei.rank import (build_issues_table, compute_cutoff, compute_cutoff_for_count,
+from clipsei.rank import (align_error_probabilities, build_issues_table, compute_class_cutoffs,
+                          compute_cutoff, compute_cutoff_for_count,
                           compute_error_probabilities, compute_expected_f1_count,
                           compute_noise_rate_per_class, count_errors_per_class,
                           estimate_label_transitions, estimate_noise_rate, rank_by_score)
@@ -99,3 +100,29 @@ def test_expected_f1_count():
     uncapped_f1 = 2 * np.cumsum(flat) / (np.arange(1, 201) + flat.sum())
     assert np.argmax(uncapped_f1) == 199  # F1 alone would flag every sample
     assert compute_expected_f1_count(flat, np.arange(200)) == (flat > flat.mean()).sum()
+
+
+def test_aligned_error_probabilities_follow_the_score_within_each_class():
+    labels = np.array([0, 0, 0, 1, 1, 1, 1])
+    label_scores = np.array([0.9, 0.1, 0.5, 0.2, 0.8, 0.4, 0.6])
+    error_probs = np.array([0.6, 0.2, 0.4, 0.1, 0.3, 0.05, 0.15])
+    # class 0 sums to 1.2 and may keep it (count 2); class 1 sums to 0.6, scaled to 0.3
+    aligned = align_error_probabilities(error_probs, label_scores, labels, np.array([2, 0.3]))
+    np.testing.assert_allclose(aligned[:3], [0.2, 0.6, 0.4])  # lowest score, largest prob
+    np.testing.assert_allclose(aligned[3:], np.array([0.3, 0.05, 0.15, 0.1]) / 2)
+    # a minority class whose labels are often wrong keeps its higher level: its lowest
+    # score outranks a lower score of the other class
+    assert aligned[2] > aligned[3] and label_scores[2] > label_scores[3]
+    # no class without error probability is touched, and no count scales a class up
+    same = align_error_probabilities(np.zeros(7), label_scores, labels, np.array([5, 5]))
+    np.testing.assert_array_equal(same, np.zeros(7))
+
+
+def test_class_cutoffs_separate_each_class_flags():
+    labels = np.array([0, 0, 0, 1, 1, 1, 1])
+    label_scores = np.array([0.9, 0.1, 0.5, 0.2, 0.8, 0.4, 0.6])
+    flagged = np.array([False, True, True, True, False, False, False])
+    cutoffs = compute_class_cutoffs(label_scores, labels, flagged, n_classes=3)
+    np.testing.assert_allclose(cutoffs[:2], [0.7, 0.3])
+    assert np.isnan(cutoffs[2])  # no sample is labelled 2
+    np.testing.assert_array_equal(label_scores < cutoffs[labels], flagged)

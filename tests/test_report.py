@@ -72,6 +72,19 @@ def test_report_is_self_contained_and_escaped(tmp_path):
     assert len(data["columns"]["rank"]) == len(issues)
 
 
+def test_report_shows_one_cutoff_per_class(tmp_path):
+    issues, extras = _fake_scan(tmp_path, with_files=False)
+    issues.attrs.update(cutoff=None, class_cutoffs=[0.125, 0.25, None])
+    page = render_report(issues, **extras)
+    assert "<b>per class</b><span>cutoff on label score</span>" in page
+    classes = page[page.index('<table class="classes">'):]
+    classes = classes[:classes.index("</table>")]
+    assert "<th class=num>cutoff</th>" in classes
+    cells = re.findall(r"<td class=num>([^<]*)</td>", classes)
+    assert [cells[i] for i in (2, 6, 10)] == ["0.125", "0.250", "&ndash;"]
+    assert "cutoff 0." not in page  # no single cutoff line in the histogram
+
+
 def test_report_thumbnails_flagged_neighbours_first(tmp_path):
     issues, extras = _fake_scan(tmp_path)
     data = _payload(render_report(issues, **extras, page_size=5, max_thumbnails=1000))
