@@ -33,10 +33,10 @@ table out); :func:`find_label_issues` is its one-call form. Methods:
     others lost: held-out heads under heavy symmetric noise (where in-sample heads
     memorise), the pruned round and in-sample dynamics under pair-flip noise (where
     held-out heads trained on every label learn the flips), neighbours on small, clustered
-    sets. Margins rather than probabilities because
-    with ten classes the probability is diluted by the classes that do not compete
-    (held-out AUROC on CIFAR-10N "worse": 0.918 margin, 0.900 probability; the ablation in
-    ``docs/benchmarks.md``, ``python benchmarks/ablate_default.py``).
+    sets. Margins rather than probabilities because with ten classes the probability is
+    diluted by the classes that do not compete (held-out AUROC on CIFAR-10N "worse": 0.918
+    margin, 0.900 probability; the ablation in ``docs/benchmarks.md``,
+    ``python benchmarks/ablate_default.py``).
 ``"sei_paper"``
     Paper-faithful SEI (mean of signed entropy over epochs), cutoff = mean SEI of the
     threshold samples, exactly as Li et al. (2026); kept unchanged as the reference.
@@ -329,12 +329,12 @@ class SEIDetector:
             self.method, combined, y, n_head_classes)
         head_probs = combined.get("heldout_probs", combined["head_probs"])
         self.pred_probs_ = (0.5 * (head_probs + combined["votes"])).astype(np.float32)
-        counts = _flag_counts(threshold_reference, threshold_scores, self.pred_probs_, y)
+        per_class_errors = count_errors_per_class(self.pred_probs_, y)
+        counts = _flag_counts(threshold_reference, threshold_scores, per_class_errors)
         error_probs = None
         if "bayes_label_prob" in combined:
             error_probs = align_error_probabilities(
-                1.0 - combined["bayes_label_prob"], label_scores, y,
-                count_errors_per_class(self.pred_probs_, y))
+                1.0 - combined["bayes_label_prob"], label_scores, y, per_class_errors)
             flag_order = np.lexsort((label_scores, -error_probs))  # ties: lower score first
             counts["expected_f1"] = compute_expected_f1_count(error_probs,
                                                               np.argsort(flag_order))
@@ -384,12 +384,13 @@ class SEIDetector:
                     y.size, np.array2string(np.unique(self.class_cutoffs_), precision=4))
 
 
-def _flag_counts(threshold_reference, threshold_scores, pred_probs, labels) -> dict:
+def _flag_counts(threshold_reference, threshold_scores, per_class_errors) -> dict:
     """How many samples look mislabeled, two ways (the default adds a third, see below).
 
     ``"threshold"``: real samples whose ``threshold_reference`` value lies below the mean of
     the threshold samples' ``threshold_scores`` (the SEI paper's rule). ``"confident_learning"``:
-    Northcutt et al.'s count from ``pred_probs``. Measured on 19 development runs, the
+    Northcutt et al.'s count, the sum of ``per_class_errors`` (K,) (see
+    :func:`clipsei.rank.count_errors_per_class`). Measured on 19 development runs, the
     confident-learning count gave the best F1, or within 0.02 of it, on all but two; the
     threshold count over-flagged 2-3x on small sets at 10% noise and under-flagged 2.5x
     under pair-flip noise, and the larger or smaller of the two inherited one of those
@@ -428,7 +429,7 @@ def _flag_counts(threshold_reference, threshold_scores, pred_probs, labels) -> d
     """
     mean_threshold = compute_cutoff(threshold_scores, rule="mean")
     return {"threshold": int((threshold_reference < mean_threshold).sum()),
-            "confident_learning": _confident_learning_count(pred_probs, labels)}
+            "confident_learning": int(np.sum(per_class_errors))}
 
 
 def _select_suspects(scores, labels, n_suspects: int, per_class_counts) -> np.ndarray:
@@ -454,12 +455,6 @@ def _select_suspects(scores, labels, n_suspects: int, per_class_counts) -> np.nd
         rows = np.flatnonzero(labels == label)
         suspects[rows[np.argsort(scores[rows], kind="stable")[:count]]] = True
     return suspects
-
-
-def _confident_learning_count(pred_probs, labels) -> int:
-    """How many of the (N,) ``labels`` confident learning counts as errors, from (N, K)
-    ``pred_probs`` (see :func:`clipsei.rank.count_errors_per_class`)."""
-    return int(count_errors_per_class(pred_probs, labels).sum())
 
 
 def find_label_issues(embeddings, labels, *, class_embeddings=None, other_embedding=None,
