@@ -289,3 +289,18 @@ def test_cutoff_rules_can_be_chosen(blobs, cutoff, percentile):
 def test_bad_cutoff(blobs):
     with pytest.raises(ValueError, match="cutoff must be one of"):
         find_label_issues(blobs.embeddings, blobs.labels, cutoff="median")
+
+
+def test_text_features_start_only_the_in_sample_heads(blobs):
+    # features with a shared offset and uneven spread, as pooled CNN or CLIP features have
+    rng = np.random.default_rng(1)
+    features = blobs.embeddings * rng.uniform(0.2, 3.0, blobs.embeddings.shape[1]) + 4.0
+    text = rng.standard_normal((4, features.shape[1]))  # a text side unrelated to the images
+    plain = SEIDetector(n_epochs=3, random_state=0).fit(features, blobs.labels)
+    with_text = SEIDetector(n_epochs=3, random_state=0).fit(features, blobs.labels,
+                                                            class_embeddings=text)
+    # neighbours and held-out heads see the same standardised features either way
+    np.testing.assert_array_equal(with_text.neighbor_ids_, plain.neighbor_ids_)
+    assert with_text.heldout_logit_scale_ == plain.heldout_logit_scale_
+    auroc = roc_auc_score(blobs.is_flipped, -with_text.issues_["label_score"])
+    assert auroc > 0.95, auroc
