@@ -128,6 +128,8 @@ def _payload(issues, class_names, entropy_history, agreement_history, neighbor_i
         "suggested": issues["suggested_label"].astype(int).tolist(),
         "conf": _rounded(issues["suggested_confidence"], 3),
         "score": _rounded(issues["label_score"], 4),
+        "perr": (_rounded(issues["error_probability"], 3) if "error_probability" in issues
+                 else None),
         "sei": _rounded(issues["sei_score"], 4) if "sei_score" in issues else None,
         "knn": _rounded(issues["knn_agreement"], 3) if "knn_agreement" in issues else None,
         "flag": issues["is_label_issue"].astype(bool).astype(int).tolist(),

@@ -29,7 +29,8 @@ def _fake_scan(tmp_path, n=60, n_classes=3, n_epochs=12, with_files=True, seed=0
     issues = pd.DataFrame({
         "given_label": given, "predicted_label": suggested, "suggested_label": suggested,
         "suggested_confidence": rng.uniform(0.5, 1, n), "label_score": score,
-        "is_label_issue": flagged, "sei_score": score - 0.5, "knn_agreement": rng.uniform(0, 1, n),
+        "is_label_issue": flagged, "error_probability": rng.uniform(0, 1, n),
+        "sei_score": score - 0.5, "knn_agreement": rng.uniform(0, 1, n),
     })
     issues["rank"] = issues["label_score"].rank(method="first").astype(int)
     issues.attrs.update(cutoff=0.35, estimated_noise_rate=0.1,
@@ -110,9 +111,10 @@ def test_report_trajectory_encoding(tmp_path):
 def test_report_without_optional_parts(tmp_path):
     issues, _ = _fake_scan(tmp_path, with_files=False)
     issues.attrs.clear()
-    data = _payload(render_report(issues.drop(columns=["sei_score", "knn_agreement"])))
+    data = _payload(render_report(issues.drop(columns=["sei_score", "knn_agreement",
+                                                      "error_probability"])))
     assert data["thumbs"] == {} and data["classes"] == ["0", "1", "2"]
-    assert data["columns"]["sei"] is None
+    assert data["columns"]["sei"] is None and data["columns"]["perr"] is None
 
 
 def test_report_errors(tmp_path):
@@ -163,6 +165,18 @@ def test_report_renders_in_chromium(tmp_path):
     assert "<script>alert" not in dom and '<img src="x"' not in dom and "<img src=x" not in dom
 
 
+def test_report_with_only_the_required_columns_renders_in_chromium(tmp_path):
+    issues, _ = _fake_scan(tmp_path, with_files=False)
+    minimal = issues[["given_label", "suggested_label", "suggested_confidence", "label_score",
+                      "is_label_issue", "rank"]].copy()
+    minimal.attrs = dict(issues.attrs)
+    page_path = save_report(tmp_path / "report.html", minimal)
+    dom, console = _run_chromium(tmp_path, page_path)
+    assert console == []
+    rows = re.findall(r'<tr class="flagged" data-row="(\d+)"', dom)
+    assert sorted(map(int, rows)) == sorted(np.flatnonzero(issues["is_label_issue"]).tolist())
+
+
 def test_chromium_check_catches_script_errors(tmp_path):
     page_path = tmp_path / "broken.html"
     page_path.write_text("<html><body><script>undefinedFunction();</script></body></html>")
@@ -196,6 +210,7 @@ _USER_SESSION = """
   set("f-class", "1"); snapshot("class 1");
   set("f-sort", "score"); set("f-desc", true); snapshot("score descending");
   set("f-path", "IMG_00"); snapshot("path");
+  set("f-path", ""); set("f-sort", "perr"); snapshot("most likely wrong first");
   set("f-score", "0.0001"); set("f-path", ""); set("f-class", "-1"); snapshot("nothing");
   document.body.dataset.results = JSON.stringify(results);
 })();
@@ -235,5 +250,8 @@ def test_report_controls_filter_sort_and_page_in_chromium(tmp_path):
     assert steps["score descending"]["rows"] == descending[:10]
     by_path = [i for i in descending if "img_00" in issues["path"][i].lower()]
     assert 0 < len(by_path) <= 10 and steps["path"]["rows"] == by_path
+    wrong = issues["error_probability"].round(3).to_numpy()
+    by_wrong = sorted(in_class, key=lambda i: (-wrong[i], rank[i]))
+    assert steps["most likely wrong first"]["rows"] == by_wrong[:10]
     assert steps["nothing"]["rows"] == [] and steps["nothing"]["empty"]
     assert steps["nothing"]["info"] == "0 rows"

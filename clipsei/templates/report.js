@@ -19,6 +19,11 @@
     return value === null || value === undefined ? "\u2013" : value.toFixed(digits);
   }
 
+  // an optional column's value (null where the table had no such column)
+  function optional(name, i) {
+    return C[name] ? C[name][i] : null;
+  }
+
   function className(k) {
     return k >= 0 && k < DATA.classes.length ? DATA.classes[k] : String(k);
   }
@@ -113,8 +118,9 @@
     tr.appendChild(el("td", "path", C.path ? C.path[i] : "#" + i));
     tr.appendChild(labelCell(i));
     tr.appendChild(el("td", "num", fmt(C.score[i], 3)));
-    tr.appendChild(el("td", "num", fmt(C.sei[i], 3)));
-    tr.appendChild(el("td", "num", fmt(C.knn[i], 2)));
+    tr.appendChild(el("td", "num", fmt(optional("perr", i), 2)));
+    tr.appendChild(el("td", "num", fmt(optional("sei", i), 3)));
+    tr.appendChild(el("td", "num", fmt(optional("knn", i), 2)));
     const tdSpark = el("td");
     tdSpark.appendChild(sparkline(C.traj ? C.traj[i] : ""));
     tr.appendChild(tdSpark);
@@ -132,7 +138,8 @@
 
   const SORT_KEYS = {
     rank: (i) => C.rank[i], score: (i) => C.score[i], conf: (i) => C.conf[i],
-    knn: (i) => C.knn[i], path: (i) => (C.path ? C.path[i] : ""),
+    perr: (i) => optional("perr", i), knn: (i) => optional("knn", i),
+    path: (i) => (C.path ? C.path[i] : ""),
   };
 
   function applyFilters() {
