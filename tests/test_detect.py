@@ -304,3 +304,11 @@ def test_text_features_start_only_the_in_sample_heads(blobs):
     assert with_text.heldout_logit_scale_ == plain.heldout_logit_scale_
     auroc = roc_auc_score(blobs.is_flipped, -with_text.issues_["label_score"])
     assert auroc > 0.95, auroc
+
+
+@pytest.mark.parametrize("n_samples, batch_size", [(100, 32), (254, 32), (780, 48), (4000, 250),
+                                                   (5030, 256), (100_000, 1000)])
+def test_default_batch_gives_small_sets_enough_steps(n_samples, batch_size):
+    options = SEIDetector(lr=0.1)._head_options(n_samples)
+    assert options["batch_size"] == batch_size
+    assert options["lr"] == pytest.approx(0.1 * batch_size / 256)  # linear scaling
