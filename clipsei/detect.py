@@ -76,8 +76,8 @@ class _MethodSpec:
     cutoff_rule: str
     percentile: float = 99.0
     heldout: bool = False       # add cross-fitted (held-out) heads to the score
-    standardize: bool = False   # image-only features for the held-out heads and neighbours:
-                                # standardise (True) or only centre, as in-sample heads do
+    standardize: bool = False   # held-out heads and neighbours: standardised features, no
+                                # text start (True), or the in-sample heads' features
 
 
 METHODS = {
@@ -236,7 +236,7 @@ class SEIDetector:
             spec.logit_scales if self.logit_scale is None else (float(self.logit_scale),))
         self.heldout_logit_scale_ = None
         # text embeddings live in the embeddings' own space, not the standardised one
-        heldout_init = head_init if x_heldout is x else None
+        heldout_init = None if spec.standardize else head_init
         if spec.heldout:
             self.heldout_logit_scale_ = self._select_heldout_scale(
                 x_heldout, y, n_classes, heldout_init, rng)
