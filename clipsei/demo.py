@@ -31,10 +31,10 @@ def run_demo(out, *, features: str = "pixels", noise_rate: float = 0.1, random_s
     """Write the digits with planted errors under ``out``, scan them, save the scan there.
 
     Returns the figures the CLI prints: ``n_images``, ``n_injected``, ``n_flagged``,
-    ``n_found`` (flagged and injected), ``precision``, ``recall``, ``features``, ``out``
-    and ``report`` (the HTML path). ``out/truth.csv`` keeps the true label of every file.
-    ``out`` must be missing, empty or an earlier demo's folder (whose images are replaced);
-    any other folder is refused before anything is written.
+    ``n_found`` (flagged and injected), ``precision``, ``recall``, ``features``, ``out``,
+    ``report`` (the HTML path) and ``warnings`` (the scan's). ``out/truth.csv`` keeps the
+    true label of every file. ``out`` must be missing, empty or an earlier demo's folder
+    (whose images are replaced); any other folder is refused before anything is written.
     """
     check_option(features, DEMO_FEATURES, name="features")
     if not 0.0 < float(noise_rate) < 0.5:
@@ -53,7 +53,8 @@ def run_demo(out, *, features: str = "pixels", noise_rate: float = 0.1, random_s
             "n_flagged": int(flagged.sum()), "n_found": n_found,
             "precision": n_found / max(int(flagged.sum()), 1),
             "recall": n_found / max(int(injected.sum()), 1),
-            "out": str(out), "report": str(out / "report.html")}
+            "out": str(out), "report": str(out / "report.html"),
+            "warnings": list(result.summary.get("warnings", []))}
 
 
 def _clear_previous_demo(out: Path) -> None:

@@ -8,23 +8,20 @@ have. Outputs follow cleanlab's conventions where a cleanlab user would look: a 
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import os
-import platform
 import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import __version__
 from ._paths import check_output_dir, check_output_file, mark_output_dir
+from ._summary import attr, build_summary
 
 logger = logging.getLogger(__name__)
 
@@ -85,11 +82,17 @@ class ScanResult:
         return self.plot_label_score_histogram(ax=ax)
 
     def plot_class_error_rates(self, *, ax=None):
-        """Share of each class's images that were flagged (matplotlib Figure)."""
+        """Estimated label-error rate per class: confident learning's count of wrong labels
+        over the class's images (matplotlib Figure)."""
         from .plots import plot_class_error_rates
 
         counts = np.bincount(self.issues["given_label"], minlength=len(self.class_names))
-        return plot_class_error_rates(_attr(self.issues.attrs, "flagged_share_per_class"),
+        errors = attr(self.issues.attrs, "estimated_errors_per_class")
+        if errors is None or any(e is None for e in errors):  # an engine without the counts
+            return plot_class_error_rates(attr(self.issues.attrs, "flagged_share_per_class"),
+                                          class_names=self.class_names, counts=counts,
+                                          quantity="flagged share", ax=ax)
+        return plot_class_error_rates(np.asarray(errors) / np.maximum(counts, 1),
                                       class_names=self.class_names, counts=counts, ax=ax)
 
     def to_html(self, path, **options) -> Path:
@@ -311,9 +314,10 @@ def _scan_arrays(embeddings, labels, *, paths, class_names, class_embeddings, ot
         agreement_history=detector.agreement_history_, neighbor_ids=detector.neighbor_ids_,
         neighbor_sims=detector.neighbor_sims_, class_names=[str(c) for c in class_names],
         failures=failures.reset_index(drop=True), images=images, summary={})
-    result.summary = _summary(result, detector, n_images=n_images or len(issues),
-                              settings={**settings, "random_state": random_state},
-                              timings=timings, notes=notes)
+    result.summary = build_summary(
+        issues, result.failures, result.class_names,
+        n_duplicate_pairs=len(detector.duplicate_pairs_), n_images=n_images or len(issues),
+        settings={**settings, "random_state": random_state}, timings=timings, notes=notes)
     if out is not None:
         with _timed(timings, "save"):
             result.save(out)
@@ -377,80 +381,6 @@ def _named_issues(issues: pd.DataFrame, class_names, paths, groups) -> pd.DataFr
         table.insert(0, "path", [str(p) for p in paths])
     table.attrs = dict(issues.attrs)
     return table
-
-
-# new issues.attrs key -> the engine's name for it before the rename (read while both exist)
-_OLD_ATTRS = {"estimated_error_rate": "estimated_noise_rate",
-              "flagged_share_per_class": "noise_rate_per_class"}
-
-
-def _attr(attrs: dict, key: str):
-    """``attrs[key]``, or its value under the engine's former name."""
-    return attrs.get(key, attrs.get(_OLD_ATTRS.get(key, key)))
-
-
-def _per_class(values, n_classes: int, cast) -> list:
-    values = list(values) if values is not None else [None] * n_classes
-    return [cast(v) if v is not None and np.isfinite(v) else None for v in values]
-
-
-def _summary(result: ScanResult, detector, *, n_images, settings, timings, notes) -> dict:
-    issues, names = result.issues, result.class_names
-    attrs = issues.attrs
-    given = issues["given_label"].to_numpy()
-    flagged = issues["is_label_issue"].to_numpy(bool)
-    counts = np.bincount(given, minlength=len(names))
-    n_flagged = np.bincount(given[flagged], minlength=len(names))
-    shares = _per_class(_attr(attrs, "flagged_share_per_class"), len(names), float)
-    errors = _per_class(_attr(attrs, "estimated_errors_per_class"), len(names), int)
-    error_rate = _attr(attrs, "estimated_error_rate")
-    class_cutoffs = attrs.get("class_cutoffs") or [None] * len(names)
-    confusion = pd.crosstab(issues["given_label"], issues["suggested_label"]).reindex(
-        index=range(len(names)), columns=range(len(names)), fill_value=0)
-    return {
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "n_images": int(n_images), "n_scored": len(issues), "n_failed": len(result.failures),
-        "n_flagged": int(flagged.sum()), "flagged_fraction": float(flagged.mean()),
-        "n_conflicting_duplicates": len(detector.duplicate_pairs_),
-        "method": issues.attrs.get("method"), "cutoff": issues.attrs.get("cutoff"),
-        "class_cutoffs": issues.attrs.get("class_cutoffs"),
-        "estimated_error_rate": None if error_rate is None else float(error_rate),
-        "estimated_errors_per_class": errors, "flagged_share_per_class": shares,
-        "class_names": names,
-        "per_class": [{"class": name, "n_images": int(counts[k]), "n_flagged": int(n_flagged[k]),
-                       "flagged_share": shares[k], "estimated_errors": errors[k],
-                       "cutoff": class_cutoffs[k]} for k, name in enumerate(names)],
-        "warnings": [*notes, *(attrs.get("warnings") or [])],
-        "class_signal": _jsonable(attrs.get("class_signal")),
-        "confusion": {"rows": "given", "columns": "suggested", "classes": names,
-                      "counts": confusion.to_numpy().tolist()},
-        "failures": result.failures.to_dict(orient="records"),
-        "settings": {**settings, "detector": _jsonable(issues.attrs.get("settings", {}))},
-        "versions": _versions(), "timings_s": {k: round(v, 3) for k, v in timings.items()},
-    }
-
-
-def _jsonable(value):
-    """Settings as plain JSON types (numpy scalars and arrays included; others as text)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
-
-
-def _versions() -> dict:
-    versions = {"clipsei": __version__, "python": platform.python_version()}
-    for package in ("numpy", "pandas", "torch", "open_clip_torch", "faiss-cpu"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
 
 
 @contextmanager
