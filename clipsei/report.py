@@ -9,9 +9,7 @@ most 30 points and stored as one letter per point. The layout lives in ``templat
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import logging
 import os
 import re
@@ -20,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ._thumbnails import LOW_RANGE, NEIGHBOURS_SHOWN, encode_thumbnails, thumbnail_rows
+
 logger = logging.getLogger(__name__)
 
 _REQUIRED_COLUMNS = ("given_label", "suggested_label", "suggested_confidence", "label_score",
                      "is_label_issue", "rank")
 _TRAJECTORY_POINTS = 30
 _TRAJECTORY_LEVELS = 25  # letters a..z encode levels 0..25
-_NEIGHBOURS_SHOWN = 5
-_LOW_RANGE = 32  # thumbnails whose pixel values span fewer levels are stretched for display
 _FAILURES_SHOWN = 200
 
 
@@ -75,9 +73,9 @@ def render_report(issues, *, class_names=None, entropy_history=None, agreement_h
                              neighbor_ids, neighbor_sims, page_size)
     n_stretched = 0
     if images is not None or "path" in issues:
-        rows = _thumbnail_rows(issues, neighbor_ids, page_size, max_thumbnails)
+        rows = thumbnail_rows(issues, neighbor_ids, page_size, max_thumbnails)
         source = images if images is not None else issues["path"].to_numpy()
-        payload["thumbs"], n_stretched = _thumbnails(source, rows, thumbnail_size)
+        payload["thumbs"], n_stretched = encode_thumbnails(source, rows, thumbnail_size)
     warnings = summary.get("warnings", issues.attrs.get("warnings")) or []
     values = {
         "banner": _banner_html(warnings),
@@ -152,10 +150,10 @@ def _payload(issues, class_names, entropy_history, agreement_history, neighbor_i
         columns["traj"], trajectory_range = _encode_trajectories(entropy_history,
                                                                  agreement_history)
     if neighbor_ids is not None:
-        shown = np.asarray(neighbor_ids)[:, :_NEIGHBOURS_SHOWN]
+        shown = np.asarray(neighbor_ids)[:, :NEIGHBOURS_SHOWN]
         columns["nbr"] = shown.astype(int).tolist()
         if neighbor_sims is not None:
-            sims = np.asarray(neighbor_sims, dtype=np.float64)[:, :_NEIGHBOURS_SHOWN]
+            sims = np.asarray(neighbor_sims, dtype=np.float64)[:, :NEIGHBOURS_SHOWN]
             columns["nsim"] = np.where(np.isfinite(sims), np.round(sims, 3), 0.0).tolist()
     payload = {"classes": class_names, "columns": columns, "thumbs": {},
                "pageSize": int(page_size), "trajectoryRange": trajectory_range}
@@ -194,69 +192,6 @@ def _encode_trajectories(entropy_history, agreement_history) -> tuple:
         disagree = np.stack([agree[idx].mean(axis=0) < 0.5 for idx in bins], axis=1)
         letters = np.where(disagree, letters - 32, letters).astype(np.uint8)
     return [row.tobytes().decode("ascii") for row in letters], [round(low, 3), round(high, 3)]
-
-
-def _thumbnail_rows(issues, neighbor_ids, page_size: int, limit: int) -> list:
-    """Rows to inline: flagged ones by rank, each followed by its neighbours, then the first
-    page of the rest, until ``limit`` rows are chosen."""
-    order = np.argsort(issues["rank"].to_numpy(), kind="stable")
-    flagged = issues["is_label_issue"].to_numpy(bool)
-    first_unflagged = order[~flagged[order]][:page_size]
-    chosen: dict = {}
-    for row in list(order[flagged[order]]) + list(first_unflagged):
-        chosen.setdefault(int(row), None)
-        if neighbor_ids is not None and flagged[row]:
-            for neighbour in np.asarray(neighbor_ids[row])[:_NEIGHBOURS_SHOWN]:
-                if neighbour >= 0:
-                    chosen.setdefault(int(neighbour), None)
-        if len(chosen) >= limit:
-            break
-    return list(chosen)[:limit]
-
-
-def _thumbnails(source, rows: list, size: int) -> tuple:
-    """``source[row]`` is a file path, a PIL image or a uint8 array; returns (row -> data URI,
-    how many were contrast-stretched)."""
-    from .data import array_to_image, load_image, to_rgb
-
-    thumbs, n_stretched = {}, 0
-    for row in rows:
-        item = source[row]
-        try:
-            if isinstance(item, np.ndarray):
-                image = array_to_image(item)
-            elif hasattr(item, "mode"):
-                image = to_rgb(item.copy())
-            else:
-                image = load_image(item)
-        except (OSError, ValueError) as err:
-            logger.warning("no thumbnail for row %d: %s", row, err)
-            continue
-        image.thumbnail((size, size))
-        image, stretched = _stretch_low_range(image)
-        n_stretched += stretched
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=80)
-        thumbs[str(row)] = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
-    logger.info("inlined %d thumbnails (%d contrast-stretched)", len(thumbs), n_stretched)
-    return thumbs, n_stretched
-
-
-def _stretch_low_range(image) -> tuple:
-    """Map an 8-bit image whose values span 1 to ``_LOW_RANGE - 1`` levels onto 0..255
-    (min-max), so that e.g. files stored as 0-2 are not black; returns (image, stretched)."""
-    from PIL import Image
-
-    pixels = np.asarray(image)
-    if pixels.dtype != np.uint8:
-        return image, False
-    channels = pixels.reshape(-1, pixels.shape[-1] if pixels.ndim == 3 else 1)
-    span = int(np.ptp(channels, axis=0).max())  # a flat colour has span 0 and stays
-    if not 0 < span < _LOW_RANGE:
-        return image, False
-    low, high = int(pixels.min()), int(pixels.max())
-    scaled = (pixels.astype(np.float32) - low) * (255.0 / max(high - low, 1))
-    return Image.fromarray(scaled.round().astype(np.uint8), mode=image.mode), True
 
 
 def _subtitle(root: str, summary: dict) -> str:
@@ -421,6 +356,6 @@ def _footer(summary: dict, n_stretched: int = 0) -> str:
         text += f" on {summary['created']}"
     text += ". Scores: lower = more likely mislabeled. Self-contained file: no network access."
     if n_stretched:
-        text += (f" {n_stretched} thumbnails of low-contrast images (fewer than {_LOW_RANGE} "
+        text += (f" {n_stretched} thumbnails of low-contrast images (fewer than {LOW_RANGE} "
                  "grey levels) are contrast-stretched, for display only.")
     return text
