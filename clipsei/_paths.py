@@ -107,6 +107,7 @@ def _check_writable(folder: Path, path: Path, option: str) -> None:
     try:
         handle, name = tempfile.mkstemp(prefix=".clipsei-write-test-", dir=folder)
     except OSError as err:
-        raise ValueError(f"{option} {path} cannot be written: {err.strerror} in {folder}") from err
+        raise ValueError(f"{option} {path} cannot be written: creating a file in {folder} "
+                         f"failed ({err.strerror})") from err
     os.close(handle)
     os.unlink(name)

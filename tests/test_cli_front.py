@@ -124,22 +124,38 @@ def _run_cli(args, tmp_path):
     return done.stdout.split(), done.stderr.strip().splitlines()
 
 
-@pytest.mark.parametrize("where", ["file", "under_file"])
+def _unwritable_folder() -> Path:
+    """A folder nobody can create files in, root included (tests run as root, and root
+    ignores permission bits): /proc."""
+    import tempfile
+
+    try:
+        tempfile.mkstemp(dir="/proc")
+    except OSError:
+        return Path("/proc")
+    pytest.skip("no unwritable folder on this system")  # pragma: no cover
+
+
+@pytest.mark.parametrize("where", ["file", "under_file", "unwritable"])
 @pytest.mark.parametrize("command", ["scan", "embed", "embed_cache", "demo", "relabel"])
 def test_unusable_output_fails_first(command, where, tmp_path, write_images):
     """Issue 13.2: one line, exit 2, before any work (torch never imported)."""
     write_images(tmp_path / "images")
     blocker = tmp_path / "taken.txt"
     blocker.write_text("a user's file")
-    out = blocker if where == "file" else blocker / "out"
+    if where == "unwritable":
+        out = _unwritable_folder() / "clipsei-out"
+        manifest = out / "m.csv"
+    else:
+        out = blocker if where == "file" else blocker / "out"
+        manifest = tmp_path if where == "file" else blocker / "m.csv"  # a folder; under a file
     images = tmp_path / "images"
     args = {"scan": ["scan", images, *TINY, "--out", out],
             "embed": ["embed", images, *TINY[:4], "--out", out],
             "embed_cache": ["embed", images, *TINY[:4], "--cache", out,
                             "--out", tmp_path / "emb"],
             "demo": ["demo", "--out", out],
-            "relabel": ["relabel", tmp_path, "--accept-above", "0.5", "--out",
-                        blocker / "m.csv" if where == "under_file" else tmp_path]}[command]
+            "relabel": ["relabel", tmp_path, "--accept-above", "0.5", "--out", manifest]}[command]
     printed, err = _run_cli(args, tmp_path)
     assert printed == ["2", "False"], (printed, err)
     assert len(err) == 1 and re.match(r"clipsei \w+: error: --(out|cache) ", err[0]), err
