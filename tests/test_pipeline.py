@@ -90,7 +90,8 @@ def test_scan_folder_with_tiny_clip(tiny_folder, tiny_clip, tmp_path):
     assert result.summary["settings"]["detector"]["device"] == "cpu"  # the model's device
     assert {"load_images", "embed", "encode_prompts", "detect"} <= set(result.summary["timings_s"])
     assert set(result.issues["given_class"]) == {"cat", "dog", "eel"}
-    assert (tmp_path / "out" / "report.html").stat().st_size > 0
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "Unreadable files (1)" in page and "broken.png" in page  # listed, not only counted
 
 
 def test_scan_from_array_keeps_pixels_for_thumbnails(tiny_clip, rng):
