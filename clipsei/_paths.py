@@ -9,6 +9,7 @@ skips marked subfolders, so an output folder inside the scanned folder never bec
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 OUTPUT_MARKER = ".clipsei-output"
@@ -32,3 +33,81 @@ def mark_output_dir(path, *, kind: str) -> Path:
 
         marker.write_text(json.dumps({"kind": kind, "clipsei": __version__}) + "\n")
     return path
+
+
+def output_kind(path) -> str | None:
+    """The ``kind`` recorded in ``path``'s marker, or None when the folder is not marked."""
+    marker = Path(path) / OUTPUT_MARKER
+    if not marker.is_file():
+        return None
+    try:
+        return str(json.loads(marker.read_text()).get("kind"))
+    except (OSError, ValueError, AttributeError):
+        return "unknown"
+
+
+def check_output_dir(path, *, option: str = "--out", require_ours: bool = True) -> Path:
+    """Check, without creating anything, that folder ``path`` can take clipsei's output.
+
+    Raises ``ValueError`` (one line naming ``option``) when ``path`` is a file, lies under a
+    file, cannot be written, or (``require_ours``) is a non-empty folder without the marker.
+    Returns ``path`` as a ``Path``.
+    """
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {path} is an existing file, not a folder; choose a folder")
+    if path.is_dir() and require_ours and not is_clipsei_output(path) and any(path.iterdir()):
+        raise ValueError(f"{option} {path} is a non-empty folder that clipsei did not create; "
+                         "choose a new or empty folder (clipsei never overwrites your files)")
+    _check_writable(_nearest_existing(path, option), path, option)
+    return path
+
+
+def check_output_file(path, *, option: str = "--out", header_end: str | None = None) -> Path:
+    """Check, without creating anything, that file ``path`` can be written.
+
+    An existing file is replaced only when its folder is a clipsei output folder or its
+    first line ends with ``header_end`` (a file clipsei wrote before); otherwise, and for a
+    folder or an unwritable place, raises ``ValueError`` naming ``option``.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a folder; give a file path")
+    if path.exists() and not is_clipsei_output(path.parent) and not _header_ends(path, header_end):
+        raise ValueError(f"{option} {path} already exists and was not written by clipsei; "
+                         "choose another file (clipsei never overwrites your files)")
+    _check_writable(_nearest_existing(path.parent, option), path, option)
+    return path
+
+
+def _header_ends(path: Path, header_end: str | None) -> bool:
+    if header_end is None:
+        return False
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.readline(4096).rstrip("\r\n").endswith(header_end)
+    except OSError:
+        return False
+
+
+def _nearest_existing(path: Path, option: str) -> Path:
+    """The deepest existing folder above or at ``path``; a file on the way is an error."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                raise ValueError(f"{option} {path} lies under {candidate}, which is a file")
+            return candidate
+    return Path.cwd()
+
+
+def _check_writable(folder: Path, path: Path, option: str) -> None:
+    """Create and remove a temporary file in ``folder``: the one test that root cannot fool."""
+    import tempfile
+
+    try:
+        handle, name = tempfile.mkstemp(prefix=".clipsei-write-test-", dir=folder)
+    except OSError as err:
+        raise ValueError(f"{option} {path} cannot be written: creating a file in {folder} "
+                         f"failed ({err.strerror})") from err
+    os.close(handle)
+    os.unlink(name)

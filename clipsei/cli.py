@@ -2,8 +2,9 @@
 
 Each command is a pair of functions: ``_add_<name>_arguments(parser)`` and
 ``_run_<name>(args) -> int``, registered in ``_COMMANDS``. Errors a user can fix
-(a bad path, an empty folder, a malformed manifest) are reported as one line on
-stderr with exit status 2, never as a traceback.
+(a bad path or option, an unwritable output, a malformed manifest) are reported as one
+line on stderr with exit status 2, never as a traceback, and output paths are checked
+before any work. Python warnings and log records reach stderr once each, one line apiece.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 
 from . import __version__
 
@@ -18,113 +20,210 @@ from . import __version__
 _COMMANDS: dict = {}
 
 
+class _UsageError(Exception):
+    """A bad command line, reported as one line instead of argparse's usage text."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise _UsageError(f"{self.prog}: error: {message}")
+
+
+def _add_verbosity(parser: argparse.ArgumentParser, default) -> None:
+    """-v/-q, accepted before and after the command (the command's copy keeps the main
+    parser's value unless given)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="store_true", default=default,
+                       help="log progress details")
+    group.add_argument("-q", "--quiet", action="store_true", default=default,
+                       help="log errors only (no progress bars or warnings on stderr)")
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="clipsei", description="Find mislabeled images with CLIP embeddings and SEI."
-    )
+    parser = _Parser(prog="clipsei",
+                     description="Find mislabeled images with CLIP embeddings and SEI.")
     parser.add_argument("--version", action="version", version=f"clipsei {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    _add_verbosity(parser, False)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_text, add_arguments, _) in _COMMANDS.items():
-        add_arguments(subparsers.add_parser(name, help=help_text, description=help_text))
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        _add_verbosity(sub, argparse.SUPPRESS)
+        add_arguments(sub)
     return parser
 
 
 def main(argv=None) -> int:
     """Run the CLI on ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as err:
+        print(err, file=sys.stderr)
+        return 2
     if args.command is None:
         parser.print_help()
         return 2
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    run = _COMMANDS[args.command][2]
-    try:
-        return int(run(args) or 0)
-    except (FileNotFoundError, ValueError, TypeError, ImportError) as err:
-        print(f"clipsei {args.command}: error: {err}", file=sys.stderr)
+    if args.verbose and args.quiet:
+        print(f"clipsei {args.command}: error: -v and -q exclude each other", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"clipsei {args.command}: interrupted; finished work is kept", file=sys.stderr)
-        return 130
+    level = logging.INFO if args.verbose else logging.ERROR if args.quiet else logging.WARNING
+    with _one_line_logging(level):
+        run = _COMMANDS[args.command][2]
+        try:
+            return int(run(args) or 0)
+        except (FileNotFoundError, ValueError, TypeError, ImportError) as err:
+            print(f"clipsei {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"clipsei {args.command}: interrupted; finished work is kept", file=sys.stderr)
+            return 130
 
 
-# --- commands ------------------------------------------------------------------------------
+class _Once(logging.Filter):
+    """Let each distinct message through once: a warning that is also logged shows once."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set = set()
+
+    def first_time(self, message: str) -> bool:
+        new = message not in self.seen
+        self.seen.add(message)
+        return new
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.first_time(record.getMessage())
+
+
+class _one_line_logging:
+    """Log records and Python warnings reach stderr as one line each, each message once
+    (warnings keep their category for code that records them); restored on exit."""
+
+    def __init__(self, level: int):
+        self.level, self.once = level, _Once()
+        self.handler = logging.StreamHandler(sys.stderr)
+        self.handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        self.handler.addFilter(self.once)
+
+    def __enter__(self):
+        root = logging.getLogger()
+        self.saved = (root.level, root.handlers[:], warnings.formatwarning)
+        root.handlers = [self.handler]
+        root.setLevel(self.level)
+        warnings.formatwarning = self._format
+        self.filters = warnings.catch_warnings()
+        self.filters.__enter__()
+        if self.level > logging.WARNING:
+            warnings.simplefilter("ignore")
+        return self
+
+    def _format(self, message, category, filename, lineno, line=None) -> str:
+        text = str(message)
+        return f"WARNING: {text}\n" if self.once.first_time(text) else ""
+
+    def __exit__(self, *exc):
+        self.filters.__exit__(*exc)
+        root = logging.getLogger()
+        root.setLevel(self.saved[0])
+        root.handlers = self.saved[1]
+        warnings.formatwarning = self.saved[2]
+        return False
+
+
+# --- commands ---------------------------------------------------------------------------------
 # Each helper adds its command's two functions and one _COMMANDS entry in its own block.
+
+
+def _int_at_least(minimum: int, expected: str):
+    """argparse type: an integer >= ``minimum``; the error says ``expected``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {expected}; got {text!r}")
+        return value
+    return parse
+
+
+_positive_int = _int_at_least(1, "a positive integer")
+_non_negative_int = _int_at_least(0, "an integer >= 0")
+
+
+def _add_image_arguments(parser: argparse.ArgumentParser, *, source_help: str) -> None:
+    """The arguments embed and scan share: images, manifest, model, weights, cache, device."""
+    parser.add_argument("source", metavar="PATH", help=source_help)
+    parser.add_argument("--manifest", metavar="MANIFEST", default=None,
+                        help="manifest path,label[,group] whose paths are relative to PATH "
+                             "(a folder)")
+    parser.add_argument("--labels", dest="labels_manifest", metavar="MANIFEST",
+                        default=None, help=argparse.SUPPRESS)  # deprecated name of --manifest
+    parser.add_argument("--model", default="ViT-B-32",
+                        help="open_clip model name, hf-hub:org/repo or local-dir:PATH "
+                             "(default %(default)s)")
+    parser.add_argument("--pretrained", default="laion2b_s34b_b79k",
+                        help="weights tag, checkpoint file, or 'none' (random weights; a "
+                             "pipeline check, not a scan) (default %(default)s)")
+    parser.add_argument("--cache", metavar="DIR", default=None,
+                        help="embedding cache folder; re-runs skip cached images (default: none)")
+    parser.add_argument("--batch-size", type=_positive_int, default=64)
+    parser.add_argument("--num-workers", type=_non_negative_int, default=None,
+                        help="decoding processes (default: chosen for the device)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def _manifest(args):
+    """--manifest, or the deprecated --labels (with a warning)."""
+    if args.labels_manifest is not None:
+        if args.manifest is not None:
+            raise ValueError("give --manifest only (--labels is its deprecated name)")
+        print(f"clipsei {args.command}: warning: --labels is deprecated; use --manifest",
+              file=sys.stderr)
+        return args.labels_manifest
+    return args.manifest
+
+
+def _check_outputs(args, *out_options) -> None:
+    """Check the output folders of ``args`` (by option name) before any work."""
+    from ._paths import check_output_dir
+
+    for option in out_options:
+        value = getattr(args, option.lstrip("-").replace("-", "_"))
+        if value is not None:
+            check_output_dir(value, option=option, require_ours=option != "--cache")
+
+
+def _progress(args) -> bool:
+    return sys.stderr.isatty() and not args.quiet
 
 
 # --- embed (issue 4) ---
 
 
 def _add_embed_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="image folder (one subfolder per class) or CSV/Parquet "
-                        "manifest (path,label[,group], paths relative to the manifest)")
-    parser.add_argument("--labels", metavar="MANIFEST", default=None,
-                        help="manifest whose paths are relative to PATH (a folder)")
-    parser.add_argument("--model", default="ViT-B-32",
-                        help="open_clip model name, hf-hub:org/repo or local-dir:PATH")
-    parser.add_argument("--pretrained", default="laion2b_s34b_b79k",
-                        help="pretrained tag, checkpoint file, or 'none' (random weights)")
-    parser.add_argument("--cache", metavar="DIR", default=None,
-                        help="embedding cache folder (default: no cache)")
+    _add_image_arguments(parser, source_help="image folder (one subfolder per class) or "
+                         "CSV/Parquet manifest (path,label[,group], paths relative to it)")
     parser.add_argument("--out", metavar="DIR", default="clipsei_embeddings",
                         help="output folder (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--num-workers", type=int, default=None,
-                        help="decoding processes (default: chosen for the device)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
 
 def _run_embed(args) -> int:
-    from .data import load_image_table
-    from .embed import embed_images, load_clip_model
+    from .pipeline import embed_to_folder
 
-    table = load_image_table(args.path, labels=args.labels)
-    try:
-        model = load_clip_model(args.model, args.pretrained, device=args.device)
-    except RuntimeError as err:  # weights that cannot be fetched: one line, not a traceback
-        print(f"clipsei embed: error: {err}", file=sys.stderr)
-        return 2
-    result = embed_images(table, model, cache_dir=args.cache, batch_size=args.batch_size,
-                          num_workers=args.num_workers, progress=sys.stderr.isatty())
-    out = _write_embed_outputs(args.out, result, model)
-    n_failed = len(result.failures)
-    print(f"embedded {result.indices.size} of {len(table)} images with {model.name} "
-          f"({model.weights_id}): {result.n_cached} from cache, {result.n_encoded} encoded; "
-          f"{n_failed} failed" + (f" (see {out / 'failures.csv'})" if n_failed else ""))
-    print(f"wrote {out / 'embeddings.npy'} {result.embeddings.shape} float32, labels.npy, "
+    _check_outputs(args, "--out", "--cache")
+    written = embed_to_folder(args.source, manifest=_manifest(args), model=args.model,
+                              pretrained=args.pretrained, device=args.device,
+                              cache_dir=args.cache, out=args.out, batch_size=args.batch_size,
+                              num_workers=args.num_workers, progress=_progress(args))
+    n_failed = written["n_failed"]
+    print(f"embedded {written['n_embedded']} of {written['n_images']} images with "
+          f"{written['model']} ({written['weights_id']}): {written['n_cached']} from cache, "
+          f"{written['n_encoded']} encoded; {n_failed} failed"
+          + (f" (see {written['out']}/failures.csv)" if n_failed else ""))
+    print(f"wrote {written['out']}/embeddings.npy {tuple(written['shape'])} float32, labels.npy, "
           "samples.csv, class_names.json, failures.csv, embed.json")
     return 0
-
-
-def _write_embed_outputs(out, result, model):
-    """embeddings.npy (M, D) float32, labels.npy (M,) int64, samples.csv (index, path, label,
-    class_name[, group]), class_names.json, failures.csv (index, path, reason), embed.json."""
-    import json
-    from pathlib import Path
-
-    import numpy as np
-    import pandas as pd
-
-    out, table = Path(out), result.table
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "embeddings.npy", result.embeddings)
-    np.save(out / "labels.npy", result.labels)
-    samples = pd.DataFrame({"index": result.indices,
-                            "path": [table.describe(i) for i in result.indices],
-                            "label": result.labels,
-                            "class_name": [table.class_names[k] for k in result.labels]})
-    if table.groups is not None:
-        samples["group"] = table.groups[result.indices]
-    samples.to_csv(out / "samples.csv", index=False)
-    result.failures.to_csv(out / "failures.csv", index=False)
-    (out / "class_names.json").write_text(json.dumps(table.class_names, indent=1))
-    (out / "embed.json").write_text(json.dumps({
-        "model": model.name, "pretrained": model.pretrained, "weights_id": model.weights_id,
-        "embed_dim": model.embed_dim, "n_images": len(table),
-        "n_embedded": int(result.indices.size), "n_failed": len(result.failures)}, indent=1))
-    return out
 
 
 _COMMANDS["embed"] = ("Embed images with a frozen open_clip model (cached, resumable).",
@@ -135,42 +234,29 @@ _COMMANDS["embed"] = ("Embed images with a frozen open_clip model (cached, resum
 
 
 def _add_scan_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", metavar="PATH",
-                        help="a folder with one subfolder per class, or a manifest (CSV/Parquet)")
-    parser.add_argument("--labels", metavar="MANIFEST",
-                        help="manifest path,label[,group] with paths relative to PATH")
-    parser.add_argument("--model", default="ViT-B-32",
-                        help="open_clip model name or hf-hub:org/repo (default ViT-B-32)")
-    parser.add_argument("--pretrained", default="laion2b_s34b_b79k",
-                        help="weights tag or checkpoint file (default laion2b_s34b_b79k)")
+    _add_image_arguments(parser, source_help="a folder with one subfolder per class, or a "
+                         "manifest (CSV/Parquet)")
     parser.add_argument("--prompts", default="generic",
                         help="prompt set: generic, chest_xray, dermoscopy, fundus, histology, "
                              "mri, or a .json/.yaml file of your own")
     parser.add_argument("--out", required=True, metavar="DIR", help="where results are written")
-    parser.add_argument("--cache", metavar="DIR", help="embedding cache (re-runs skip images)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--method", help="detector method (default: the engine's)")
-    parser.add_argument("--n-epochs", type=int, help="epochs of head training")
+    parser.add_argument("--n-epochs", type=_positive_int, help="epochs of head training")
     parser.add_argument("--random-state", type=int, default=0)
 
 
 def _run_scan(args) -> int:
-    from .data import load_image_table
-    from .embed import load_clip_model
-    from .pipeline import scan
+    from .pipeline import load_images, load_model, scan
 
+    _check_outputs(args, "--out", "--cache")
     options = {key: getattr(args, key) for key in ("method", "n_epochs")
                if getattr(args, key) is not None}
-    load_image_table(args.source, labels=args.labels)  # bad input fails before the model loads
-    try:
-        model = load_clip_model(args.model, args.pretrained, device=args.device)
-    except RuntimeError as err:  # weights that cannot be fetched: one line, not a traceback
-        print(f"clipsei scan: error: {err}", file=sys.stderr)
-        return 2
-    result = scan(args.source, labels=args.labels, model=model, prompts=args.prompts,
+    manifest = _manifest(args)
+    load_images(args.source, manifest=manifest)  # bad input fails before the model loads
+    model = load_model(args.model, args.pretrained, device=args.device)
+    result = scan(args.source, manifest=manifest, model=model, prompts=args.prompts,
                   cache_dir=args.cache, out=args.out, random_state=args.random_state,
-                  batch_size=args.batch_size, progress=sys.stderr.isatty(), **options)
+                  batch_size=args.batch_size, progress=_progress(args), **options)
     _print_scan_summary(result.summary, args.out)
     return 0
 
@@ -180,9 +266,18 @@ def _print_scan_summary(summary: dict, out) -> None:
           f"({summary['n_failed']} unreadable, listed in failures.csv)")
     cutoff = (f"cutoff {summary['cutoff']:.3f} on label_score" if summary["cutoff"] is not None
               else "one cutoff on label_score per class, in summary.json")
+    rate = summary.get("estimated_error_rate")
     print(f"flagged {summary['n_flagged']} ({summary['flagged_fraction']:.1%}) as likely "
-          f"mislabeled; {cutoff}; estimated label errors {summary['estimated_noise_rate']:.1%}")
+          f"mislabeled; {cutoff}"
+          + (f"; estimated label errors {rate:.1%}" if rate is not None else ""))
     print(f"wrote {out}/issues.csv, summary.json and report.html")
+    _print_warnings(summary.get("warnings"))
+
+
+def _print_warnings(messages) -> None:
+    """The run's warnings, after its summary, on stdout: they qualify the results."""
+    for message in messages or []:
+        print(f"WARNING: {message}")
 
 
 def _add_relabel_arguments(parser: argparse.ArgumentParser) -> None:
@@ -196,13 +291,20 @@ def _add_relabel_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_relabel(args) -> int:
-    from .pipeline import relabel
+    from pathlib import Path
 
+    from ._paths import check_output_file
+    from .pipeline import RELABEL_HEADER, relabel
+
+    default = Path(args.scan_dir) / "corrected_manifest.csv"
+    check_output_file(args.out or default, option="--out", header_end=RELABEL_HEADER)
     manifest = relabel(args.scan_dir, accept_above=args.accept_above,
                        drop_flagged=args.drop_flagged, out=args.out)
     counts = manifest["action"].value_counts()
-    print(f"relabelled {counts.get('relabelled', 0)}, kept {counts.get('flagged_kept', 0)} "
-          f"flagged unchanged, {len(manifest)} rows in {manifest.attrs['path']}")
+    dropped = (f", dropped {manifest.attrs['n_dropped']} flagged rows" if args.drop_flagged
+               else f", kept {counts.get('flagged_kept', 0)} flagged unchanged")
+    print(f"relabelled {manifest.attrs['n_relabelled']}{dropped}; {len(manifest)} rows in "
+          f"{manifest.attrs['path']}")
     return 0
 
 
@@ -221,8 +323,9 @@ def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_demo(args) -> int:
     from .demo import run_demo
 
+    _check_outputs(args, "--out")
     found = run_demo(args.out, features=args.features, noise_rate=args.noise_rate,
-                     random_state=args.random_state, progress=sys.stderr.isatty())
+                     random_state=args.random_state, progress=_progress(args))
     source = ("the images' own pixels (no pretrained CLIP weights ship offline)"
               if found["features"] == "pixels" else
               "the bundled tiny CLIP model with RANDOM weights (a pipeline check, not a detector)")
@@ -231,6 +334,7 @@ def _run_demo(args) -> int:
     print(f"flagged {found['n_flagged']}; {found['n_found']} of them are planted errors: "
           f"precision {found['precision']:.0%}, recall {found['recall']:.0%}")
     print(f"report: {found['report']}  (true labels in {found['out']}/truth.csv)")
+    _print_warnings(found.get("warnings"))
     return 0
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._paths import check_output_dir, mark_output_dir, output_kind
 from ._validation import check_option, check_random_state
 
 logger = logging.getLogger(__name__)
@@ -30,14 +31,17 @@ def run_demo(out, *, features: str = "pixels", noise_rate: float = 0.1, random_s
     """Write the digits with planted errors under ``out``, scan them, save the scan there.
 
     Returns the figures the CLI prints: ``n_images``, ``n_injected``, ``n_flagged``,
-    ``n_found`` (flagged and injected), ``precision``, ``recall``, ``features``, ``out``
-    and ``report`` (the HTML path). ``out/truth.csv`` keeps the true label of every file.
+    ``n_found`` (flagged and injected), ``precision``, ``recall``, ``features``, ``out``,
+    ``report`` (the HTML path) and ``warnings`` (the scan's). ``out/truth.csv`` keeps the
+    true label of every file. ``out`` must be missing, empty or an earlier demo's folder
+    (whose images are replaced); any other folder is refused before anything is written.
     """
     check_option(features, DEMO_FEATURES, name="features")
     if not 0.0 < float(noise_rate) < 0.5:
         raise ValueError(f"noise_rate must be in (0, 0.5); got {noise_rate}")
-    out = Path(out)
+    out = check_output_dir(out, option="out")
     _clear_previous_demo(out)
+    mark_output_dir(out, kind="demo")
     truth = _write_digits(out / "images", noise_rate, check_random_state(random_state))
     truth.to_csv(out / "truth.csv", index=False)
     result = _scan_demo_folder(out, features, random_state, progress)
@@ -49,19 +53,20 @@ def run_demo(out, *, features: str = "pixels", noise_rate: float = 0.1, random_s
             "n_flagged": int(flagged.sum()), "n_found": n_found,
             "precision": n_found / max(int(flagged.sum()), 1),
             "recall": n_found / max(int(injected.sum()), 1),
-            "out": str(out), "report": str(out / "report.html")}
+            "out": str(out), "report": str(out / "report.html"),
+            "warnings": list(result.summary.get("warnings", []))}
 
 
 def _clear_previous_demo(out: Path) -> None:
-    """Remove the images of an earlier demo in ``out``; refuse to touch any other folder."""
+    """Remove the images an earlier demo wrote into ``out`` (a folder marked as a demo's)."""
     import shutil
 
     images = out / "images"
     if not images.exists():
         return
-    if not (out / "truth.csv").is_file():
-        raise ValueError(f"out {out} already holds an images/ folder that is not from "
-                         "clipsei demo; choose another --out")
+    if output_kind(out) != "demo":
+        raise ValueError(f"out {out} holds an images/ folder that clipsei demo did not write; "
+                         "choose another folder")
     shutil.rmtree(images)
 
 

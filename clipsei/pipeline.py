@@ -8,24 +8,31 @@ have. Outputs follow cleanlab's conventions where a cleanlab user would look: a 
 
 from __future__ import annotations
 
-import datetime
+import json
 import logging
-import platform
+import os
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import __version__
+from ._paths import check_output_dir, check_output_file, mark_output_dir
+from ._summary import attr, build_summary
 
 logger = logging.getLogger(__name__)
 
 _ARRAYS = ("entropy_history", "agreement_history", "neighbor_ids", "neighbor_sims")
-_ATTRS = ("cutoff", "class_cutoffs", "estimated_noise_rate", "noise_rate_per_class", "method")
+_ATTRS = ("cutoff", "class_cutoffs", "estimated_error_rate", "flagged_share_per_class",
+          "estimated_errors_per_class", "method", "warnings", "class_signal")
+RANDOM_WEIGHTS_WARNING = ("the CLIP model has RANDOM weights (pretrained 'none'): its embeddings "
+                          "carry no learned features, so these flags are not findings; scan "
+                          "again with pretrained weights")
+# the relabel manifest's last columns: an existing file whose header ends so is relabel's own
+RELABEL_HEADER = ",given_label,action"
 
 
 @dataclass
@@ -60,7 +67,7 @@ class ScanResult:
                                  labels=self.issues["given_label"].to_numpy(),
                                  class_names=self.class_names, ax=ax)
 
-    def plot_sei_histogram(self, *, ax=None):
+    def plot_label_score_histogram(self, *, ax=None):
         """Histogram of ``label_score`` with the automatic cutoff (matplotlib Figure)."""
         from .plots import plot_score_histogram
 
@@ -68,12 +75,24 @@ class ScanResult:
                                     cutoff=self.issues.attrs.get("cutoff"),
                                     is_label_issue=self.issues["is_label_issue"].to_numpy(), ax=ax)
 
+    def plot_sei_histogram(self, *, ax=None):
+        """Deprecated name of :meth:`plot_label_score_histogram` (it plots ``label_score``)."""
+        warnings.warn("plot_sei_histogram is deprecated; use plot_label_score_histogram",
+                      DeprecationWarning, stacklevel=2)
+        return self.plot_label_score_histogram(ax=ax)
+
     def plot_class_error_rates(self, *, ax=None):
-        """Estimated label-error rate per class (matplotlib Figure)."""
+        """Estimated label-error rate per class: confident learning's count of wrong labels
+        over the class's images (matplotlib Figure)."""
         from .plots import plot_class_error_rates
 
         counts = np.bincount(self.issues["given_label"], minlength=len(self.class_names))
-        return plot_class_error_rates(self.issues.attrs["noise_rate_per_class"],
+        errors = attr(self.issues.attrs, "estimated_errors_per_class")
+        if errors is None or any(e is None for e in errors):  # an engine without the counts
+            return plot_class_error_rates(attr(self.issues.attrs, "flagged_share_per_class"),
+                                          class_names=self.class_names, counts=counts,
+                                          quantity="flagged share", ax=ax)
+        return plot_class_error_rates(np.asarray(errors) / np.maximum(counts, 1),
                                       class_names=self.class_names, counts=counts, ax=ax)
 
     def to_html(self, path, **options) -> Path:
@@ -90,10 +109,7 @@ class ScanResult:
     def save(self, directory) -> Path:
         """Write issues.csv (+ .parquet with pyarrow), summary.json, failures.csv, the arrays
         as .npy and report.html into ``directory``; return it."""
-        import json
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = mark_output_dir(check_output_dir(directory, option="directory"), kind="scan")
         self.issues.to_csv(directory / "issues.csv", index=False)
         try:
             self.issues.to_parquet(directory / "issues.parquet", index=False)
@@ -111,8 +127,6 @@ class ScanResult:
     @classmethod
     def load(cls, directory) -> ScanResult:
         """Read a scan written by :meth:`save`."""
-        import json
-
         directory = Path(directory)
         summary_path = directory / "summary.json"
         if not summary_path.is_file():
@@ -135,27 +149,34 @@ def _read_issues(directory: Path) -> pd.DataFrame:
     return pd.read_csv(directory / "issues.csv", dtype={"path": str})
 
 
-def scan(source, *, labels=None, model="ViT-B-32", pretrained="laion2b_s34b_b79k",
-         prompts="generic", cache_dir=None, out=None, device="auto", random_state=0,
-         batch_size=64, progress=True, **detector_options) -> ScanResult:
+def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
+         pretrained="laion2b_s34b_b79k", prompts="generic", cache_dir=None, out=None,
+         device="auto", random_state=0, batch_size=64, progress=True,
+         **detector_options) -> ScanResult:
     """Find suspected label errors in a folder, manifest, list of paths or image array.
 
-    source, labels: as :func:`clipsei.load_image_table` (a folder per class, or a manifest
-        ``path,label[,group]``). model, pretrained: any open_clip model and weights
-        (``hf-hub:...`` too), or ``model`` a loaded :class:`clipsei.embed.ClipModel`.
+    source: as :func:`clipsei.load_image_table` (a folder per class, a manifest
+        ``path,label[,group]``, a list of paths or a uint8 array). labels: (N,) labels of a
+        list or array. manifest: a manifest whose paths are relative to the folder ``source``.
+    model, pretrained: any open_clip model and weights (``hf-hub:...`` too), or ``model`` a
+        loaded :class:`clipsei.embed.ClipModel`.
     prompts: the prompt set whose class prompts start the head.
     cache_dir: embedding cache (re-runs skip unchanged images). out: when given, the
-        result is also saved there (:meth:`ScanResult.save`).
+        result is also saved there (:meth:`ScanResult.save`); both are checked before any work.
     detector_options: passed to :class:`clipsei.SEIDetector` (``method``, ``n_epochs``...);
         its ``device`` defaults to the CLIP model's.
     """
-    from .data import load_image_table
     from .embed import ClipModel, embed_images, load_clip_model
     from .prompts import encode_class_prompts, encode_other_prompt
 
+    _check_outputs(out, cache_dir)
+    if isinstance(labels, (str, os.PathLike)):
+        warnings.warn("scan(labels=<manifest path>) is deprecated; use manifest=",
+                      DeprecationWarning, stacklevel=2)
+        manifest, labels = labels, None
     timings: dict = {}
     with _timed(timings, "load_images"):
-        table = load_image_table(source, labels=labels)
+        table = load_images(source, labels=labels, manifest=manifest)
     with _timed(timings, "load_model"):
         clip = model if isinstance(model, ClipModel) else load_clip_model(
             model, pretrained, device=device)
@@ -180,7 +201,77 @@ def scan(source, *, labels=None, model="ViT-B-32", pretrained="laion2b_s34b_b79k
         images=None if table.images is None else _Rows(table.images, rows),
         class_embeddings=class_embeddings, other_embedding=other_embedding,
         failures=embedded.failures[["path", "reason"]], n_images=len(table), settings=settings,
-        timings=timings, out=out, random_state=random_state, **detector_options)
+        timings=timings, out=out, random_state=random_state,
+        notes=[RANDOM_WEIGHTS_WARNING] if _is_random(clip) else [], **detector_options)
+
+
+def load_images(source, *, labels=None, manifest=None):
+    """The :class:`clipsei.ImageTable` of ``source`` (see :func:`scan`); reads no pixels."""
+    from .data import load_image_table
+
+    # until load_image_table takes manifest=, its labels= reads a manifest path
+    return load_image_table(source, labels=manifest if manifest is not None else labels)
+
+
+def load_model(model="ViT-B-32", pretrained="laion2b_s34b_b79k", *, device="auto"):
+    """Load an open_clip model (see :func:`scan`); weights that cannot be loaded raise a
+    ``ValueError`` with one line saying why, instead of open_clip's own error."""
+    from .embed import load_clip_model
+
+    try:
+        return load_clip_model(model, pretrained, device=device)
+    except RuntimeError as err:
+        raise ValueError(str(err)) from err
+
+
+def embed_to_folder(source, *, manifest=None, model="ViT-B-32",
+                    pretrained="laion2b_s34b_b79k", device="auto", cache_dir=None,
+                    out="clipsei_embeddings", batch_size=64, num_workers=None,
+                    progress=True) -> dict:
+    """Embed the images of ``source`` and write them to folder ``out``; return the counts.
+
+    Writes embeddings.npy (M, D) float32, labels.npy (M,) int64, samples.csv (index, path,
+    label, class_name[, group]), class_names.json, failures.csv (index, path, reason) and
+    embed.json. ``out`` and ``cache_dir`` are checked before any work.
+    """
+    from .embed import embed_images
+
+    _check_outputs(out, cache_dir)
+    table = load_images(source, manifest=manifest)
+    clip = load_model(model, pretrained, device=device)
+    result = embed_images(table, clip, cache_dir=cache_dir, batch_size=batch_size,
+                          num_workers=num_workers, progress=progress)
+    out = mark_output_dir(check_output_dir(out, option="out"), kind="embed")
+    np.save(out / "embeddings.npy", result.embeddings)
+    np.save(out / "labels.npy", result.labels)
+    samples = pd.DataFrame({"index": result.indices,
+                            "path": [table.describe(i) for i in result.indices],
+                            "label": result.labels,
+                            "class_name": [table.class_names[k] for k in result.labels]})
+    if table.groups is not None:
+        samples["group"] = table.groups[result.indices]
+    samples.to_csv(out / "samples.csv", index=False)
+    result.failures.to_csv(out / "failures.csv", index=False)
+    (out / "class_names.json").write_text(json.dumps(table.class_names, indent=1))
+    written = {"model": clip.name, "pretrained": clip.pretrained, "weights_id": clip.weights_id,
+               "embed_dim": clip.embed_dim, "n_images": len(table),
+               "n_embedded": int(result.indices.size), "n_failed": len(result.failures)}
+    (out / "embed.json").write_text(json.dumps(written, indent=1))
+    return {**written, "n_cached": result.n_cached, "n_encoded": result.n_encoded,
+            "shape": result.embeddings.shape, "out": str(out)}
+
+
+def _check_outputs(out, cache_dir) -> None:
+    """Fail on an unusable ``out`` or ``cache_dir`` before any work is done."""
+    if out is not None:
+        check_output_dir(out, option="out")
+    if cache_dir is not None:
+        check_output_dir(cache_dir, option="cache_dir", require_ours=False)
+
+
+def _is_random(clip) -> bool:
+    return (str(clip.weights_id).startswith("random:")
+            or str(clip.pretrained).lower() == "none")
 
 
 def scan_embeddings(embeddings, labels, *, paths=None, class_names=None, class_embeddings=None,
@@ -192,16 +283,18 @@ def scan_embeddings(embeddings, labels, *, paths=None, class_names=None, class_e
     PIL images). Any feature works: CLIP image embeddings, another network's features,
     even raw pixels.
     """
+    _check_outputs(out, None)
     return _scan_arrays(embeddings, labels, paths=paths, class_names=class_names,
                         class_embeddings=class_embeddings, other_embedding=other_embedding,
                         groups=groups, images=images, out=out, random_state=random_state,
                         failures=pd.DataFrame(columns=["path", "reason"]), n_images=None,
-                        settings={"source": "embeddings"}, timings={}, **detector_options)
+                        settings={"source": "embeddings"}, timings={}, notes=[],
+                        **detector_options)
 
 
 def _scan_arrays(embeddings, labels, *, paths, class_names, class_embeddings, other_embedding,
                  groups, images, out, random_state, failures, n_images, settings, timings,
-                 **detector_options) -> ScanResult:
+                 notes, **detector_options) -> ScanResult:
     from .detect import SEIDetector
 
     labels = np.asarray(labels)
@@ -221,8 +314,10 @@ def _scan_arrays(embeddings, labels, *, paths, class_names, class_embeddings, ot
         agreement_history=detector.agreement_history_, neighbor_ids=detector.neighbor_ids_,
         neighbor_sims=detector.neighbor_sims_, class_names=[str(c) for c in class_names],
         failures=failures.reset_index(drop=True), images=images, summary={})
-    result.summary = _summary(result, detector, n_images=n_images or len(issues),
-                              settings={**settings, "random_state": random_state}, timings=timings)
+    result.summary = build_summary(
+        issues, result.failures, result.class_names,
+        n_duplicate_pairs=len(detector.duplicate_pairs_), n_images=n_images or len(issues),
+        settings={**settings, "random_state": random_state}, timings=timings, notes=notes)
     if out is not None:
         with _timed(timings, "save"):
             result.save(out)
@@ -237,11 +332,15 @@ def relabel(scan_dir, *, accept_above: float, drop_flagged: bool = False,
     when ``suggested_confidence >= accept_above``; with ``drop_flagged`` the other flagged
     images are left out. The manifest (default ``scan_dir/corrected_manifest.csv``) has
     ``path,label[,group]`` and, for review, ``given_label`` and ``action`` (kept, relabelled,
-    or flagged_kept); ``clipsei scan`` reads it back as it is.
+    or flagged_kept); ``clipsei scan`` reads it back as it is. ``manifest.attrs`` holds
+    ``path``, ``n_relabelled`` and ``n_dropped``. An existing ``out`` that clipsei did not
+    write is never replaced; ``out`` is checked before anything is read.
     """
     if not 0.0 <= float(accept_above) <= 1.0:
         raise ValueError(f"accept_above must be in [0, 1]; got {accept_above}")
     scan_dir = Path(scan_dir)
+    out = Path(out) if out is not None else scan_dir / "corrected_manifest.csv"
+    check_output_file(out, option="out", header_end=RELABEL_HEADER)
     if not (scan_dir / "issues.csv").is_file():
         raise FileNotFoundError(f"no saved scan in {scan_dir} (issues.csv not found)")
     issues = _read_issues(scan_dir)
@@ -260,12 +359,12 @@ def relabel(scan_dir, *, accept_above: float, drop_flagged: bool = False,
         manifest.insert(2, "group", issues["group"])
     if drop_flagged:
         manifest = manifest[action != "flagged_kept"].reset_index(drop=True)
-    out = Path(out) if out is not None else scan_dir / "corrected_manifest.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     manifest.to_csv(out, index=False)
-    logger.info("relabelled %d, dropped %d; manifest %s", int(accept.sum()),
-                len(issues) - len(manifest), out)
-    manifest.attrs["path"] = str(out)
+    manifest.attrs.update(path=str(out), n_relabelled=int(accept.sum()),
+                          n_dropped=len(issues) - len(manifest))
+    logger.info("relabelled %d, dropped %d; manifest %s", manifest.attrs["n_relabelled"],
+                manifest.attrs["n_dropped"], out)
     return manifest
 
 
@@ -282,59 +381,6 @@ def _named_issues(issues: pd.DataFrame, class_names, paths, groups) -> pd.DataFr
         table.insert(0, "path", [str(p) for p in paths])
     table.attrs = dict(issues.attrs)
     return table
-
-
-def _summary(result: ScanResult, detector, *, n_images, settings, timings) -> dict:
-    issues, names = result.issues, result.class_names
-    given = issues["given_label"].to_numpy()
-    flagged = issues["is_label_issue"].to_numpy(bool)
-    counts = np.bincount(given, minlength=len(names))
-    n_flagged = np.bincount(given[flagged], minlength=len(names))
-    rates = [float(r) if np.isfinite(r) else None for r in detector.noise_rate_per_class_]
-    class_cutoffs = issues.attrs.get("class_cutoffs") or [None] * len(names)
-    confusion = pd.crosstab(issues["given_label"], issues["suggested_label"]).reindex(
-        index=range(len(names)), columns=range(len(names)), fill_value=0)
-    return {
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "n_images": int(n_images), "n_scored": len(issues), "n_failed": len(result.failures),
-        "n_flagged": int(flagged.sum()), "flagged_fraction": float(flagged.mean()),
-        "n_conflicting_duplicates": len(detector.duplicate_pairs_),
-        "method": issues.attrs.get("method"), "cutoff": issues.attrs.get("cutoff"),
-        "class_cutoffs": issues.attrs.get("class_cutoffs"),
-        "estimated_noise_rate": float(issues.attrs.get("estimated_noise_rate", flagged.mean())),
-        "noise_rate_per_class": rates, "class_names": names,
-        "per_class": [{"class": name, "n_images": int(counts[k]), "n_flagged": int(n_flagged[k]),
-                       "estimated_noise_rate": rates[k], "cutoff": class_cutoffs[k]}
-                      for k, name in enumerate(names)],
-        "confusion": {"rows": "given", "columns": "suggested", "classes": names,
-                      "counts": confusion.to_numpy().tolist()},
-        "failures": result.failures.to_dict(orient="records"),
-        "settings": {**settings, "detector": _jsonable(issues.attrs.get("settings", {}))},
-        "versions": _versions(), "timings_s": {k: round(v, 3) for k, v in timings.items()},
-    }
-
-
-def _jsonable(value):
-    """Settings as plain JSON types (numpy scalars and arrays included; others as text)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
-
-
-def _versions() -> dict:
-    versions = {"clipsei": __version__, "python": platform.python_version()}
-    for package in ("numpy", "pandas", "torch", "open_clip_torch", "faiss-cpu"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
 
 
 @contextmanager

@@ -103,16 +103,16 @@ def plot_score_histogram(scores, *, cutoff=None, is_label_issue=None, bins=50,
     return fig
 
 
-def plot_class_error_rates(noise_rate_per_class, *, class_names=None, counts=None, ax=None):
-    """Horizontal bars of the estimated label-error rate of each class.
+def plot_class_error_rates(rates, *, class_names=None, counts=None,
+                           quantity="estimated label-error rate", ax=None):
+    """Horizontal bars of a per-class rate in [0, 1] (K,), by default the estimated share of
+    wrong labels of each class; ``quantity`` names what the rates are (axis and title).
 
     ``counts`` (K,) adds each class's number of images to its tick label.
     """
-    rates = np.asarray(noise_rate_per_class, dtype=np.float64)
+    rates = np.asarray(rates, dtype=np.float64)
     if rates.ndim != 1 or rates.size == 0:
-        raise ValueError(
-            f"noise_rate_per_class must be a non-empty 1-D array; got shape {rates.shape}"
-        )
+        raise ValueError(f"rates must be a non-empty 1-D array; got shape {rates.shape}")
     names = [_class_name(class_names, k) for k in range(rates.size)]
     if counts is not None:
         names = [f"{name} (n={int(n)})" for name, n in zip(names, counts)]
@@ -123,9 +123,9 @@ def plot_class_error_rates(noise_rate_per_class, *, class_names=None, counts=Non
         ax.text(rate, y, f" {rate:.1%}", va="center", fontsize=8)
     ax.set_yticks(positions, names, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlim(0, max(0.05, float(np.nanmax(rates)) * 1.25))
-    ax.set_xlabel("estimated share of wrong labels")
-    ax.set_title("Estimated label-error rate per class", fontsize=10)
+    ax.set_xlim(0, max(0.05, float(np.nanmax(rates, initial=0.0)) * 1.25))
+    ax.set_xlabel(quantity)
+    ax.set_title(f"{quantity[:1].upper()}{quantity[1:]} per class", fontsize=10)
     return fig
 
 

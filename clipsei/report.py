@@ -9,9 +9,7 @@ most 30 points and stored as one letter per point. The layout lives in ``templat
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import logging
 import os
 import re
@@ -20,13 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ._thumbnails import LOW_RANGE, NEIGHBOURS_SHOWN, encode_thumbnails, thumbnail_rows
+
 logger = logging.getLogger(__name__)
 
 _REQUIRED_COLUMNS = ("given_label", "suggested_label", "suggested_confidence", "label_score",
                      "is_label_issue", "rank")
 _TRAJECTORY_POINTS = 30
 _TRAJECTORY_LEVELS = 25  # letters a..z encode levels 0..25
-_NEIGHBOURS_SHOWN = 5
+_FAILURES_SHOWN = 200
 
 
 def save_report(path, issues, **options) -> Path:
@@ -49,7 +49,10 @@ def render_report(issues, *, class_names=None, entropy_history=None, agreement_h
     per-class noise rates. ``entropy_history``/``agreement_history`` are (E, N),
     ``neighbor_ids``/``neighbor_sims`` (N, k). Thumbnails come from ``images`` (a uint8
     array (N, H, W[, C]) or N PIL images) when given, else from the files in ``path``.
-    ``summary`` is the scan summary dict (failures, model, settings), shown when given.
+    ``summary`` is the scan summary dict (failures, model, settings, warnings), shown when
+    given; its ``warnings`` (or ``issues.attrs["warnings"]``) become a banner on top.
+    Thumbnails of low-range images (e.g. 8-bit files using grey levels 0-2) are stretched
+    to the full range for display, and the footer says how many.
     """
     _check_issues(issues)
     n_samples = len(issues)
@@ -68,11 +71,15 @@ def render_report(issues, *, class_names=None, entropy_history=None, agreement_h
     cutoff = issues.attrs.get("cutoff")
     payload, root = _payload(issues, class_names, entropy_history, agreement_history,
                              neighbor_ids, neighbor_sims, page_size)
+    n_stretched = 0
     if images is not None or "path" in issues:
-        rows = _thumbnail_rows(issues, neighbor_ids, page_size, max_thumbnails)
+        rows = thumbnail_rows(issues, neighbor_ids, page_size, max_thumbnails)
         source = images if images is not None else issues["path"].to_numpy()
-        payload["thumbs"] = _thumbnails(source, rows, thumbnail_size)
+        payload["thumbs"], n_stretched = encode_thumbnails(source, rows, thumbnail_size)
+    warnings = summary.get("warnings", issues.attrs.get("warnings")) or []
     values = {
+        "banner": _banner_html(warnings),
+        "failures": _failures_html(summary.get("failures") or []),
         "title": html.escape(title),
         "subtitle": html.escape(_subtitle(root, summary)),
         "stats": _stats_html(issues, summary),
@@ -80,7 +87,7 @@ def render_report(issues, *, class_names=None, entropy_history=None, agreement_h
                                     issues["is_label_issue"].to_numpy(bool), cutoff),
         "class_table": _class_table_html(issues, class_names),
         "confusions": _confusions_html(issues, class_names),
-        "footer": html.escape(_footer(summary)),
+        "footer": html.escape(_footer(summary, n_stretched)),
         "style": _template("report.css"),
         "script": _template("report.js"),
         "data": _json_for_script(payload),
@@ -143,10 +150,10 @@ def _payload(issues, class_names, entropy_history, agreement_history, neighbor_i
         columns["traj"], trajectory_range = _encode_trajectories(entropy_history,
                                                                  agreement_history)
     if neighbor_ids is not None:
-        shown = np.asarray(neighbor_ids)[:, :_NEIGHBOURS_SHOWN]
+        shown = np.asarray(neighbor_ids)[:, :NEIGHBOURS_SHOWN]
         columns["nbr"] = shown.astype(int).tolist()
         if neighbor_sims is not None:
-            sims = np.asarray(neighbor_sims, dtype=np.float64)[:, :_NEIGHBOURS_SHOWN]
+            sims = np.asarray(neighbor_sims, dtype=np.float64)[:, :NEIGHBOURS_SHOWN]
             columns["nsim"] = np.where(np.isfinite(sims), np.round(sims, 3), 0.0).tolist()
     payload = {"classes": class_names, "columns": columns, "thumbs": {},
                "pageSize": int(page_size), "trajectoryRange": trajectory_range}
@@ -187,49 +194,6 @@ def _encode_trajectories(entropy_history, agreement_history) -> tuple:
     return [row.tobytes().decode("ascii") for row in letters], [round(low, 3), round(high, 3)]
 
 
-def _thumbnail_rows(issues, neighbor_ids, page_size: int, limit: int) -> list:
-    """Rows to inline: flagged ones by rank, each followed by its neighbours, then the first
-    page of the rest, until ``limit`` rows are chosen."""
-    order = np.argsort(issues["rank"].to_numpy(), kind="stable")
-    flagged = issues["is_label_issue"].to_numpy(bool)
-    first_unflagged = order[~flagged[order]][:page_size]
-    chosen: dict = {}
-    for row in list(order[flagged[order]]) + list(first_unflagged):
-        chosen.setdefault(int(row), None)
-        if neighbor_ids is not None and flagged[row]:
-            for neighbour in np.asarray(neighbor_ids[row])[:_NEIGHBOURS_SHOWN]:
-                if neighbour >= 0:
-                    chosen.setdefault(int(neighbour), None)
-        if len(chosen) >= limit:
-            break
-    return list(chosen)[:limit]
-
-
-def _thumbnails(source, rows: list, size: int) -> dict:
-    """``source[row]`` is a file path, a PIL image or a uint8 array; returns row -> data URI."""
-    from .data import array_to_image, load_image, to_rgb
-
-    thumbs = {}
-    for row in rows:
-        item = source[row]
-        try:
-            if isinstance(item, np.ndarray):
-                image = array_to_image(item)
-            elif hasattr(item, "mode"):
-                image = to_rgb(item.copy())
-            else:
-                image = load_image(item)
-        except (OSError, ValueError) as err:
-            logger.warning("no thumbnail for row %d: %s", row, err)
-            continue
-        image.thumbnail((size, size))
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=80)
-        thumbs[str(row)] = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
-    logger.info("inlined %d thumbnails", len(thumbs))
-    return thumbs
-
-
 def _subtitle(root: str, summary: dict) -> str:
     parts = []
     if root:
@@ -245,7 +209,7 @@ def _subtitle(root: str, summary: dict) -> str:
 def _stats_html(issues, summary: dict) -> str:
     n_flagged = int(issues["is_label_issue"].sum())
     cutoff = issues.attrs.get("cutoff")
-    noise = issues.attrs.get("estimated_noise_rate")
+    noise = issues.attrs.get("estimated_error_rate", issues.attrs.get("estimated_noise_rate"))
     stats = [("images scored", f"{len(issues):,}", ""),
              ("flagged", f"{n_flagged:,} ({n_flagged / len(issues):.1%})", " flag")]
     if noise is not None:
@@ -299,35 +263,75 @@ def _histogram_svg(scores, flagged, cutoff, *, n_bins: int = 40) -> str:
 
 
 def _class_table_html(issues, class_names) -> str:
+    """Per class: images, flagged, [own cutoff], est. errors (confident learning's count) and
+    flagged share (flagged / images), with a bar of the flagged share."""
     given = issues["given_label"].to_numpy(int)
     flagged = issues["is_label_issue"].to_numpy(bool)
     n_classes = len(class_names)
     counts = np.bincount(given, minlength=n_classes)
     n_flagged = np.bincount(given[flagged], minlength=n_classes)
-    rates = issues.attrs.get("noise_rate_per_class")
-    rates = (np.asarray(rates, dtype=float) if rates is not None
-             else n_flagged / np.maximum(counts, 1))
-    top = max(float(np.nanmax(rates, initial=0.0)), 1e-9)
-    class_cutoffs = issues.attrs.get("class_cutoffs") if issues.attrs.get("cutoff") is None \
+    attrs = issues.attrs
+    shares = attrs.get("flagged_share_per_class", attrs.get("noise_rate_per_class"))
+    shares = (np.asarray([np.nan if v is None else v for v in shares], dtype=float)
+              if shares is not None else n_flagged / np.maximum(counts, 1))
+    errors = attrs.get("estimated_errors_per_class")
+    top = max(float(np.nanmax(shares, initial=0.0)), 1e-9)
+    class_cutoffs = attrs.get("class_cutoffs") if attrs.get("cutoff") is None \
         else None  # a column only where the classes have their own cutoffs
     rows = []
     for k, name in enumerate(class_names):
-        rate = float(rates[k]) if k < len(rates) else float("nan")
-        finite = np.isfinite(rate)
-        width = min(100.0, 100 * rate / top) if finite else 0.0
+        share = float(shares[k]) if k < len(shares) else float("nan")
+        finite = np.isfinite(share)
+        width = min(100.0, 100 * share / top) if finite else 0.0
         cutoff_cell = ""
         if class_cutoffs is not None:
-            value = class_cutoffs[k] if k < len(class_cutoffs) else None
-            cutoff_cell = f"<td class=num>{'&ndash;' if value is None else f'{value:.3f}'}</td>"
+            cutoff_cell = f"<td class=num>{_number(_item(class_cutoffs, k), '.3f')}</td>"
         rows.append(f"<tr><td>{html.escape(name)}</td><td class=num>{counts[k]:,}</td>"
                     f"<td class=num>{n_flagged[k]:,}</td>{cutoff_cell}"
-                    f"<td class=num>{f'{rate:.1%}' if finite else '&ndash;'}</td>"
+                    f"<td class=num>{_number(_item(errors, k), ',.0f')}</td>"
+                    f"<td class=num>{f'{share:.1%}' if finite else '&ndash;'}</td>"
                     f'<td class="bar-cell"><div class="bar" style="width:{width:.0f}%"></div>'
                     "</td></tr>")
     cutoff_head = "<th class=num>cutoff</th>" if class_cutoffs is not None else ""
     return ('<table class="classes"><thead><tr><th>given class</th><th class=num>images</th>'
-            f"<th class=num>flagged</th>{cutoff_head}<th class=num>est. error rate</th><th></th>"
-            f"</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+            f"<th class=num>flagged</th>{cutoff_head}"
+            '<th class=num title="confident learning\'s estimated number of wrong labels">'
+            "est. errors</th>"
+            '<th class=num title="share of the class flagged for review">flagged share</th>'
+            f"<th></th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def _item(values, k: int):
+    return values[k] if values is not None and k < len(values) else None
+
+
+def _number(value, spec: str) -> str:
+    if value is None or not np.isfinite(value):
+        return "&ndash;"
+    return format(value, spec)
+
+
+def _banner_html(warnings) -> str:
+    """The run's warnings (random weights, no class signal...) as a banner; '' when none."""
+    if not warnings:
+        return ""
+    items = "".join(f"<li>{html.escape(str(text))}</li>" for text in warnings)
+    return (f'<div class="banner" role="alert"><b>Read with care: these results may not mean '
+            f"what they seem.</b><ul>{items}</ul></div>")
+
+
+def _failures_html(failures: list) -> str:
+    """A section listing unreadable files (path and reason); '' when every file was read."""
+    if not failures:
+        return ""
+    rows = "".join(f'<tr><td class="path">{html.escape(str(row.get("path")))}</td>'
+                   f'<td>{html.escape(str(row.get("reason")))}</td></tr>'
+                   for row in failures[:_FAILURES_SHOWN])
+    more = (f'<p class="hint">and {len(failures) - _FAILURES_SHOWN:,} more, in failures.csv</p>'
+            if len(failures) > _FAILURES_SHOWN else "")
+    return (f'<section class="failures"><h2>Unreadable files ({len(failures):,})</h2>'
+            '<p class="hint">Not scored: they could not be decoded.</p>'
+            f"<table><tbody>{rows}</tbody></table>{more}</section>")
 
 
 def _confusions_html(issues, class_names, *, top: int = 8) -> str:
@@ -343,12 +347,15 @@ def _confusions_html(issues, class_names, *, top: int = 8) -> str:
             f"<th class=num>images</th></tr></thead><tbody>{rows}</tbody></table>")
 
 
-def _footer(summary: dict) -> str:
+def _footer(summary: dict, n_stretched: int = 0) -> str:
     versions = summary.get("versions", {})
     text = "Made by clipsei"
     if versions.get("clipsei"):
         text += f" {versions['clipsei']}"
     if summary.get("created"):
         text += f" on {summary['created']}"
-    return text + (". Scores: lower = more likely mislabeled. "
-                   "Self-contained file: no network access.")
+    text += ". Scores: lower = more likely mislabeled. Self-contained file: no network access."
+    if n_stretched:
+        text += (f" {n_stretched} thumbnails of low-contrast images (fewer than {LOW_RANGE} "
+                 "grey levels) are contrast-stretched, for display only.")
+    return text

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -80,4 +85,159 @@ def test_relabel_and_demo_errors(tmp_path, capsys):
     assert "accept_above must be in [0, 1]" in _one_line_error(capsys, "relabel")
     (tmp_path / "images").mkdir()
     assert main(["demo", "--out", str(tmp_path)]) == 2
-    assert "not from clipsei demo" in _one_line_error(capsys, "demo")
+    assert "clipsei did not create" in _one_line_error(capsys, "demo")
+
+
+def test_demo_never_deletes_a_users_images(tmp_path, capsys):
+    """Issue 13.1, the exact reproduction: a user's project with images/ and truth.csv."""
+    project = tmp_path / "proj"
+    (project / "images" / "cats").mkdir(parents=True)
+    (project / "images" / "cats" / "x.png").write_bytes(b"a user's picture")
+    (project / "truth.csv").write_text("path,label\n")
+    assert main(["demo", "--out", str(project)]) == 2
+    assert "--out" in _one_line_error(capsys, "demo")
+    assert (project / "images" / "cats" / "x.png").read_bytes() == b"a user's picture"
+    assert (project / "truth.csv").read_text() == "path,label\n"
+
+
+def test_demo_replaces_only_its_own_output(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    assert main(["demo", "--out", str(out), "--noise-rate", "0.2"]) == 0  # its own: replaced
+    assert capsys.readouterr().out.count("1797 PNG files") == 2
+    assert len(list((out / "images").rglob("*.png"))) == 1797
+    assert json.loads((out / ".clipsei-output").read_text())["kind"] == "demo"
+
+
+_NO_TORCH = """
+import sys
+from clipsei.cli import main
+status = main(sys.argv[1:])
+print(status, "torch" in sys.modules)
+"""
+
+
+def _run_cli(args, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", _NO_TORCH, *map(str, args)], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    return done.stdout.split(), done.stderr.strip().splitlines()
+
+
+def _unwritable_folder() -> Path:
+    """A folder nobody can create files in, root included (tests run as root, and root
+    ignores permission bits): /proc."""
+    import tempfile
+
+    try:
+        tempfile.mkstemp(dir="/proc")
+    except OSError:
+        return Path("/proc")
+    pytest.skip("no unwritable folder on this system")  # pragma: no cover
+
+
+@pytest.mark.parametrize("where", ["file", "under_file", "unwritable"])
+@pytest.mark.parametrize("command", ["scan", "embed", "embed_cache", "demo", "relabel"])
+def test_unusable_output_fails_first(command, where, tmp_path, write_images):
+    """Issue 13.2: one line, exit 2, before any work (torch never imported)."""
+    write_images(tmp_path / "images")
+    blocker = tmp_path / "taken.txt"
+    blocker.write_text("a user's file")
+    if where == "unwritable":
+        out = _unwritable_folder() / "clipsei-out"
+        manifest = out / "m.csv"
+    else:
+        out = blocker if where == "file" else blocker / "out"
+        manifest = tmp_path if where == "file" else blocker / "m.csv"  # a folder; under a file
+    images = tmp_path / "images"
+    args = {"scan": ["scan", images, *TINY, "--out", out],
+            "embed": ["embed", images, *TINY[:4], "--out", out],
+            "embed_cache": ["embed", images, *TINY[:4], "--cache", out,
+                            "--out", tmp_path / "emb"],
+            "demo": ["demo", "--out", out],
+            "relabel": ["relabel", tmp_path, "--accept-above", "0.5", "--out", manifest]}[command]
+    printed, err = _run_cli(args, tmp_path)
+    assert printed == ["2", "False"], (printed, err)
+    assert len(err) == 1 and re.match(r"clipsei \w+: error: --(out|cache) ", err[0]), err
+    assert blocker.read_text() == "a user's file"
+
+
+def test_relabel_never_overwrites_a_users_file(tmp_path, write_images, capsys):
+    write_images(tmp_path / "images", n_per_class=5, classes=("cat", "dog"))
+    out = tmp_path / "out"
+    assert main(["scan", str(tmp_path / "images"), *TINY, "--out", str(out)]) == 0
+    mine = tmp_path / "notes.csv"
+    mine.write_text("path,label,group\na.png,cat,1\n")  # the user's own manifest
+    capsys.readouterr()
+    assert main(["relabel", str(out), "--accept-above", "0.5", "--out", str(mine)]) == 2
+    assert "notes.csv already exists" in _one_line_error(capsys, "relabel")
+    assert mine.read_text() == "path,label,group\na.png,cat,1\n"
+    fixed = tmp_path / "fixed.csv"
+    for _ in range(2):  # its own earlier manifest may be replaced
+        assert main(["relabel", str(out), "--accept-above", "0.5", "--drop-flagged",
+                     "--out", str(fixed)]) == 0
+    printed = capsys.readouterr().out
+    n_dropped = int(re.search(r"dropped (\d+) flagged rows", printed).group(1))
+    assert len(pd.read_csv(fixed)) == 10 - n_dropped
+
+
+def test_scan_with_random_weights_warns_on_stdout_and_in_summary(tmp_path, write_images,
+                                                                capsys):
+    """Issue 13.4: a random-weights run says so after its summary and in summary.json."""
+    write_images(tmp_path / "images", n_per_class=5, classes=("cat", "dog"))
+    out = tmp_path / "out"
+    assert main(["scan", str(tmp_path / "images"), *TINY, "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    warned = [i for i, line in enumerate(lines) if "RANDOM weights" in line]
+    assert len(warned) == 1 and warned[0] > 2 and lines[warned[0]].startswith("WARNING:")
+    summary = json.loads((out / "summary.json").read_text())
+    assert any("RANDOM weights" in text for text in summary["warnings"])
+    assert "RANDOM weights" in (out / "report.html").read_text()
+
+
+@pytest.mark.parametrize("option", ["--n-epochs", "--batch-size"])
+@pytest.mark.parametrize("value", ["0", "-3", "x"])
+def test_bad_numeric_options_fail_before_work(option, value, tmp_path, capsys):
+    """Issue 13.9: --n-epochs 0 is refused on the command line, in one line."""
+    assert main(["scan", str(tmp_path / "missing"), *TINY[:4], option, value,
+                 "--out", str(tmp_path / "o")]) == 2
+    err = _one_line_error(capsys, "scan")
+    assert option in err and "positive integer" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_warnings_print_once_on_one_line(tmp_path, write_images):
+    """Issue 13.10: the random-weights warning reaches stderr once, without source lines
+    (in a fresh interpreter: pytest would record the warning instead)."""
+    write_images(tmp_path / "images", n_per_class=5, classes=("cat", "dog"))
+    printed, err = _run_cli(["scan", tmp_path / "images", *TINY, "--out", tmp_path / "o"],
+                            tmp_path)
+    assert printed[-2:] == ["0", "True"], (printed, err)
+    assert sum("RANDOM weights" in line for line in err) == 1, err
+    assert not any("warnings.warn" in line or ".py:" in line for line in err), err
+
+
+@pytest.mark.parametrize("flags", [["-q", "scan"], ["scan", "-q"], ["scan", "--verbose"],
+                                   ["-v", "scan"]])
+def test_verbosity_before_and_after_the_command(flags, tmp_path, write_images, capsys):
+    write_images(tmp_path / "images", n_per_class=5, classes=("cat", "dog"))
+    command = flags.index("scan")
+    argv = [*flags[:command + 1], str(tmp_path / "images"), *flags[command + 1:], *TINY,
+            "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert ("RANDOM weights" in err) != ("-q" in flags)
+    assert ("took" in err) == ("-v" in flags or "--verbose" in flags)
+
+
+def test_labels_is_a_deprecated_alias_of_manifest(tmp_path, write_images, capsys):
+    paths = write_images(tmp_path / "images", n_per_class=5, classes=("cat", "dog"))
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\n" + "".join(
+        f"{Path(p).parent.name}/{Path(p).name},{Path(p).parent.name}\n" for p in paths))
+    for option in ("--manifest", "--labels"):
+        out = tmp_path / option.strip("-")
+        assert main(["scan", str(tmp_path / "images"), option, str(manifest), *TINY,
+                     "--out", str(out)]) == 0
+        assert "scored 10 of 10 images" in capsys.readouterr().out

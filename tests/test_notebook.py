@@ -24,7 +24,7 @@ def _small_scan(directory: Path) -> None:
     colours = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40)]
     paths = []
     for i, label in enumerate(blobs.true_labels):
-        paths.append(directory / "images" / f"{i:03d}.png")
+        paths.append(directory.parent / "images" / f"{i:03d}.png")  # out holds only the scan
         paths[-1].parent.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (12, 12), colours[label]).save(paths[-1])
     scan_embeddings(blobs.embeddings, blobs.labels, paths=paths, out=directory,

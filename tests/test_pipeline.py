@@ -75,7 +75,7 @@ def test_result_plots(blob_scan):
     import matplotlib.pyplot as plt
 
     result, _ = blob_scan
-    for figure in (result.plot_trajectories([0, 1]), result.plot_sei_histogram(),
+    for figure in (result.plot_trajectories([0, 1]), result.plot_label_score_histogram(),
                    result.plot_class_error_rates()):
         assert figure.axes
     plt.close("all")
@@ -90,7 +90,8 @@ def test_scan_folder_with_tiny_clip(tiny_folder, tiny_clip, tmp_path):
     assert result.summary["settings"]["detector"]["device"] == "cpu"  # the model's device
     assert {"load_images", "embed", "encode_prompts", "detect"} <= set(result.summary["timings_s"])
     assert set(result.issues["given_class"]) == {"cat", "dog", "eel"}
-    assert (tmp_path / "out" / "report.html").stat().st_size > 0
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "Unreadable files (1)" in page and "broken.png" in page  # listed, not only counted
 
 
 def test_scan_from_array_keeps_pixels_for_thumbnails(tiny_clip, rng):
@@ -139,3 +140,78 @@ def test_relabel_errors(tmp_path, blobs):
         relabel(tmp_path / "e", accept_above=0.5)
     with pytest.raises(FileNotFoundError, match="no saved scan"):
         ScanResult.load(tmp_path)
+
+
+def test_plot_sei_histogram_is_a_deprecated_alias(blob_scan):
+    import matplotlib.pyplot as plt
+
+    result, _ = blob_scan
+    with pytest.warns(DeprecationWarning, match="plot_label_score_histogram"):
+        assert result.plot_sei_histogram().axes
+    plt.close("all")
+
+
+def test_summary_names_each_quantity_once(blob_scan):
+    result, directory = blob_scan
+    summary = json.loads((directory / "summary.json").read_text())
+    assert {"estimated_error_rate", "flagged_share_per_class", "estimated_errors_per_class",
+            "warnings"} <= set(summary)
+    assert "estimated_noise_rate" not in summary and "noise_rate_per_class" not in summary
+    counts = np.bincount(result.issues["given_label"], minlength=4)
+    flagged = np.bincount(result.issues["given_label"][result.issues["is_label_issue"]],
+                          minlength=4)
+    assert summary["flagged_share_per_class"] == pytest.approx(flagged / counts)
+    assert [row["flagged_share"] for row in summary["per_class"]] == pytest.approx(
+        flagged / counts)
+    assert summary["warnings"] == []  # real class signal, no random weights
+
+
+def test_random_weights_scan_warns_in_summary_and_report(tiny_folder, tiny_clip, tmp_path):
+    """Issue 13.4: a scan with random CLIP weights says so in summary.json and the report."""
+    scan(tiny_folder, model=tiny_clip, out=tmp_path / "out", progress=False, **FAST)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert any("RANDOM weights" in text for text in summary["warnings"])
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert 'class="banner"' in page and page.index("RANDOM weights") < page.index("<header>")
+
+
+def test_scan_checks_out_before_any_work(tmp_path, tiny_folder):
+    """Issue 13.2: an unusable out fails first (no model named 'no-such-model' is looked up)."""
+    (tmp_path / "file").write_text("mine")
+    for out, match in ((tmp_path / "file", "is an existing file"),
+                       (tmp_path / "file" / "sub", "which is a file")):
+        with pytest.raises(ValueError, match=f"^out .*{match}"):
+            scan(tiny_folder, model="no-such-model", out=out)
+        with pytest.raises(ValueError, match=f"^cache_dir .*{match}"):
+            scan(tiny_folder, model="no-such-model", cache_dir=out)
+    with pytest.raises(ValueError, match="^out .*is an existing file"):
+        scan_embeddings(np.eye(3), [0, 1, 0], out=tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_save_refuses_a_foreign_folder(blob_scan, tmp_path):
+    result, _ = blob_scan
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "issues.csv").write_text("my own table")
+    with pytest.raises(ValueError, match="clipsei did not create"):
+        result.save(tmp_path / "mine")
+    assert (tmp_path / "mine" / "issues.csv").read_text() == "my own table"
+    assert result.save(tmp_path / "new") == tmp_path / "new"
+    assert result.save(tmp_path / "new") == tmp_path / "new"  # its own folder: replaced
+
+
+def test_manifest_parameter_and_deprecated_labels_path(tiny_folder, tiny_clip, tmp_path):
+    rows = [p.relative_to(tiny_folder) for p in sorted(tiny_folder.rglob("img*"))]
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\n" + "".join(f"{p},{p.parent}\n" for p in rows))
+    result = scan(tiny_folder, manifest=manifest, model=tiny_clip, progress=False, **FAST)
+    assert len(result.issues) == len(rows)
+    with pytest.warns(DeprecationWarning, match="use manifest="):
+        old = scan(tiny_folder, labels=str(manifest), model=tiny_clip, progress=False, **FAST)
+    pd.testing.assert_frame_equal(old.issues, result.issues)
+
+
+def test_relabel_reports_dropped_rows(blob_scan, tmp_path):
+    result, directory = blob_scan
+    manifest = relabel(directory, accept_above=1.0, drop_flagged=True, out=tmp_path / "m.csv")
+    assert manifest.attrs["n_dropped"] == len(result.issues) - len(manifest) > 0

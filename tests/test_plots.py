@@ -69,7 +69,7 @@ def test_plot_flagged_grid(rng):
     (lambda: plot_trajectories(np.zeros(4), [0]), "entropy_history must be 2-D"),
     (lambda: plot_trajectories(np.zeros((2, 4)), [4]), r"ids must be .* in \[0, 4\)"),
     (lambda: plot_score_histogram(np.zeros((2, 2))), "scores must be a non-empty 1-D"),
-    (lambda: plot_class_error_rates([]), "noise_rate_per_class must be a non-empty"),
+    (lambda: plot_class_error_rates([]), "rates must be a non-empty"),
     (lambda: plot_flagged_grid([], []), "images must hold at least one image"),
 ])
 def test_plot_errors(call, match):

@@ -33,8 +33,9 @@ def _fake_scan(tmp_path, n=60, n_classes=3, n_epochs=12, with_files=True, seed=0
         "sei_score": score - 0.5, "knn_agreement": rng.uniform(0, 1, n),
     })
     issues["rank"] = issues["label_score"].rank(method="first").astype(int)
-    issues.attrs.update(cutoff=0.35, estimated_noise_rate=0.1,
-                        noise_rate_per_class=[0.05, 0.1, 0.15][:n_classes])
+    issues.attrs.update(cutoff=0.35, estimated_error_rate=0.1,
+                        flagged_share_per_class=[0.05, 0.1, 0.15][:n_classes],
+                        estimated_errors_per_class=[1, 2, 3][:n_classes])
     if with_files:
         paths = []
         for i in range(n):
@@ -82,7 +83,7 @@ def test_report_shows_one_cutoff_per_class(tmp_path):
     classes = classes[:classes.index("</table>")]
     assert "<th class=num>cutoff</th>" in classes
     cells = re.findall(r"<td class=num>([^<]*)</td>", classes)
-    assert [cells[i] for i in (2, 6, 10)] == ["0.125", "0.250", "&ndash;"]
+    assert [cells[i] for i in (2, 7, 12)] == ["0.125", "0.250", "&ndash;"]
     assert "cutoff 0." not in page  # no single cutoff line in the histogram
 
 
@@ -255,3 +256,55 @@ def test_report_controls_filter_sort_and_page_in_chromium(tmp_path):
     assert steps["most likely wrong first"]["rows"] == by_wrong[:10]
     assert steps["nothing"]["rows"] == [] and steps["nothing"]["empty"]
     assert steps["nothing"]["info"] == "0 rows"
+
+
+def _thumbnail_pixels(page: str, row: int) -> np.ndarray:
+    import base64
+    import io
+
+    uri = _payload(page)["thumbs"][str(row)]
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("L"))
+
+
+def test_low_range_thumbnails_are_stretched_and_noted(tmp_path):
+    """Issue 13.8: an 8-bit image using grey levels 0-2 is not shown black."""
+    issues, extras = _fake_scan(tmp_path)
+    dark = np.zeros((16, 20), np.uint8)
+    dark[4:12, 5:15] = 2
+    dark[6:10, 8:12] = 1
+    Image.fromarray(dark, mode="L").save(issues.loc[0, "path"], format="PNG")
+    page = render_report(issues, **extras)
+    pixels = _thumbnail_pixels(page, 0)
+    assert int(pixels.max()) - int(pixels.min()) > 200
+    assert "1 thumbnails of low-contrast images" in page
+    bright = _thumbnail_pixels(page, 1)  # an ordinary image is left as it is
+    assert int(bright.max()) - int(bright.min()) < 20  # a flat colour
+
+
+def test_report_shows_warnings_as_a_banner(tmp_path):
+    issues, extras = _fake_scan(tmp_path, with_files=False)
+    page = render_report(issues, **extras, summary={"warnings": ["random <weights>"]})
+    assert 'class="banner"' in page and "random &lt;weights&gt;" in page
+    assert page.index('class="banner"') < page.index("<header>")
+    assert 'class="banner"' not in render_report(issues, **extras, summary={"warnings": []})
+    issues.attrs["warnings"] = ["no class signal"]
+    assert "no class signal" in render_report(issues, **extras)
+
+
+def test_report_lists_unreadable_files(tmp_path):
+    issues, extras = _fake_scan(tmp_path, with_files=False)
+    failures = [{"path": f"/data/bad_{i}.png", "reason": "cannot identify <image>"}
+                for i in range(203)]
+    page = render_report(issues, **extras, summary={"n_failed": 203, "failures": failures})
+    assert "Unreadable files (203)" in page and "/data/bad_0.png" in page
+    assert "cannot identify &lt;image&gt;" in page and "and 3 more, in failures.csv" in page
+    assert "/data/bad_202.png" not in page
+
+
+def test_class_table_shows_estimated_errors_and_flagged_share(tmp_path):
+    issues, extras = _fake_scan(tmp_path, with_files=False)
+    page = render_report(issues, **extras)
+    table = re.search(r'<table class="classes">.*?</table>', page, re.DOTALL).group(0)
+    assert "est. errors</th>" in table and "flagged share</th>" in table
+    first = re.search(r"<tbody><tr>(.*?)</tr>", table).group(1)
+    assert re.findall(r"<td class=num>([^<]*)</td>", first)[-2:] == ["1", "5.0%"]

@@ -1,0 +1,89 @@
+"""The ``summary.json`` of a scan: what was found, how, with what, and what to be wary of."""
+
+from __future__ import annotations
+
+import datetime
+import platform
+from importlib import metadata
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+
+# new issues.attrs key -> the engine's name for it before the rename (read while both exist)
+_OLD_ATTRS = {"estimated_error_rate": "estimated_noise_rate",
+              "flagged_share_per_class": "noise_rate_per_class"}
+
+
+def attr(attrs: dict, key: str):
+    """``attrs[key]``, or its value under the engine's former name."""
+    return attrs.get(key, attrs.get(_OLD_ATTRS.get(key, key)))
+
+
+def _per_class(values, n_classes: int, cast) -> list:
+    values = list(values) if values is not None else [None] * n_classes
+    return [cast(v) if v is not None and np.isfinite(v) else None for v in values]
+
+
+def build_summary(issues: pd.DataFrame, failures: pd.DataFrame, class_names: list, *,
+                  n_duplicate_pairs: int, n_images: int, settings: dict, timings: dict,
+                  notes: list) -> dict:
+    """The JSON-ready summary of a scan: counts, cutoffs, per-class figures, confusion,
+    failures, ``warnings`` (``notes`` first, then the engine's), settings, versions, timings."""
+    names = class_names
+    attrs = issues.attrs
+    given = issues["given_label"].to_numpy()
+    flagged = issues["is_label_issue"].to_numpy(bool)
+    counts = np.bincount(given, minlength=len(names))
+    n_flagged = np.bincount(given[flagged], minlength=len(names))
+    shares = _per_class(attr(attrs, "flagged_share_per_class"), len(names), float)
+    errors = _per_class(attr(attrs, "estimated_errors_per_class"), len(names), int)
+    error_rate = attr(attrs, "estimated_error_rate")
+    class_cutoffs = attrs.get("class_cutoffs") or [None] * len(names)
+    confusion = pd.crosstab(issues["given_label"], issues["suggested_label"]).reindex(
+        index=range(len(names)), columns=range(len(names)), fill_value=0)
+    return {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "n_images": int(n_images), "n_scored": len(issues), "n_failed": len(failures),
+        "n_flagged": int(flagged.sum()), "flagged_fraction": float(flagged.mean()),
+        "n_conflicting_duplicates": int(n_duplicate_pairs),
+        "method": issues.attrs.get("method"), "cutoff": issues.attrs.get("cutoff"),
+        "class_cutoffs": issues.attrs.get("class_cutoffs"),
+        "estimated_error_rate": None if error_rate is None else float(error_rate),
+        "estimated_errors_per_class": errors, "flagged_share_per_class": shares,
+        "class_names": names,
+        "per_class": [{"class": name, "n_images": int(counts[k]), "n_flagged": int(n_flagged[k]),
+                       "flagged_share": shares[k], "estimated_errors": errors[k],
+                       "cutoff": class_cutoffs[k]} for k, name in enumerate(names)],
+        "warnings": [*notes, *(attrs.get("warnings") or [])],
+        "class_signal": _jsonable(attrs.get("class_signal")),
+        "confusion": {"rows": "given", "columns": "suggested", "classes": names,
+                      "counts": confusion.to_numpy().tolist()},
+        "failures": failures.to_dict(orient="records"),
+        "settings": {**settings, "detector": _jsonable(issues.attrs.get("settings", {}))},
+        "versions": _versions(), "timings_s": {k: round(v, 3) for k, v in timings.items()},
+    }
+
+
+def _jsonable(value):
+    """Settings as plain JSON types (numpy scalars and arrays included; others as text)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+
+
+def _versions() -> dict:
+    versions = {"clipsei": __version__, "python": platform.python_version()}
+    for package in ("numpy", "pandas", "torch", "open_clip_torch", "faiss-cpu"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
