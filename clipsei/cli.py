@@ -80,7 +80,7 @@ def _run_embed(args) -> int:
     from .data import load_image_table
     from .embed import embed_images, load_clip_model
 
-    table = load_image_table(args.path, labels=args.labels)
+    table = load_image_table(args.path, manifest=args.labels)
     try:
         model = load_clip_model(args.model, args.pretrained, device=args.device)
     except RuntimeError as err:  # weights that cannot be fetched: one line, not a traceback
@@ -162,7 +162,7 @@ def _run_scan(args) -> int:
 
     options = {key: getattr(args, key) for key in ("method", "n_epochs")
                if getattr(args, key) is not None}
-    load_image_table(args.source, labels=args.labels)  # bad input fails before the model loads
+    load_image_table(args.source, manifest=args.labels)  # bad input fails before the model loads
     try:
         model = load_clip_model(args.model, args.pretrained, device=args.device)
     except RuntimeError as err:  # weights that cannot be fetched: one line, not a traceback

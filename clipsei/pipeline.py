@@ -155,7 +155,9 @@ def scan(source, *, labels=None, model="ViT-B-32", pretrained="laion2b_s34b_b79k
 
     timings: dict = {}
     with _timed(timings, "load_images"):
-        table = load_image_table(source, labels=labels)
+        is_manifest = isinstance(labels, (str, Path))  # until scan() takes manifest=
+        table = load_image_table(source, manifest=labels if is_manifest else None,
+                                 labels=None if is_manifest else labels)
     with _timed(timings, "load_model"):
         clip = model if isinstance(model, ClipModel) else load_clip_model(
             model, pretrained, device=device)
