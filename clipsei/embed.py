@@ -26,9 +26,10 @@ from tqdm.auto import tqdm
 
 from ._device import resolve_device
 from .cache import (EmbeddingCache, array_key, file_key, from_stored, hash_bytes, hash_file,
-                    to_stored)
+                    sigterm_as_interrupt, to_stored)
 from .data import ImageDecodeError, ImageTable, array_to_image, decode_image_bytes, load_image_table
 from .data import to_rgb
+from .intensity import apply_intensity, check_intensity
 
 logger = logging.getLogger(__name__)
 
@@ -226,28 +227,35 @@ def _autocast(device: torch.device):
 
 def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_size: int = 64,
                  num_workers: int | None = None, progress: bool = True,
-                 flush_every: int = 1024, jpeg_draft: bool = True) -> EmbeddingResult:
+                 flush_every: int = 1024, flush_seconds: float = 30.0, jpeg_draft: bool = True,
+                 intensity: str = "none") -> EmbeddingResult:
     """Embed every image of an ``ImageTable`` (or of a source ``load_image_table`` accepts).
 
-    Images the cache already holds are not decoded again; new embeddings are written to the
-    cache in chunks of ``flush_every`` rows (and on any exit, Ctrl-C included). With a cache,
-    every returned row has gone through float16 storage, so a resumed run returns exactly the
-    rows of an uninterrupted one. Images that cannot be read land in ``failures``.
+    Every returned row goes through float16 (what the cache stores) and back to unit norm, so
+    runs with and without a cache, and resumed runs, return the same numbers. Images the cache
+    already holds are not decoded again; new embeddings are written to it in chunks every
+    ``flush_every`` rows or ``flush_seconds`` seconds, and on any exit (Ctrl-C and SIGTERM
+    included). Images that cannot be read land in ``failures``.
     num_workers: DataLoader decoding processes; None picks a number for the device.
     jpeg_draft: decode JPEG files at least twice the model's input size at a reduced DCT
         scale (see :func:`clipsei.data.decode_image_bytes`), several times faster for large
         photos; False decodes every file at full size, exactly as open_clip's preprocess
         does. The choice is part of the cache's key.
+    intensity: "none", or "window" to stretch each image's 1st-99th percentile of pixel
+        values to 0-255 before the preprocess (for images that use few grey levels, such as
+        medical exports stored as 0-2; see :func:`clipsei.intensity.window_intensity`).
+        Part of the cache's key.
     """
     table = table_or_source if isinstance(table_or_source, ImageTable) else (
         load_image_table(table_or_source))
     _check_embed_args(model, batch_size, num_workers)
+    check_intensity(intensity)
     keys, failures = _item_keys(table)
     plan = _split_preprocess(model.preprocess)
     draft_size = plan.draft_size if jpeg_draft else None
-    cache_fields = {**model.cache_fields("image"), "jpeg_draft": draft_size is not None}
-    cache = (EmbeddingCache(cache_dir, cache_fields, flush_every=flush_every)
-             if cache_dir is not None else None)
+    cache = None if cache_dir is None else EmbeddingCache(
+        cache_dir, _image_cache_fields(model, draft_size, intensity), flush_every=flush_every,
+        flush_seconds=flush_seconds, dim=model.embed_dim)
     embeddings = np.zeros((len(table), model.embed_dim), np.float32)
     done = np.zeros(len(table), dtype=bool)
     if cache is not None:
@@ -259,9 +267,11 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
     if num_workers is None:
         num_workers = _default_num_workers(model.device, todo.size, int(batch_size))
     loader = torch.utils.data.DataLoader(
-        _ImageDataset(table, todo, plan.on_worker, draft_size), batch_size=int(batch_size),
-        num_workers=int(num_workers), collate_fn=_collate, pin_memory=model.device.type == "cuda")
+        _ImageDataset(table, todo, plan.on_worker, draft_size, intensity),
+        batch_size=int(batch_size), num_workers=int(num_workers), collate_fn=_collate,
+        pin_memory=model.device.type == "cuda")
     with contextlib.ExitStack() as stack:
+        stack.enter_context(sigterm_as_interrupt())  # restored after the cache's last flush
         if cache is not None:
             stack.enter_context(cache)  # flushes what is buffered on every exit, Ctrl-C included
         bar = stack.enter_context(tqdm(total=int(todo.size), unit="img", desc="embedding",
@@ -279,6 +289,14 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
         columns=["index", "path", "reason"])
     return EmbeddingResult(embeddings=embeddings[indices], indices=indices, failures=failures_frame,
                            table=table, n_cached=n_cached, n_encoded=indices.size - n_cached)
+
+
+def _image_cache_fields(model: ClipModel, draft_size, intensity: str) -> dict:
+    """The cache key's fields for images; "intensity" only when set (older caches stay valid)."""
+    fields = {**model.cache_fields("image"), "jpeg_draft": draft_size is not None}
+    if intensity != "none":
+        fields["intensity"] = intensity
+    return fields
 
 
 def _check_embed_args(model, batch_size, num_workers) -> None:
@@ -304,11 +322,10 @@ def _fill_from_cache(cache: EmbeddingCache, table: ImageTable, keys: list,
 
 
 def _encode_and_store(batch, rows: list, hashes: list, model: ClipModel, cache, table, keys):
-    """Encode one batch -> (B, D) float32; with a cache, store it and return the stored rows."""
+    """Encode one batch -> (B, D) float32 rounded through float16 as stored; cache it if any."""
     new = _encode_image_batch(batch, model)
-    if cache is None:
-        return new
-    cache.add([keys[i] for i in rows], [table.describe(i) for i in rows], hashes, new)
+    if cache is not None:
+        cache.add([keys[i] for i in rows], [table.describe(i) for i in rows], hashes, new)
     return from_stored(to_stored(new))
 
 
@@ -400,9 +417,10 @@ class _PilToUint8:
 class _ImageDataset(torch.utils.data.Dataset):
     """Rows ``rows`` of a table -> (row, image tensor or None, content hash, reason)."""
 
-    def __init__(self, table: ImageTable, rows: np.ndarray, preprocess, draft_size=None):
+    def __init__(self, table: ImageTable, rows: np.ndarray, preprocess, draft_size=None,
+                 intensity: str = "none"):
         self.table, self.rows, self.preprocess = table, rows, preprocess
-        self.draft_size = draft_size
+        self.draft_size, self.intensity = draft_size, intensity
 
     def __len__(self) -> int:
         return int(self.rows.size)
@@ -411,6 +429,7 @@ class _ImageDataset(torch.utils.data.Dataset):
         row = int(self.rows[position])
         try:
             image, content_hash = self._read(row)
+            image = apply_intensity(image, self.intensity)
             return row, self.preprocess(image), content_hash, ""
         except FileNotFoundError:
             return row, None, "", "file not found"
