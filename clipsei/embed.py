@@ -9,9 +9,7 @@ skips every image the cache already holds and writes new embeddings to it as it 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import functools
-import hashlib
 import logging
 import os
 import warnings
@@ -25,21 +23,17 @@ import torch
 from tqdm.auto import tqdm
 
 from ._device import resolve_device
-from .cache import (EmbeddingCache, array_key, file_key, from_stored, hash_bytes, hash_file,
+from .cache import (EmbeddingCache, array_key, file_key, from_stored, hash_bytes,
                     sigterm_as_interrupt, to_stored)
 from .data import ImageDecodeError, ImageTable, array_to_image, decode_image_bytes, load_image_table
 from .data import to_rgb
 from .intensity import apply_intensity, check_intensity
+from .weights import resolve_weights, check_weights_available, hash_weights
 
 logger = logging.getLogger(__name__)
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 open_clip.add_model_config(MODEL_CONFIG_DIR)  # makes "clipsei-tiny" a model name
-_CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
-_RANDOM_WEIGHTS_WARNING = (
-    "pretrained='none': the model has RANDOM weights. Its embeddings carry no meaning and must "
-    "not be used to find label issues; use them only for tests and speed benchmarks."
-)
 
 
 @dataclass
@@ -107,64 +101,39 @@ def load_clip_model(name: str = "ViT-B-32", pretrained: str | None = "laion2b_s3
     cache_dir: where open_clip keeps downloaded weights.
     """
     device = resolve_device(device)
-    create_kwargs, weights_id = _resolve_weights(name, pretrained)
+    create_kwargs, weights_id = resolve_weights(name, pretrained)
+    if weights_id == pretrained or weights_id.startswith("hf-hub:"):  # open_clip downloads them
+        check_weights_available(name, pretrained, cache_dir=cache_dir)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # random weights are the same on every load
             model, _, preprocess = open_clip.create_model_and_transforms(
                 name, device=device, cache_dir=cache_dir, weights_only=True, **create_kwargs)
-    except RuntimeError as err:
-        if weights_id.startswith("sha256:"):
-            raise ValueError(f"checkpoint {pretrained} does not fit model {name}: {err}") from err
-        raise RuntimeError(f"could not load model {name!r} with weights {pretrained!r} "
-                           f"(offline, or HF_HUB_OFFLINE set?): {err}") from err
+    except Exception as err:  # noqa: BLE001 - a checkpoint file can fail in many ways
+        raise _load_error(name, pretrained, weights_id, err) from err
     model.eval()
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     if weights_id.endswith(":"):  # random or local-dir weights: key them by their values
-        weights_id += _hash_weights(model)[:16]
+        weights_id += hash_weights(model)[:16]
     return ClipModel(model=model, preprocess=preprocess, tokenizer=open_clip.get_tokenizer(name),
                      device=device, name=name, pretrained=str(pretrained), weights_id=weights_id,
                      embed_dim=_embed_dim(model, device),
                      preprocess_cfg=dict(model.visual.preprocess_cfg))
 
 
-def _resolve_weights(name: str, pretrained) -> tuple:
-    """-> (keyword arguments for open_clip, weights id; ending in ':' = hash after loading)."""
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"name must be a non-empty str; got {name!r}")
-    if name.startswith("hf-hub:"):
-        return {}, name
-    if name.startswith("local-dir:"):
-        if not Path(name[len("local-dir:"):]).is_dir():
-            raise FileNotFoundError(f"model folder not found: {name[len('local-dir:'):]}")
-        return {}, "local-dir:"
-    if name not in open_clip.list_models():
-        close = difflib.get_close_matches(name, open_clip.list_models(), n=5, cutoff=0.5)
-        raise ValueError(f"unknown model name {name!r}; close matches: {close}. See "
-                         "open_clip.list_models(), or use 'hf-hub:org/repo' or 'local-dir:PATH'")
-    if pretrained is None or str(pretrained).lower() == "none":
-        warnings.warn(_RANDOM_WEIGHTS_WARNING, UserWarning, stacklevel=3)
-        logger.warning(_RANDOM_WEIGHTS_WARNING)
-        return {"pretrained": None, "load_weights": False}, "random:"
-    pretrained = os.fspath(pretrained)
-    if os.path.isfile(pretrained):
-        return {"pretrained": pretrained}, f"sha256:{hash_file(pretrained)}"
-    tags = open_clip.list_pretrained_tags_by_model(name)
-    if pretrained in tags:
-        return {"pretrained": pretrained}, pretrained
-    if os.sep in pretrained or pretrained.endswith(_CHECKPOINT_SUFFIXES):
-        raise FileNotFoundError(f"checkpoint file not found: {pretrained}")
-    raise ValueError(f"pretrained must be 'none', a checkpoint file or one of {name}'s tags "
-                     f"{tags}; got {pretrained!r}")
-
-
-def _hash_weights(model: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for key, tensor in sorted(model.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
+def _load_error(name: str, pretrained, weights_id: str, err: Exception) -> Exception:
+    """A one-line error for open_clip's failure to build ``name`` with ``pretrained``."""
+    first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    if not weights_id.startswith("sha256:"):
+        if not isinstance(err, RuntimeError):
+            return err
+        return RuntimeError(f"could not load model {name!r} with weights {pretrained!r}: "
+                            f"{first_line}")
+    if isinstance(err, RuntimeError) and "state_dict" in str(err):
+        return ValueError(f"checkpoint {pretrained} does not fit model {name}: {first_line}")
+    return ValueError(f"cannot read checkpoint file {pretrained} ({type(err).__name__}: "
+                      f"{first_line}); is it a complete torch or safetensors file?")
 
 
 def _embed_dim(model: torch.nn.Module, device: torch.device) -> int:

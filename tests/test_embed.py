@@ -282,3 +282,57 @@ def test_window_leaves_constant_and_full_range_images_alone():
     stretched = np.asarray(window_intensity(ramp)).astype(int)
     assert stretched.min() == 0 and stretched.max() == 255
     assert np.abs(stretched - np.asarray(ramp)).max() <= 4  # 1st-99th percentile of 0-255
+
+
+@pytest.mark.parametrize("content, suffix", [
+    (b"not a pickle at all", ".pt"),
+    (b"PK\x03\x04 a truncated zip", ".bin"),
+    (b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage", ".safetensors"),
+])
+def test_corrupt_checkpoint_is_one_line_naming_the_file(tmp_path, content, suffix):
+    bad = tmp_path / f"weights{suffix}"
+    bad.write_bytes(content)
+    with pytest.raises(ValueError, match=f"cannot read checkpoint file .*weights{suffix}") as info:
+        load_clip_model("clipsei-tiny", str(bad), device="cpu")
+    assert "\n" not in str(info.value)
+
+
+def test_offline_default_weights_fail_at_once_with_what_to_do(caplog, tmp_path):
+    import logging
+    import time
+
+    caplog.set_level(logging.INFO)
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="not in the local cache and HF_HUB_OFFLINE") as info:
+        load_clip_model(device="cpu", cache_dir=tmp_path)  # ViT-B-32 / laion2b_s34b_b79k
+    assert time.monotonic() - start < 10  # no download retries (they took ~50 s)
+    message = str(info.value)
+    assert "\n" not in message
+    for advice in ("--pretrained /path/to/weights.bin", "hf-hub:", "--pretrained none",
+                   "clipsei demo"):
+        assert advice in message
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_unreachable_hub_is_tried_once(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(RuntimeError, match=r"127.0.0.1:9 cannot be reached .*--pretrained none"):
+        load_clip_model("ViT-B-32", "laion2b_s34b_b79k", device="cpu", cache_dir=tmp_path)
+    with pytest.raises(RuntimeError, match="not in the local cache"):
+        load_clip_model("hf-hub:org/absent", device="cpu", cache_dir=tmp_path)
+
+
+def test_cached_weights_need_no_network(tmp_path):
+    from clipsei.weights import check_weights_available
+
+    repo = tmp_path / "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "open_clip_model.safetensors").write_bytes(b"weights")
+    check_weights_available("ViT-B-32", "laion2b_s34b_b79k", cache_dir=tmp_path)  # no raise
+    with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE"):
+        check_weights_available("ViT-B-32", "laion2b_s34b_b79k", cache_dir=tmp_path / "empty")
