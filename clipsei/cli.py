@@ -74,6 +74,14 @@ def _add_embed_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=int, default=None,
                         help="decoding processes (default: chosen for the device)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    _add_intensity_argument(parser)
+
+
+def _add_intensity_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--intensity-window", dest="intensity", action="store_const",
+                        const="window", default="none",
+                        help="stretch each image's 1st-99th percentile grey levels to 0-255 "
+                             "before embedding (for dark medical exports with few grey levels)")
 
 
 def _run_embed(args) -> int:
@@ -87,7 +95,8 @@ def _run_embed(args) -> int:
         print(f"clipsei embed: error: {err}", file=sys.stderr)
         return 2
     result = embed_images(table, model, cache_dir=args.cache, batch_size=args.batch_size,
-                          num_workers=args.num_workers, progress=sys.stderr.isatty())
+                          num_workers=args.num_workers, progress=sys.stderr.isatty(),
+                          intensity=args.intensity)
     out = _write_embed_outputs(args.out, result, model)
     n_failed = len(result.failures)
     print(f"embedded {result.indices.size} of {len(table)} images with {model.name} "
@@ -153,6 +162,7 @@ def _add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", help="detector method (default: the engine's)")
     parser.add_argument("--n-epochs", type=int, help="epochs of head training")
     parser.add_argument("--random-state", type=int, default=0)
+    _add_intensity_argument(parser)
 
 
 def _run_scan(args) -> int:
@@ -170,7 +180,8 @@ def _run_scan(args) -> int:
         return 2
     result = scan(args.source, labels=args.labels, model=model, prompts=args.prompts,
                   cache_dir=args.cache, out=args.out, random_state=args.random_state,
-                  batch_size=args.batch_size, progress=sys.stderr.isatty(), **options)
+                  batch_size=args.batch_size, progress=sys.stderr.isatty(),
+                  intensity=args.intensity, **options)
     _print_scan_summary(result.summary, args.out)
     return 0
 

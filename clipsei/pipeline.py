@@ -137,13 +137,15 @@ def _read_issues(directory: Path) -> pd.DataFrame:
 
 def scan(source, *, labels=None, model="ViT-B-32", pretrained="laion2b_s34b_b79k",
          prompts="generic", cache_dir=None, out=None, device="auto", random_state=0,
-         batch_size=64, progress=True, **detector_options) -> ScanResult:
+         batch_size=64, progress=True, intensity="none", **detector_options) -> ScanResult:
     """Find suspected label errors in a folder, manifest, list of paths or image array.
 
     source, labels: as :func:`clipsei.load_image_table` (a folder per class, or a manifest
         ``path,label[,group]``). model, pretrained: any open_clip model and weights
         (``hf-hub:...`` too), or ``model`` a loaded :class:`clipsei.embed.ClipModel`.
     prompts: the prompt set whose class prompts start the head.
+    intensity: "none", or "window" to stretch each image's grey levels before embedding
+        (:func:`clipsei.embed.embed_images`; for dark medical images with few grey levels).
     cache_dir: embedding cache (re-runs skip unchanged images). out: when given, the
         result is also saved there (:meth:`ScanResult.save`).
     detector_options: passed to :class:`clipsei.SEIDetector` (``method``, ``n_epochs``...);
@@ -163,7 +165,7 @@ def scan(source, *, labels=None, model="ViT-B-32", pretrained="laion2b_s34b_b79k
             model, pretrained, device=device)
     with _timed(timings, "embed"):
         embedded = embed_images(table, clip, cache_dir=cache_dir, batch_size=batch_size,
-                                progress=progress)
+                                progress=progress, intensity=intensity)
     if embedded.indices.size == 0:
         raise ValueError(f"none of the {len(table)} images in {source} could be read; "
                          f"first failure: {embedded.failures['reason'].iloc[0]}")
@@ -174,7 +176,8 @@ def scan(source, *, labels=None, model="ViT-B-32", pretrained="laion2b_s34b_b79k
     rows = embedded.indices
     detector_options.setdefault("device", str(clip.device))  # heads train where CLIP ran
     settings = {"source": str(source), "model": clip.name, "pretrained": clip.pretrained,
-                "prompts": prompts, "device": str(clip.device), "weights_id": clip.weights_id}
+                "prompts": prompts, "device": str(clip.device), "weights_id": clip.weights_id,
+                "intensity": intensity}
     return _scan_arrays(
         embedded.embeddings, embedded.labels, class_names=table.class_names,
         paths=None if table.paths is None else [table.paths[i] for i in rows],

@@ -336,3 +336,27 @@ def test_cached_weights_need_no_network(tmp_path):
     check_weights_available("ViT-B-32", "laion2b_s34b_b79k", cache_dir=tmp_path)  # no raise
     with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE"):
         check_weights_available("ViT-B-32", "laion2b_s34b_b79k", cache_dir=tmp_path / "empty")
+
+
+def test_cli_intensity_window_reaches_the_embedding(tmp_path, tiny_clip, rng):
+    from PIL import Image
+
+    from clipsei.cli import main
+    from clipsei.pipeline import scan
+
+    folder = tmp_path / "mri"
+    for label in ("a", "b"):
+        (folder / label).mkdir(parents=True)
+        for i in range(3):
+            levels = rng.integers(0, 3, (24, 24), dtype=np.uint8)
+            Image.fromarray(levels).save(folder / label / f"{i}.png")
+    argv = [str(folder), "--model", "clipsei-tiny", "--pretrained", "none", "--num-workers", "0"]
+    with pytest.warns(UserWarning, match="RANDOM"):
+        assert main(["embed", *argv, "--intensity-window", "--out", str(tmp_path / "w")]) == 0
+    expected = embed_images(folder, tiny_clip, num_workers=0, progress=False, intensity="window")
+    np.testing.assert_array_equal(np.load(tmp_path / "w" / "embeddings.npy"), expected.embeddings)
+    result = scan(folder, model=tiny_clip, progress=False, intensity="window", n_epochs=5,
+                  cache_dir=tmp_path / "cache")
+    assert result.summary["settings"]["intensity"] == "window"
+    metas = [meta.read_text() for meta in (tmp_path / "cache").glob("*/meta.json")]
+    assert ['"intensity": "window"' in meta for meta in metas].count(True) == 1  # the images
