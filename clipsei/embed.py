@@ -9,7 +9,6 @@ skips every image the cache already holds and writes new embeddings to it as it 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import warnings
@@ -25,9 +24,9 @@ from tqdm.auto import tqdm
 from ._device import resolve_device
 from .cache import (EmbeddingCache, array_key, file_key, from_stored, hash_bytes,
                     sigterm_as_interrupt, to_stored)
-from .data import ImageDecodeError, ImageTable, array_to_image, decode_image_bytes, load_image_table
-from .data import to_rgb
-from .intensity import apply_intensity, check_intensity
+from .data import ImageTable, load_image_table
+from .decode import ImageDataset, collate_images, split_preprocess
+from .intensity import check_intensity
 from .weights import resolve_weights, check_weights_available, hash_weights
 
 logger = logging.getLogger(__name__)
@@ -170,7 +169,7 @@ def _encode_image_batch(batch: torch.Tensor, model: ClipModel) -> np.ndarray:
     with torch.inference_mode(), _autocast(model.device):
         batch = batch.to(model.device, non_blocking=True)
         if batch.dtype == torch.uint8:
-            plan = _split_preprocess(model.preprocess)
+            plan = split_preprocess(model.preprocess)
             mean = torch.as_tensor(plan.mean, dtype=torch.float32, device=model.device)
             std = torch.as_tensor(plan.std, dtype=torch.float32, device=model.device)
             batch = batch.float().div_(255).sub_(mean[:, None, None]).div_(std[:, None, None])
@@ -220,7 +219,7 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
     _check_embed_args(model, batch_size, num_workers)
     check_intensity(intensity)
     keys, failures = _item_keys(table)
-    plan = _split_preprocess(model.preprocess)
+    plan = split_preprocess(model.preprocess)
     draft_size = plan.draft_size if jpeg_draft else None
     cache = None if cache_dir is None else EmbeddingCache(
         cache_dir, _image_cache_fields(model, draft_size, intensity), flush_every=flush_every,
@@ -236,8 +235,8 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
     if num_workers is None:
         num_workers = _default_num_workers(model.device, todo.size, int(batch_size))
     loader = torch.utils.data.DataLoader(
-        _ImageDataset(table, todo, plan.on_worker, draft_size, intensity),
-        batch_size=int(batch_size), num_workers=int(num_workers), collate_fn=_collate,
+        ImageDataset(table, todo, plan.on_worker, draft_size, intensity),
+        batch_size=int(batch_size), num_workers=int(num_workers), collate_fn=collate_images,
         pin_memory=model.device.type == "cuda")
     with contextlib.ExitStack() as stack:
         stack.enter_context(sigterm_as_interrupt())  # restored after the cache's last flush
@@ -338,89 +337,3 @@ def _default_num_workers(device: torch.device, n_images: int, batch_size: int) -
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cores = cores or 1
     return max(1, min(16, cores - 1)) if device.type == "cuda" else min(4, cores // 4)
-
-
-@dataclass(frozen=True)
-class _PreprocessPlan:
-    """open_clip's eval preprocess split where the work is cheapest.
-
-    on_worker: PIL image -> tensor, run in the decoding processes. For the usual
-        ``Resize, CenterCrop, [convert], ToTensor, Normalize`` it stops before ``ToTensor``
-        and yields (3, H, W) uint8; ``mean``/``std`` (3,) are then applied by
-        ``_encode_image_batch``. Otherwise it is the whole preprocess (float output).
-    draft_size: (width, height) a JPEG may be reduced to before decoding, or None when the
-        first step is not a plain shorter-side ``Resize``.
-    """
-
-    on_worker: object
-    mean: tuple | None
-    std: tuple | None
-    draft_size: tuple | None
-
-
-@functools.lru_cache(maxsize=8)  # once per model, not once per batch
-def _split_preprocess(preprocess) -> _PreprocessPlan:
-    from torchvision import transforms
-
-    steps = list(getattr(preprocess, "transforms", []))
-    draft_size = None
-    if steps and type(steps[0]) is transforms.Resize:
-        size = steps[0].size
-        size = size[0] if isinstance(size, (list, tuple)) and len(size) == 1 else size
-        draft_size = (size, size) if isinstance(size, int) else None
-    if (len(steps) >= 2 and isinstance(steps[-1], transforms.Normalize)
-            and type(steps[-2]).__name__ in ("ToTensor", "MaybeToTensor")):
-        return _PreprocessPlan(transforms.Compose([*steps[:-2], _PilToUint8()]),
-                               tuple(steps[-1].mean), tuple(steps[-1].std), draft_size)
-    return _PreprocessPlan(preprocess, None, None, draft_size)
-
-
-class _PilToUint8:
-    """PIL RGB image -> (3, H, W) uint8 tensor (``ToTensor`` without the float scaling)."""
-
-    def __call__(self, image) -> torch.Tensor:
-        pixels = np.asarray(image if image.mode == "RGB" else image.convert("RGB"), np.uint8)
-        return torch.from_numpy(pixels.transpose(2, 0, 1).copy())
-
-
-class _ImageDataset(torch.utils.data.Dataset):
-    """Rows ``rows`` of a table -> (row, image tensor or None, content hash, reason)."""
-
-    def __init__(self, table: ImageTable, rows: np.ndarray, preprocess, draft_size=None,
-                 intensity: str = "none"):
-        self.table, self.rows, self.preprocess = table, rows, preprocess
-        self.draft_size, self.intensity = draft_size, intensity
-
-    def __len__(self) -> int:
-        return int(self.rows.size)
-
-    def __getitem__(self, position: int):
-        row = int(self.rows[position])
-        try:
-            image, content_hash = self._read(row)
-            image = apply_intensity(image, self.intensity)
-            return row, self.preprocess(image), content_hash, ""
-        except FileNotFoundError:
-            return row, None, "", "file not found"
-        except ImageDecodeError as err:
-            return row, None, "", str(err)
-        except Exception as err:  # noqa: BLE001 - any per-image failure is reported, not fatal
-            return row, None, "", f"{type(err).__name__}: {err}"
-
-    def _read(self, row: int):
-        if self.table.paths is not None:
-            with open(self.table.paths[row], "rb") as handle:
-                data = handle.read()
-            return decode_image_bytes(data, min_size=self.draft_size), hash_bytes(data)
-        item = self.table.images[row]
-        if isinstance(item, np.ndarray):
-            return array_to_image(item), array_key(item)
-        return to_rgb(item), array_key(np.asarray(item))
-
-
-def _collate(items):
-    """-> (rows, (B, 3, H, W) tensor or None, content hashes, [(row, reason)] of failures)."""
-    good = [item for item in items if item[1] is not None]
-    batch = torch.stack([item[1] for item in good]) if good else None
-    return ([item[0] for item in good], batch, [item[2] for item in good],
-            [(item[0], item[3]) for item in items if item[1] is None])

@@ -86,9 +86,9 @@ def test_embeddings_are_open_clips_own_preprocess_and_encoder(image_folder, tiny
 def test_large_jpegs_decode_in_draft_mode_and_the_cache_keeps_both_apart(tmp_path, tiny_clip):
     from PIL import Image
 
-    from clipsei.embed import _split_preprocess
+    from clipsei.decode import split_preprocess
 
-    assert _split_preprocess(tiny_clip.preprocess).draft_size == (32, 32)
+    assert split_preprocess(tiny_clip.preprocess).draft_size == (32, 32)
     rng = np.random.default_rng(0)
     for i in range(4):  # 4x the tiny model's 32-px input: decoded at 1/4 scale
         pixels = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
