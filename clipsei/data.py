@@ -203,8 +203,14 @@ def _from_folder(root: Path) -> ImageTable:
         warnings.warn(f"{len(stray)} images directly in {root} (e.g. {stray[0]}) have no class "
                       "folder and are ignored", UserWarning, stacklevel=3)
     visited = {os.path.realpath(root)} | {os.path.realpath(p) for p in candidates}
-    paths, labels, class_names = [], [], []
+    paths, labels, class_names, read = [], [], [], {}
     for class_dir in candidates:
+        real = os.path.realpath(class_dir)
+        if real in read:
+            warnings.warn(f"class folder {class_dir} is the same folder as {read[real]}; "
+                          "skipping it", UserWarning, stacklevel=3)
+            continue
+        read[real] = class_dir
         files = _list_images(class_dir, visited)
         if not files:
             warnings.warn(f"class folder {class_dir} holds no image files; skipping it (it is "

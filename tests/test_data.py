@@ -71,6 +71,10 @@ def test_linked_folder_outside_the_root_is_read(image_folder, tmp_path, write_im
     (image_folder / "bird").symlink_to(tmp_path / "elsewhere" / "bird")
     table = load_image_table(image_folder)
     assert table.class_names == ["bird", "cat", "dog"] and len(table) == 10
+    (image_folder / "kitten").symlink_to(image_folder / "cat")  # one folder, two class names
+    with pytest.warns(UserWarning, match="class folder .*kitten is the same folder as .*cat"):
+        table = load_image_table(image_folder)
+    assert table.class_names == ["bird", "cat", "dog"] and len(table) == 10
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
