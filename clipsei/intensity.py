@@ -30,11 +30,14 @@ def window_intensity(image: Image.Image, *, percentiles=WINDOW_PERCENTILES) -> I
     """Stretch an image's (low, high) percentiles of pixel values to 0-255, clipping outside.
 
     The percentiles are taken over all pixels and channels together, so colours keep their
-    balance. An image whose window is empty (a constant image) is returned unchanged.
+    balance. Where they coincide (under 1% of pixels differ from the rest) the minimum and
+    maximum are used instead; a constant image is returned unchanged.
     Returns an 8-bit image of the same mode and size.
     """
     pixels = np.asarray(image, dtype=np.float32)
     low, high = np.percentile(pixels, percentiles)
+    if high <= low:
+        low, high = pixels.min(), pixels.max()
     if high <= low:
         return image
     stretched = (pixels - low) * (255.0 / (high - low))

@@ -271,13 +271,17 @@ def test_intensity_window_stretches_few_grey_levels(tmp_path, tiny_clip, rng):
         embed(dark, intensity="stretch")
 
 
-def test_window_leaves_constant_and_full_range_images_alone():
+def test_window_on_constant_sparse_and_full_range_images():
     from PIL import Image
 
     from clipsei.intensity import window_intensity
 
     flat = Image.new("RGB", (8, 8), (7, 7, 7))
     assert np.array_equal(np.asarray(window_intensity(flat)), np.asarray(flat))
+    sparse = np.zeros((20, 20), np.uint8)
+    sparse[0, :2] = 2  # 0.5% of the pixels: the 1st and 99th percentiles are both 0
+    stretched = np.asarray(window_intensity(Image.fromarray(sparse).convert("RGB")))
+    assert stretched[0, 0].tolist() == [255] * 3 and stretched[1:].max() == 0
     ramp = Image.fromarray(np.tile(np.arange(256, dtype=np.uint8), (4, 1))).convert("RGB")
     stretched = np.asarray(window_intensity(ramp)).astype(int)
     assert stretched.min() == 0 and stretched.max() == 255
