@@ -125,7 +125,7 @@ def draft_fidelity(paths: list, input_sizes=(224, 112, 56)) -> list:
     from torchvision import transforms
 
     from clipsei.data import decode_image_bytes
-    from clipsei.embed import _PilToUint8
+    from clipsei.decode import PilToUint8
 
     rows = []
     for path, size in itertools.product(paths, input_sizes):
@@ -134,7 +134,7 @@ def draft_fidelity(paths: list, input_sizes=(224, 112, 56)) -> list:
         reduced = decode_image_bytes(data, min_size=(size, size))
         to_input = transforms.Compose([
             transforms.Resize(size, interpolation=transforms.InterpolationMode.BICUBIC),
-            transforms.CenterCrop(size), _PilToUint8()])
+            transforms.CenterCrop(size), PilToUint8()])
         if reduced.size == full.size:
             continue  # too small for this input: decoded at full size either way
         diff = to_input(full).float() - to_input(reduced).float()

@@ -19,6 +19,8 @@ import json
 import logging
 import os
 import re
+import signal
+import threading
 import time
 import uuid
 import warnings
@@ -75,17 +77,25 @@ class EmbeddingCache:
     fields: what makes embeddings of this model comparable (name, weights id, preprocessing...);
         JSON-serialisable. Different fields give a different folder.
     flush_every: rows buffered in memory before a chunk is written.
+    flush_seconds: a chunk is also written once this many seconds have passed since the last
+        one (or since the cache was opened), so a kill loses at most about that much work.
+    dim: D, the length of a row; chunks whose rows have another length are ignored (with a
+        warning). None: the first chunk read sets it.
     """
 
-    def __init__(self, cache_dir, fields: dict, *, flush_every: int = 1024):
+    def __init__(self, cache_dir, fields: dict, *, flush_every: int = 1024,
+                 flush_seconds: float = 30.0, dim: int | None = None):
         if flush_every < 1:
             raise ValueError(f"flush_every must be >= 1; got {flush_every}")
+        if not flush_seconds >= 0:
+            raise ValueError(f"flush_seconds must be >= 0; got {flush_seconds}")
         self.fields = {**fields, "cache_format": CACHE_FORMAT}
         digest = hash_bytes(json.dumps(self.fields, sort_keys=True, default=str).encode())[:16]
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", str(fields.get("name", "model")))[-40:]
         self.path = Path(cache_dir).expanduser() / f"{slug}-{digest}"
-        self.flush_every = flush_every
+        self.flush_every, self.flush_seconds, self.dim = flush_every, flush_seconds, dim
         self._buffer: list = []
+        self._last_flush = time.monotonic()
         self._rows: dict | None = None  # key -> (embedding row, source), read lazily
 
     def lookup(self, keys) -> tuple:
@@ -102,13 +112,15 @@ class EmbeddingCache:
         return [s for k, s in zip(keys, sources) if k not in rows and s in cached_sources]
 
     def add(self, keys, sources, content_hashes, embeddings: np.ndarray) -> None:
-        """Buffer (n, D) embeddings of n items; write a chunk once ``flush_every`` rows wait."""
+        """Buffer (n, D) embeddings of n items; write a chunk once ``flush_every`` rows wait
+        or ``flush_seconds`` have passed since the last chunk."""
         embeddings = np.asarray(embeddings)
         self._buffer.append((list(keys), list(sources), list(content_hashes), embeddings))
         rows = self._load()
         for key, source, row in zip(keys, sources, to_stored(embeddings)):
             rows[key] = (row, source)
-        if sum(len(item[0]) for item in self._buffer) >= self.flush_every:
+        if (sum(len(item[0]) for item in self._buffer) >= self.flush_every
+                or time.monotonic() - self._last_flush >= self.flush_seconds):
             self.flush()
 
     def flush(self) -> None:
@@ -121,6 +133,7 @@ class EmbeddingCache:
         embeddings = np.concatenate([item[3] for item in self._buffer])
         self._write_chunk(keys, sources, hashes, to_stored(embeddings))
         self._buffer = []
+        self._last_flush = time.monotonic()
 
     def __enter__(self):
         return self
@@ -148,18 +161,57 @@ class EmbeddingCache:
                 self._read_chunk(chunk, self._rows)
         return self._rows
 
-    @staticmethod
-    def _read_chunk(chunk: Path, rows: dict) -> None:
+    def _read_chunk(self, chunk: Path, rows: dict) -> None:
+        """Add a chunk's rows to ``rows``; an unreadable or malformed chunk is skipped (kept)."""
         try:
             with np.load(chunk, allow_pickle=False) as data:
                 keys, sources = data["keys"], data["sources"]
                 embeddings = data["embeddings"]
+            problem = self._chunk_problem(keys, sources, embeddings)
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
-            warnings.warn(f"ignoring unreadable cache chunk {chunk}: {err}", UserWarning,
-                          stacklevel=4)
+            problem = str(err)
+        if problem:
+            warnings.warn(f"ignoring unreadable cache chunk {chunk}: {problem}; its rows are "
+                          "embedded again", UserWarning, stacklevel=5)
             return
+        self.dim = embeddings.shape[1]
         for key, source, row in zip(keys.tolist(), sources.tolist(), embeddings):
             rows[key] = (row, source)
+
+    def _chunk_problem(self, keys, sources, embeddings) -> str:
+        """What is wrong with a chunk's arrays, or "" when they fit together and this cache."""
+        if embeddings.ndim != 2 or embeddings.dtype.kind != "f":
+            return f"embeddings must be 2-D floats; got {embeddings.dtype} {embeddings.shape}"
+        if not keys.ndim == sources.ndim == 1 or not (
+                keys.shape[0] == sources.shape[0] == embeddings.shape[0]):
+            return (f"{keys.shape} keys, {sources.shape} sources and {embeddings.shape[0]} "
+                    "embedding rows do not match")
+        if self.dim is not None and embeddings.shape[1] != self.dim:
+            return f"rows of length {embeddings.shape[1]}, expected {self.dim}"
+        return ""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM raises ``KeyboardInterrupt`` as Ctrl-C does, so the
+    ``finally``/``__exit__`` code of the block (a cache flush) runs before the process ends.
+
+    SIGTERM is what ``kill``, SLURM, ``docker stop`` and Kubernetes send. The previous handler
+    is restored on exit. Outside the main thread (where Python cannot set handlers) it does
+    nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"received signal {signum} (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:  # None: a handler set outside Python, which cannot be put back; use the default
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def to_stored(embeddings: np.ndarray) -> np.ndarray:

@@ -171,6 +171,10 @@ def _add_image_arguments(parser: argparse.ArgumentParser, *, source_help: str) -
     parser.add_argument("--num-workers", type=_non_negative_int, default=None,
                         help="decoding processes (default: chosen for the device)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--intensity-window", dest="intensity", action="store_const",
+                        const="window", default="none",
+                        help="stretch each image's 1st-99th percentile grey levels to 0-255 "
+                             "before embedding (for dark medical exports with few grey levels)")
 
 
 def _manifest(args):
@@ -215,7 +219,8 @@ def _run_embed(args) -> int:
     written = embed_to_folder(args.source, manifest=_manifest(args), model=args.model,
                               pretrained=args.pretrained, device=args.device,
                               cache_dir=args.cache, out=args.out, batch_size=args.batch_size,
-                              num_workers=args.num_workers, progress=_progress(args))
+                              num_workers=args.num_workers, progress=_progress(args),
+                              intensity=args.intensity)
     n_failed = written["n_failed"]
     print(f"embedded {written['n_embedded']} of {written['n_images']} images with "
           f"{written['model']} ({written['weights_id']}): {written['n_cached']} from cache, "
@@ -256,7 +261,8 @@ def _run_scan(args) -> int:
     model = load_model(args.model, args.pretrained, device=args.device)
     result = scan(args.source, manifest=manifest, model=model, prompts=args.prompts,
                   cache_dir=args.cache, out=args.out, random_state=args.random_state,
-                  batch_size=args.batch_size, progress=_progress(args), **options)
+                  batch_size=args.batch_size, progress=_progress(args),
+                  intensity=args.intensity, **options)
     _print_scan_summary(result.summary, args.out)
     return 0
 

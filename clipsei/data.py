@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ._paths import is_clipsei_output
 from ._validation import check_labels
 
 logger = logging.getLogger(__name__)
@@ -59,24 +60,29 @@ class ImageTable:
         return self.paths[index] if self.paths is not None else f"<images>[{index}]"
 
 
-def load_image_table(source, *, labels=None, groups=None, class_names=None) -> ImageTable:
+def load_image_table(source, *, labels=None, manifest=None, groups=None,
+                     class_names=None) -> ImageTable:
     """Build an ``ImageTable`` from ``source``.
 
-    source: a folder (one subfolder per class, class names sorted; with ``labels`` a manifest
-        path, the manifest's paths are read relative to this folder instead), a CSV/Parquet
-        manifest (columns ``path,label[,group]``, paths relative to the manifest), a list of
-        image paths, a uint8 array (N, H, W[, C]), or a Hugging Face ``datasets.Dataset``
-        with ``image`` and ``label`` columns.
+    source: a folder (one subfolder per class, class names sorted; hidden folders, clipsei
+        output folders and class folders without images are skipped), a CSV/Parquet manifest
+        (columns ``path,label[,group]``, paths relative to the manifest), a list of image
+        paths, a uint8 array (N, H, W[, C]), or a Hugging Face ``datasets.Dataset`` with
+        ``image`` and ``label`` columns.
     labels: (N,) ints or class-name strings, required for lists and arrays.
+    manifest: with a folder ``source``, a CSV/Parquet manifest whose paths are read relative
+        to that folder (instead of the class subfolders).
     groups: (N,) optional group ids for lists and arrays.
     class_names: names for label ints, or the order of class-name strings.
     """
+    _check_label_source(source, labels, manifest)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.exists():
             raise FileNotFoundError(f"source not found: {path}")
-        if path.is_dir() and labels is not None:
-            return _from_manifest(_check_manifest_path(labels), root=path, class_names=class_names)
+        if manifest is not None:
+            return _from_manifest(_check_manifest_path(manifest), root=path,
+                                  class_names=class_names)
         if path.is_dir():
             return _from_folder(path)
         return _from_manifest(_check_manifest_path(path), root=path.parent, class_names=class_names)
@@ -90,6 +96,21 @@ def load_image_table(source, *, labels=None, groups=None, class_names=None) -> I
         "source must be a folder, a manifest path, a list of paths, a uint8 array or a "
         f"datasets.Dataset; got {type(source).__name__}"
     )
+
+
+def _check_label_source(source, labels, manifest) -> None:
+    """Refuse a manifest path given as ``labels`` and labels the source would ignore."""
+    if isinstance(labels, (str, os.PathLike)):
+        raise TypeError(f"labels must be an (N,) array of labels; got the path {labels!r}. "
+                        "Pass a manifest file as manifest=")
+    is_path = isinstance(source, (str, os.PathLike))
+    if manifest is not None and not (is_path and Path(source).is_dir()):
+        raise ValueError("manifest= needs source to be a folder (the manifest's paths are read "
+                         f"relative to it); got source {source!r}")
+    if labels is not None and is_path:
+        raise ValueError(f"labels= cannot be used with source {source!r}: a folder's labels "
+                         "come from its class subfolders or manifest=, a manifest's from its "
+                         "label column")
 
 
 def load_image(path) -> Image.Image:
@@ -173,32 +194,55 @@ def _stretch_to_8bit(pixels: np.ndarray) -> Image.Image:
 
 
 def _from_folder(root: Path) -> ImageTable:
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not class_dirs:
+    """Class subfolders of ``root`` -> table; each real directory is walked once."""
+    candidates = sorted(p for p in root.iterdir() if _is_class_dir(p))
+    if not candidates:
         raise ValueError(f"folder {root} has no class subfolders (expected root/<class>/<image>)")
     stray = [p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
     if stray:
         warnings.warn(f"{len(stray)} images directly in {root} (e.g. {stray[0]}) have no class "
                       "folder and are ignored", UserWarning, stacklevel=3)
-    paths, labels = [], []
-    for label, class_dir in enumerate(class_dirs):
-        files = _list_images(class_dir)
+    visited = {os.path.realpath(root)} | {os.path.realpath(p) for p in candidates}
+    paths, labels, class_names, read = [], [], [], {}
+    for class_dir in candidates:
+        real = os.path.realpath(class_dir)
+        if real in read:
+            warnings.warn(f"class folder {class_dir} is the same folder as {read[real]}; "
+                          "skipping it", UserWarning, stacklevel=3)
+            continue
+        read[real] = class_dir
+        files = _list_images(class_dir, visited)
         if not files:
-            warnings.warn(f"class folder {class_dir} holds no images", UserWarning, stacklevel=3)
+            warnings.warn(f"class folder {class_dir} holds no image files; skipping it (it is "
+                          "not a class)", UserWarning, stacklevel=3)
+            continue
         paths.extend(files)
-        labels.extend([label] * len(files))
-    labels = np.asarray(labels, dtype=np.int64)
-    n_present = np.unique(labels).size
-    if n_present < 2:
+        labels.extend([len(class_names)] * len(files))
+        class_names.append(class_dir.name)
+    if len(class_names) < 2:
         raise ValueError(f"folder {root} must hold images of at least 2 classes; found "
-                         f"{n_present} class folder(s) with images ({len(paths)} images)")
-    return ImageTable(paths=paths, labels=labels, class_names=[p.name for p in class_dirs])
+                         f"{len(class_names)} class folder(s) with images ({len(paths)} images)")
+    return ImageTable(paths=paths, labels=np.asarray(labels, dtype=np.int64),
+                      class_names=class_names)
 
 
-def _list_images(folder: Path) -> list:
+def _is_class_dir(path: Path) -> bool:
+    """A visible folder that clipsei did not write (output folders carry the marker)."""
+    return path.is_dir() and not path.name.startswith(".") and not is_clipsei_output(path)
+
+
+def _list_images(folder: Path, visited: set) -> list:
+    """Image files under ``folder`` (symlinks followed), skipping directories in ``visited``
+    (real paths, updated in place) so that a symlink loop is walked once."""
     found = []
     for directory, subdirs, files in os.walk(folder, followlinks=True):
-        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+        kept = []
+        for name in sorted(subdirs):
+            real = os.path.realpath(os.path.join(directory, name))
+            if _is_class_dir(Path(directory, name)) and real not in visited:
+                visited.add(real)
+                kept.append(name)
+        subdirs[:] = kept
         found.extend(os.path.join(directory, f) for f in sorted(files)
                      if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS)
     return [os.path.abspath(p) for p in found]

@@ -9,9 +9,6 @@ skips every image the cache already holds and writes new embeddings to it as it 
 from __future__ import annotations
 
 import contextlib
-import difflib
-import functools
-import hashlib
 import logging
 import os
 import warnings
@@ -25,20 +22,17 @@ import torch
 from tqdm.auto import tqdm
 
 from ._device import resolve_device
-from .cache import (EmbeddingCache, array_key, file_key, from_stored, hash_bytes, hash_file,
-                    to_stored)
-from .data import ImageDecodeError, ImageTable, array_to_image, decode_image_bytes, load_image_table
-from .data import to_rgb
+from .cache import (EmbeddingCache, array_key, file_key, from_stored, hash_bytes,
+                    sigterm_as_interrupt, to_stored)
+from .data import ImageTable, load_image_table
+from .decode import ImageDataset, collate_images, split_preprocess
+from .intensity import check_intensity
+from .weights import resolve_weights, check_weights_available, hash_weights
 
 logger = logging.getLogger(__name__)
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 open_clip.add_model_config(MODEL_CONFIG_DIR)  # makes "clipsei-tiny" a model name
-_CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
-_RANDOM_WEIGHTS_WARNING = (
-    "pretrained='none': the model has RANDOM weights. Its embeddings carry no meaning and must "
-    "not be used to find label issues; use them only for tests and speed benchmarks."
-)
 
 
 @dataclass
@@ -106,64 +100,39 @@ def load_clip_model(name: str = "ViT-B-32", pretrained: str | None = "laion2b_s3
     cache_dir: where open_clip keeps downloaded weights.
     """
     device = resolve_device(device)
-    create_kwargs, weights_id = _resolve_weights(name, pretrained)
+    create_kwargs, weights_id = resolve_weights(name, pretrained)
+    if weights_id == pretrained or weights_id.startswith("hf-hub:"):  # open_clip downloads them
+        check_weights_available(name, pretrained, cache_dir=cache_dir)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # random weights are the same on every load
             model, _, preprocess = open_clip.create_model_and_transforms(
                 name, device=device, cache_dir=cache_dir, weights_only=True, **create_kwargs)
-    except RuntimeError as err:
-        if weights_id.startswith("sha256:"):
-            raise ValueError(f"checkpoint {pretrained} does not fit model {name}: {err}") from err
-        raise RuntimeError(f"could not load model {name!r} with weights {pretrained!r} "
-                           f"(offline, or HF_HUB_OFFLINE set?): {err}") from err
+    except Exception as err:  # noqa: BLE001 - a checkpoint file can fail in many ways
+        raise _load_error(name, pretrained, weights_id, err) from err
     model.eval()
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     if weights_id.endswith(":"):  # random or local-dir weights: key them by their values
-        weights_id += _hash_weights(model)[:16]
+        weights_id += hash_weights(model)[:16]
     return ClipModel(model=model, preprocess=preprocess, tokenizer=open_clip.get_tokenizer(name),
                      device=device, name=name, pretrained=str(pretrained), weights_id=weights_id,
                      embed_dim=_embed_dim(model, device),
                      preprocess_cfg=dict(model.visual.preprocess_cfg))
 
 
-def _resolve_weights(name: str, pretrained) -> tuple:
-    """-> (keyword arguments for open_clip, weights id; ending in ':' = hash after loading)."""
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"name must be a non-empty str; got {name!r}")
-    if name.startswith("hf-hub:"):
-        return {}, name
-    if name.startswith("local-dir:"):
-        if not Path(name[len("local-dir:"):]).is_dir():
-            raise FileNotFoundError(f"model folder not found: {name[len('local-dir:'):]}")
-        return {}, "local-dir:"
-    if name not in open_clip.list_models():
-        close = difflib.get_close_matches(name, open_clip.list_models(), n=5, cutoff=0.5)
-        raise ValueError(f"unknown model name {name!r}; close matches: {close}. See "
-                         "open_clip.list_models(), or use 'hf-hub:org/repo' or 'local-dir:PATH'")
-    if pretrained is None or str(pretrained).lower() == "none":
-        warnings.warn(_RANDOM_WEIGHTS_WARNING, UserWarning, stacklevel=3)
-        logger.warning(_RANDOM_WEIGHTS_WARNING)
-        return {"pretrained": None, "load_weights": False}, "random:"
-    pretrained = os.fspath(pretrained)
-    if os.path.isfile(pretrained):
-        return {"pretrained": pretrained}, f"sha256:{hash_file(pretrained)}"
-    tags = open_clip.list_pretrained_tags_by_model(name)
-    if pretrained in tags:
-        return {"pretrained": pretrained}, pretrained
-    if os.sep in pretrained or pretrained.endswith(_CHECKPOINT_SUFFIXES):
-        raise FileNotFoundError(f"checkpoint file not found: {pretrained}")
-    raise ValueError(f"pretrained must be 'none', a checkpoint file or one of {name}'s tags "
-                     f"{tags}; got {pretrained!r}")
-
-
-def _hash_weights(model: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for key, tensor in sorted(model.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
+def _load_error(name: str, pretrained, weights_id: str, err: Exception) -> Exception:
+    """A one-line error for open_clip's failure to build ``name`` with ``pretrained``."""
+    first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    if not weights_id.startswith("sha256:"):
+        if not isinstance(err, RuntimeError):
+            return err
+        return RuntimeError(f"could not load model {name!r} with weights {pretrained!r}: "
+                            f"{first_line}")
+    if isinstance(err, RuntimeError) and "state_dict" in str(err):
+        return ValueError(f"checkpoint {pretrained} does not fit model {name}: {first_line}")
+    return ValueError(f"cannot read checkpoint file {pretrained} ({type(err).__name__}: "
+                      f"{first_line}); is it a complete torch or safetensors file?")
 
 
 def _embed_dim(model: torch.nn.Module, device: torch.device) -> int:
@@ -200,7 +169,7 @@ def _encode_image_batch(batch: torch.Tensor, model: ClipModel) -> np.ndarray:
     with torch.inference_mode(), _autocast(model.device):
         batch = batch.to(model.device, non_blocking=True)
         if batch.dtype == torch.uint8:
-            plan = _split_preprocess(model.preprocess)
+            plan = split_preprocess(model.preprocess)
             mean = torch.as_tensor(plan.mean, dtype=torch.float32, device=model.device)
             std = torch.as_tensor(plan.std, dtype=torch.float32, device=model.device)
             batch = batch.float().div_(255).sub_(mean[:, None, None]).div_(std[:, None, None])
@@ -226,28 +195,35 @@ def _autocast(device: torch.device):
 
 def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_size: int = 64,
                  num_workers: int | None = None, progress: bool = True,
-                 flush_every: int = 1024, jpeg_draft: bool = True) -> EmbeddingResult:
+                 flush_every: int = 1024, flush_seconds: float = 30.0, jpeg_draft: bool = True,
+                 intensity: str = "none") -> EmbeddingResult:
     """Embed every image of an ``ImageTable`` (or of a source ``load_image_table`` accepts).
 
-    Images the cache already holds are not decoded again; new embeddings are written to the
-    cache in chunks of ``flush_every`` rows (and on any exit, Ctrl-C included). With a cache,
-    every returned row has gone through float16 storage, so a resumed run returns exactly the
-    rows of an uninterrupted one. Images that cannot be read land in ``failures``.
+    Every returned row goes through float16 (what the cache stores) and back to unit norm, so
+    runs with and without a cache, and resumed runs, return the same numbers. Images the cache
+    already holds are not decoded again; new embeddings are written to it in chunks every
+    ``flush_every`` rows or ``flush_seconds`` seconds, and on any exit (Ctrl-C and SIGTERM
+    included). Images that cannot be read land in ``failures``.
     num_workers: DataLoader decoding processes; None picks a number for the device.
     jpeg_draft: decode JPEG files at least twice the model's input size at a reduced DCT
         scale (see :func:`clipsei.data.decode_image_bytes`), several times faster for large
         photos; False decodes every file at full size, exactly as open_clip's preprocess
         does. The choice is part of the cache's key.
+    intensity: "none", or "window" to stretch each image's 1st-99th percentile of pixel
+        values to 0-255 before the preprocess (for images that use few grey levels, such as
+        medical exports stored as 0-2; see :func:`clipsei.intensity.window_intensity`).
+        Part of the cache's key.
     """
     table = table_or_source if isinstance(table_or_source, ImageTable) else (
         load_image_table(table_or_source))
     _check_embed_args(model, batch_size, num_workers)
+    check_intensity(intensity)
     keys, failures = _item_keys(table)
-    plan = _split_preprocess(model.preprocess)
+    plan = split_preprocess(model.preprocess)
     draft_size = plan.draft_size if jpeg_draft else None
-    cache_fields = {**model.cache_fields("image"), "jpeg_draft": draft_size is not None}
-    cache = (EmbeddingCache(cache_dir, cache_fields, flush_every=flush_every)
-             if cache_dir is not None else None)
+    cache = None if cache_dir is None else EmbeddingCache(
+        cache_dir, _image_cache_fields(model, draft_size, intensity), flush_every=flush_every,
+        flush_seconds=flush_seconds, dim=model.embed_dim)
     embeddings = np.zeros((len(table), model.embed_dim), np.float32)
     done = np.zeros(len(table), dtype=bool)
     if cache is not None:
@@ -259,9 +235,11 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
     if num_workers is None:
         num_workers = _default_num_workers(model.device, todo.size, int(batch_size))
     loader = torch.utils.data.DataLoader(
-        _ImageDataset(table, todo, plan.on_worker, draft_size), batch_size=int(batch_size),
-        num_workers=int(num_workers), collate_fn=_collate, pin_memory=model.device.type == "cuda")
+        ImageDataset(table, todo, plan.on_worker, draft_size, intensity),
+        batch_size=int(batch_size), num_workers=int(num_workers), collate_fn=collate_images,
+        pin_memory=model.device.type == "cuda")
     with contextlib.ExitStack() as stack:
+        stack.enter_context(sigterm_as_interrupt())  # restored after the cache's last flush
         if cache is not None:
             stack.enter_context(cache)  # flushes what is buffered on every exit, Ctrl-C included
         bar = stack.enter_context(tqdm(total=int(todo.size), unit="img", desc="embedding",
@@ -279,6 +257,14 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
         columns=["index", "path", "reason"])
     return EmbeddingResult(embeddings=embeddings[indices], indices=indices, failures=failures_frame,
                            table=table, n_cached=n_cached, n_encoded=indices.size - n_cached)
+
+
+def _image_cache_fields(model: ClipModel, draft_size, intensity: str) -> dict:
+    """The cache key's fields for images; "intensity" only when set (older caches stay valid)."""
+    fields = {**model.cache_fields("image"), "jpeg_draft": draft_size is not None}
+    if intensity != "none":
+        fields["intensity"] = intensity
+    return fields
 
 
 def _check_embed_args(model, batch_size, num_workers) -> None:
@@ -304,11 +290,10 @@ def _fill_from_cache(cache: EmbeddingCache, table: ImageTable, keys: list,
 
 
 def _encode_and_store(batch, rows: list, hashes: list, model: ClipModel, cache, table, keys):
-    """Encode one batch -> (B, D) float32; with a cache, store it and return the stored rows."""
+    """Encode one batch -> (B, D) float32 rounded through float16 as stored; cache it if any."""
     new = _encode_image_batch(batch, model)
-    if cache is None:
-        return new
-    cache.add([keys[i] for i in rows], [table.describe(i) for i in rows], hashes, new)
+    if cache is not None:
+        cache.add([keys[i] for i in rows], [table.describe(i) for i in rows], hashes, new)
     return from_stored(to_stored(new))
 
 
@@ -352,87 +337,3 @@ def _default_num_workers(device: torch.device, n_images: int, batch_size: int) -
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cores = cores or 1
     return max(1, min(16, cores - 1)) if device.type == "cuda" else min(4, cores // 4)
-
-
-@dataclass(frozen=True)
-class _PreprocessPlan:
-    """open_clip's eval preprocess split where the work is cheapest.
-
-    on_worker: PIL image -> tensor, run in the decoding processes. For the usual
-        ``Resize, CenterCrop, [convert], ToTensor, Normalize`` it stops before ``ToTensor``
-        and yields (3, H, W) uint8; ``mean``/``std`` (3,) are then applied by
-        ``_encode_image_batch``. Otherwise it is the whole preprocess (float output).
-    draft_size: (width, height) a JPEG may be reduced to before decoding, or None when the
-        first step is not a plain shorter-side ``Resize``.
-    """
-
-    on_worker: object
-    mean: tuple | None
-    std: tuple | None
-    draft_size: tuple | None
-
-
-@functools.lru_cache(maxsize=8)  # once per model, not once per batch
-def _split_preprocess(preprocess) -> _PreprocessPlan:
-    from torchvision import transforms
-
-    steps = list(getattr(preprocess, "transforms", []))
-    draft_size = None
-    if steps and type(steps[0]) is transforms.Resize:
-        size = steps[0].size
-        size = size[0] if isinstance(size, (list, tuple)) and len(size) == 1 else size
-        draft_size = (size, size) if isinstance(size, int) else None
-    if (len(steps) >= 2 and isinstance(steps[-1], transforms.Normalize)
-            and type(steps[-2]).__name__ in ("ToTensor", "MaybeToTensor")):
-        return _PreprocessPlan(transforms.Compose([*steps[:-2], _PilToUint8()]),
-                               tuple(steps[-1].mean), tuple(steps[-1].std), draft_size)
-    return _PreprocessPlan(preprocess, None, None, draft_size)
-
-
-class _PilToUint8:
-    """PIL RGB image -> (3, H, W) uint8 tensor (``ToTensor`` without the float scaling)."""
-
-    def __call__(self, image) -> torch.Tensor:
-        pixels = np.asarray(image if image.mode == "RGB" else image.convert("RGB"), np.uint8)
-        return torch.from_numpy(pixels.transpose(2, 0, 1).copy())
-
-
-class _ImageDataset(torch.utils.data.Dataset):
-    """Rows ``rows`` of a table -> (row, image tensor or None, content hash, reason)."""
-
-    def __init__(self, table: ImageTable, rows: np.ndarray, preprocess, draft_size=None):
-        self.table, self.rows, self.preprocess = table, rows, preprocess
-        self.draft_size = draft_size
-
-    def __len__(self) -> int:
-        return int(self.rows.size)
-
-    def __getitem__(self, position: int):
-        row = int(self.rows[position])
-        try:
-            image, content_hash = self._read(row)
-            return row, self.preprocess(image), content_hash, ""
-        except FileNotFoundError:
-            return row, None, "", "file not found"
-        except ImageDecodeError as err:
-            return row, None, "", str(err)
-        except Exception as err:  # noqa: BLE001 - any per-image failure is reported, not fatal
-            return row, None, "", f"{type(err).__name__}: {err}"
-
-    def _read(self, row: int):
-        if self.table.paths is not None:
-            with open(self.table.paths[row], "rb") as handle:
-                data = handle.read()
-            return decode_image_bytes(data, min_size=self.draft_size), hash_bytes(data)
-        item = self.table.images[row]
-        if isinstance(item, np.ndarray):
-            return array_to_image(item), array_key(item)
-        return to_rgb(item), array_key(np.asarray(item))
-
-
-def _collate(items):
-    """-> (rows, (B, 3, H, W) tensor or None, content hashes, [(row, reason)] of failures)."""
-    good = [item for item in items if item[1] is not None]
-    batch = torch.stack([item[1] for item in good]) if good else None
-    return ([item[0] for item in good], batch, [item[2] for item in good],
-            [(item[0], item[3]) for item in items if item[1] is None])

@@ -151,7 +151,7 @@ def _read_issues(directory: Path) -> pd.DataFrame:
 
 def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
          pretrained="laion2b_s34b_b79k", prompts="generic", cache_dir=None, out=None,
-         device="auto", random_state=0, batch_size=64, progress=True,
+         device="auto", random_state=0, batch_size=64, progress=True, intensity="none",
          **detector_options) -> ScanResult:
     """Find suspected label errors in a folder, manifest, list of paths or image array.
 
@@ -161,6 +161,8 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
     model, pretrained: any open_clip model and weights (``hf-hub:...`` too), or ``model`` a
         loaded :class:`clipsei.embed.ClipModel`.
     prompts: the prompt set whose class prompts start the head.
+    intensity: "none", or "window" to stretch each image's grey levels before embedding
+        (:func:`clipsei.embed.embed_images`; for dark medical images with few grey levels).
     cache_dir: embedding cache (re-runs skip unchanged images). out: when given, the
         result is also saved there (:meth:`ScanResult.save`); both are checked before any work.
     detector_options: passed to :class:`clipsei.SEIDetector` (``method``, ``n_epochs``...);
@@ -182,7 +184,7 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
             model, pretrained, device=device)
     with _timed(timings, "embed"):
         embedded = embed_images(table, clip, cache_dir=cache_dir, batch_size=batch_size,
-                                progress=progress)
+                                progress=progress, intensity=intensity)
     if embedded.indices.size == 0:
         raise ValueError(f"none of the {len(table)} images in {source} could be read; "
                          f"first failure: {embedded.failures['reason'].iloc[0]}")
@@ -193,7 +195,8 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
     rows = embedded.indices
     detector_options.setdefault("device", str(clip.device))  # heads train where CLIP ran
     settings = {"source": str(source), "model": clip.name, "pretrained": clip.pretrained,
-                "prompts": prompts, "device": str(clip.device), "weights_id": clip.weights_id}
+                "prompts": prompts, "device": str(clip.device), "weights_id": clip.weights_id,
+                "intensity": intensity}
     return _scan_arrays(
         embedded.embeddings, embedded.labels, class_names=table.class_names,
         paths=None if table.paths is None else [table.paths[i] for i in rows],
@@ -209,8 +212,7 @@ def load_images(source, *, labels=None, manifest=None):
     """The :class:`clipsei.ImageTable` of ``source`` (see :func:`scan`); reads no pixels."""
     from .data import load_image_table
 
-    # until load_image_table takes manifest=, its labels= reads a manifest path
-    return load_image_table(source, labels=manifest if manifest is not None else labels)
+    return load_image_table(source, labels=labels, manifest=manifest)
 
 
 def load_model(model="ViT-B-32", pretrained="laion2b_s34b_b79k", *, device="auto"):
@@ -227,7 +229,7 @@ def load_model(model="ViT-B-32", pretrained="laion2b_s34b_b79k", *, device="auto
 def embed_to_folder(source, *, manifest=None, model="ViT-B-32",
                     pretrained="laion2b_s34b_b79k", device="auto", cache_dir=None,
                     out="clipsei_embeddings", batch_size=64, num_workers=None,
-                    progress=True) -> dict:
+                    progress=True, intensity="none") -> dict:
     """Embed the images of ``source`` and write them to folder ``out``; return the counts.
 
     Writes embeddings.npy (M, D) float32, labels.npy (M,) int64, samples.csv (index, path,
@@ -240,7 +242,7 @@ def embed_to_folder(source, *, manifest=None, model="ViT-B-32",
     table = load_images(source, manifest=manifest)
     clip = load_model(model, pretrained, device=device)
     result = embed_images(table, clip, cache_dir=cache_dir, batch_size=batch_size,
-                          num_workers=num_workers, progress=progress)
+                          num_workers=num_workers, progress=progress, intensity=intensity)
     out = mark_output_dir(check_output_dir(out, option="out"), kind="embed")
     np.save(out / "embeddings.npy", result.embeddings)
     np.save(out / "labels.npy", result.labels)
@@ -255,7 +257,8 @@ def embed_to_folder(source, *, manifest=None, model="ViT-B-32",
     (out / "class_names.json").write_text(json.dumps(table.class_names, indent=1))
     written = {"model": clip.name, "pretrained": clip.pretrained, "weights_id": clip.weights_id,
                "embed_dim": clip.embed_dim, "n_images": len(table),
-               "n_embedded": int(result.indices.size), "n_failed": len(result.failures)}
+               "n_embedded": int(result.indices.size), "n_failed": len(result.failures),
+               "intensity": intensity}
     (out / "embed.json").write_text(json.dumps(written, indent=1))
     return {**written, "n_cached": result.n_cached, "n_encoded": result.n_encoded,
             "shape": result.embeddings.shape, "out": str(out)}

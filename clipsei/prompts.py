@@ -153,11 +153,13 @@ def encode_other_prompt(model: ClipModel, *, prompt_set="generic", cache_dir=Non
 
 
 def _encode_cached(texts: list, model: ClipModel, cache_dir) -> np.ndarray:
-    """N texts -> (N, D) float32 unit rows, reading and filling the cache when one is given."""
+    """N texts -> (N, D) float32 unit rows rounded through float16 as the cache stores them
+    (the same numbers with and without a cache), reading and filling the cache if given."""
     if cache_dir is None:
-        return encode_texts(texts, model)
+        return from_stored(to_stored(encode_texts(texts, model)))
     keys = [text_key(text) for text in texts]
-    with EmbeddingCache(cache_dir, model.cache_fields("text"), flush_every=1 << 30) as cache:
+    with EmbeddingCache(cache_dir, model.cache_fields("text"), flush_every=1 << 30,
+                        dim=model.embed_dim) as cache:
         found, cached = cache.lookup(keys)
         embeddings = np.zeros((len(texts), model.embed_dim), np.float32)
         if found.any():

@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
+import time
 
 import numpy as np
 import pytest
 
 import clipsei.embed
-from clipsei.cache import EmbeddingCache, file_key, from_stored
+from clipsei.cache import EmbeddingCache, file_key, from_stored, sigterm_as_interrupt
 from clipsei.data import load_image_table
 from clipsei.embed import embed_images
 
@@ -76,32 +76,99 @@ def test_resume_after_exception_equals_uninterrupted_run(image_folder, tiny_clip
     np.testing.assert_array_equal(resumed.embeddings, full.embeddings)
 
 
-@pytest.mark.slow  # a fresh interpreter imports open_clip (~6 s on 2 cores)
-def test_resume_after_kill_9(image_folder, tiny_clip, tmp_path):
-    script = textwrap.dedent(f"""
-        import os, signal, warnings
-        warnings.simplefilter("ignore")
-        import clipsei.embed as embed
-        model = embed.load_clip_model("clipsei-tiny", "none", device="cpu")
-        real, calls = embed._encode_image_batch, []
-        def encode(batch, model):
-            calls.append(1)
-            if len(calls) == 3:
-                os.kill(os.getpid(), signal.SIGKILL)
-            return real(batch, model)
-        embed._encode_image_batch = encode
-        embed.embed_images({str(image_folder)!r}, model, cache_dir={str(tmp_path / "c")!r},
-                           batch_size=2, num_workers=0, progress=False, flush_every=2)
-    """)
-    process = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
-    assert process.returncode == -signal.SIGKILL, process.stderr.decode()[-2000:]
-    assert len(_chunks(tmp_path / "c")) == 2  # the two batches encoded before the kill
-    resumed = embed_images(image_folder, tiny_clip, cache_dir=tmp_path / "c", batch_size=2,
+_KILLED_RUN = """
+import sys, time, warnings
+warnings.simplefilter("ignore")
+import clipsei.embed as embed
+model = embed.load_clip_model("clipsei-tiny", "none", device="cpu")
+real, encoded = embed._encode_image_batch, [0]
+def encode(batch, model):  # the real encoder, slowed so that the parent acts mid-run
+    time.sleep(0.05)
+    out = real(batch, model)
+    encoded[0] += len(out)
+    print(encoded[0], flush=True)
+    return out
+embed._encode_image_batch = encode
+embed.embed_images(sys.argv[1], model, cache_dir=sys.argv[2], batch_size=4, num_workers=0,
+                   progress=False, flush_seconds=0.5)
+"""
+
+
+def _cached_rows(cache_dir) -> int:
+    return sum(len(np.load(chunk)["keys"]) for chunk in _chunks(cache_dir))
+
+
+@pytest.mark.slow  # a fresh interpreter imports open_clip (~6 s on 2 cores), 300 images
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_resume_after_kill_or_sigterm_mid_run(sig, tiny_clip, tmp_path, write_images):
+    folder, cache_dir = tmp_path / "images", tmp_path / "cache"
+    write_images(folder, n_per_class=150)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    process = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, str(folder), str(cache_dir)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 120
+    while not _chunks(cache_dir) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the first chunk is written by time (flush_seconds), long before 1024
+    process.send_signal(sig)
+    stdout, stderr = process.communicate(timeout=60)
+    assert _chunks(cache_dir) and process.returncode < 0, stderr.decode()[-2000:]
+    encoded = int(stdout.split()[-1])
+    assert encoded < 300, "the run ended before the signal"
+    cached = _cached_rows(cache_dir)
+    if sig == signal.SIGTERM:  # flushed on the way out, like Ctrl-C (a batch may be in flight)
+        assert encoded - 4 <= cached <= encoded and b"KeyboardInterrupt" in stderr
+    resumed = embed_images(folder, tiny_clip, cache_dir=cache_dir, batch_size=4,
                            num_workers=0, progress=False)
-    full = embed_images(image_folder, tiny_clip, cache_dir=tmp_path / "full", batch_size=2,
-                        num_workers=0, progress=False)
-    assert (resumed.n_cached, resumed.n_encoded) == (4, 4)
+    assert (resumed.n_cached, resumed.n_encoded) == (cached, 300 - cached) and cached > 0
+    full = embed_images(folder, tiny_clip, batch_size=4, num_workers=0, progress=False)
     np.testing.assert_array_equal(resumed.embeddings, full.embeddings)
+
+
+def test_chunks_are_written_by_elapsed_time(tmp_path, rng):
+    rows = rng.normal(size=(3, 4)).astype(np.float32)
+    with EmbeddingCache(tmp_path, {"name": "m"}, flush_seconds=0.0) as cache:
+        cache.add(["a"], ["pa"], ["ha"], rows[:1])
+        cache.add(["b", "c"], ["pb", "pc"], ["hb", "hc"], rows[1:])
+        assert len(_chunks(tmp_path)) == 2  # far below flush_every, but time is up each add
+    with EmbeddingCache(tmp_path / "slow", {"name": "m"}, flush_seconds=3600) as cache:
+        cache.add(["a"], ["pa"], ["ha"], rows[:1])
+        assert _chunks(tmp_path / "slow") == []
+    with pytest.raises(ValueError, match="flush_seconds must be >= 0; got -1"):
+        EmbeddingCache(tmp_path, {"name": "m"}, flush_seconds=-1)
+
+
+def test_sigterm_interrupts_the_block_and_the_old_handler_comes_back():
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"), sigterm_as_interrupt():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler runs at the next bytecode
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert received == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize("arrays, problem", [
+    ({"embeddings": np.ones((8, 5), np.float16)}, "rows of length 5, expected 16"),
+    ({"embeddings": np.ones((3, 16), np.float16)}, "do not match"),
+    ({"embeddings": np.ones(8 * 16, np.float16)}, "must be 2-D floats"),
+    ({"keys": np.array([[1, 2]])}, "do not match"),
+])
+def test_malformed_chunk_is_skipped_kept_and_its_rows_embedded_again(
+        image_folder, tiny_clip, tmp_path, arrays, problem):
+    first = embed_images(image_folder, tiny_clip, cache_dir=tmp_path, num_workers=0,
+                         progress=False)
+    (chunk,) = _chunks(tmp_path)
+    with np.load(chunk) as data:
+        stored = {name: data[name] for name in data.files}
+    np.savez(chunk, **{**stored, **arrays})
+    with pytest.warns(UserWarning, match=f"ignoring unreadable cache chunk .*{problem}"):
+        again = embed_images(image_folder, tiny_clip, cache_dir=tmp_path, num_workers=0,
+                             progress=False)
+    assert (again.n_cached, again.n_encoded) == (0, 8) and chunk.exists()
+    np.testing.assert_array_equal(again.embeddings, first.embeddings)
 
 
 def test_changed_or_added_file_reembeds_alone(image_folder, tiny_clip, tmp_path, write_images):

@@ -27,12 +27,54 @@ def test_folder_layout(image_folder):
     assert all(p.startswith(str(image_folder)) for p in table.paths)
 
 
-def test_folder_ignores_other_files_and_warns_on_empty_class(image_folder):
+def test_folder_skips_empty_class_folders_with_a_warning(image_folder):
     (image_folder / "cat" / "notes.txt").write_text("not an image")
     (image_folder / "empty").mkdir()
-    with pytest.warns(UserWarning, match="holds no images"):
+    (image_folder / "empty" / "readme.txt").write_text("no images here")
+    with pytest.warns(UserWarning, match="class folder .*empty holds no image files; skipping"):
         table = load_image_table(image_folder)
-    assert table.class_names == ["cat", "dog", "empty"] and len(table) == 8
+    assert table.class_names == ["cat", "dog"] and len(table) == 8
+    assert table.labels.tolist() == [0] * 4 + [1] * 4
+
+
+def test_folder_skips_output_and_hidden_folders(image_folder):
+    from clipsei._paths import mark_output_dir
+
+    out = mark_output_dir(image_folder / "scan_out", kind="scan")
+    (out / "thumbs").mkdir()
+    Image.new("RGB", (8, 8)).save(out / "thumbs" / "t.png")  # an output that holds images
+    (image_folder / ".cache").mkdir()
+    Image.new("RGB", (8, 8)).save(image_folder / ".cache" / "x.png")
+    (image_folder / "cat" / ".hidden").mkdir()
+    Image.new("RGB", (8, 8)).save(image_folder / "cat" / ".hidden" / "y.png")
+    nested = mark_output_dir(image_folder / "dog" / "run1", kind="scan")
+    Image.new("RGB", (8, 8)).save(nested / "z.png")
+    table = load_image_table(image_folder)
+    assert table.class_names == ["cat", "dog"] and len(table) == 8
+
+
+def test_symlink_loops_are_followed_once(image_folder):
+    import os
+
+    (image_folder / "cat" / "loop").symlink_to(image_folder / "cat")  # points to itself
+    (image_folder / "dog" / "up").symlink_to(image_folder)  # to the root: would pull in cat
+    (image_folder / "dog" / "sub").mkdir()
+    (image_folder / "dog" / "sub" / "back").symlink_to(image_folder / "dog")
+    Image.new("RGB", (8, 8)).save(image_folder / "dog" / "sub" / "extra.png")
+    table = load_image_table(image_folder)
+    assert len(table) == 9 and len(set(map(os.path.realpath, table.paths))) == 9
+    assert table.labels.tolist() == [0] * 4 + [1] * 5
+
+
+def test_linked_folder_outside_the_root_is_read(image_folder, tmp_path, write_images):
+    write_images(tmp_path / "elsewhere", n_per_class=2, classes=("bird",))
+    (image_folder / "bird").symlink_to(tmp_path / "elsewhere" / "bird")
+    table = load_image_table(image_folder)
+    assert table.class_names == ["bird", "cat", "dog"] and len(table) == 10
+    (image_folder / "kitten").symlink_to(image_folder / "cat")  # one folder, two class names
+    with pytest.warns(UserWarning, match="class folder .*kitten is the same folder as .*cat"):
+        table = load_image_table(image_folder)
+    assert table.class_names == ["bird", "cat", "dog"] and len(table) == 10
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
@@ -47,12 +89,20 @@ def test_manifest_paths_relative_to_manifest(image_folder, suffix):
     assert table.paths[1] == str(image_folder / "dog" / "img01.jpg")
 
 
-def test_folder_with_manifest_labels(image_folder, tmp_path):
+def test_folder_with_manifest(image_folder, tmp_path):
     manifest = tmp_path / "labels.csv"
     pd.DataFrame({"path": ["cat/img00.jpg", "dog/img00.jpg"], "label": [1, 0]}).to_csv(
         manifest, index=False)
-    table = load_image_table(image_folder, labels=manifest, class_names=["a", "b"])
+    table = load_image_table(image_folder, manifest=manifest, class_names=["a", "b"])
     assert table.labels.tolist() == [1, 0] and table.class_names == ["a", "b"]
+    with pytest.raises(TypeError, match="labels must be an .N,. array.*manifest="):
+        load_image_table(image_folder, labels=manifest)
+    with pytest.raises(TypeError, match="labels must be an .N,. array.*manifest="):
+        load_image_table(image_folder, labels=str(manifest))
+    with pytest.raises(ValueError, match="manifest= needs source to be a folder"):
+        load_image_table(manifest, manifest=manifest)
+    with pytest.raises(ValueError, match="labels= cannot be used with source"):
+        load_image_table(image_folder, labels=np.zeros(8, int))
 
 
 def test_path_list_and_array(image_folder, rng):
@@ -164,7 +214,7 @@ def test_source_errors(tmp_path, image_folder, rng):
     for path in (image_folder / "dog").iterdir():
         path.unlink()
     with pytest.raises(ValueError, match="at least 2 classes; found 1"), \
-            pytest.warns(UserWarning, match="holds no images"):
+            pytest.warns(UserWarning, match="holds no image files"):
         load_image_table(image_folder)
     with pytest.raises(TypeError, match="source must be"):
         load_image_table(42)
@@ -202,4 +252,4 @@ def test_manifest_errors(tmp_path, image_folder):
     with pytest.raises(ValueError, match=r"must be one of \['.csv'"):
         load_image_table(other)
     with pytest.raises(FileNotFoundError, match="manifest not found"):
-        load_image_table(image_folder, labels=tmp_path / "absent.csv")
+        load_image_table(image_folder, manifest=tmp_path / "absent.csv")

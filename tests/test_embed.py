@@ -7,6 +7,7 @@ import open_clip
 import pytest
 import torch
 
+from clipsei.cache import from_stored, to_stored
 from clipsei.data import load_image_table
 from clipsei.embed import ClipModel, embed_images, encode_texts, load_clip_model
 
@@ -78,15 +79,16 @@ def test_embeddings_are_open_clips_own_preprocess_and_encoder(image_folder, tiny
     with torch.inference_mode():
         batch = torch.stack([tiny_clip.preprocess(load_image(p)) for p in table.paths])
         expected = torch.nn.functional.normalize(tiny_clip.model.encode_image(batch), dim=-1)
-    np.testing.assert_allclose(result.embeddings, expected.numpy()[result.indices], atol=1e-6)
+    stored = from_stored(to_stored(expected.numpy()[result.indices]))  # rows go through float16
+    np.testing.assert_allclose(result.embeddings, stored, atol=1e-3)  # one float16 step at most
 
 
 def test_large_jpegs_decode_in_draft_mode_and_the_cache_keeps_both_apart(tmp_path, tiny_clip):
     from PIL import Image
 
-    from clipsei.embed import _split_preprocess
+    from clipsei.decode import split_preprocess
 
-    assert _split_preprocess(tiny_clip.preprocess).draft_size == (32, 32)
+    assert split_preprocess(tiny_clip.preprocess).draft_size == (32, 32)
     rng = np.random.default_rng(0)
     for i in range(4):  # 4x the tiny model's 32-px input: decoded at 1/4 scale
         pixels = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
@@ -228,3 +230,137 @@ def test_hugging_face_dataset_embeds_like_arrays(tmp_path, tiny_clip, rng):
                                  cache_dir=tmp_path / "cache", progress=False) for _ in range(2))
     assert (first.n_cached, again.n_cached) == (0, len(labels))
     np.testing.assert_array_equal(again.embeddings, first.embeddings)
+
+
+def test_the_cache_does_not_change_the_numbers(image_folder, tiny_clip, tmp_path):
+    plain = embed_images(image_folder, tiny_clip, num_workers=0, progress=False)
+    first = embed_images(image_folder, tiny_clip, cache_dir=tmp_path, num_workers=0,
+                         progress=False)
+    again = embed_images(image_folder, tiny_clip, cache_dir=tmp_path, num_workers=0,
+                         progress=False)
+    assert (first.n_encoded, again.n_cached) == (8, 8)
+    np.testing.assert_array_equal(first.embeddings, plain.embeddings)
+    np.testing.assert_array_equal(again.embeddings, plain.embeddings)
+
+
+def test_intensity_window_stretches_few_grey_levels(tmp_path, tiny_clip, rng):
+    from PIL import Image
+
+    from clipsei.intensity import window_intensity
+
+    levels = rng.integers(0, 3, (2, 40, 48), dtype=np.uint8)  # a medical export: grey 0-2
+    dark, bright = [], []
+    for i, pixels in enumerate(levels):
+        dark.append(tmp_path / f"dark{i}.png")
+        Image.fromarray(pixels).save(dark[-1])
+        bright.append(tmp_path / f"bright{i}.png")  # the same image drawn with 0, 128, 255
+        Image.fromarray(np.array([0, 128, 255], np.uint8)[pixels]).save(bright[-1])
+    decoded = np.asarray(window_intensity(Image.open(dark[0]).convert("RGB")))
+    assert decoded.shape == (40, 48, 3) and sorted(np.unique(decoded)) == [0, 128, 255]
+
+    def embed(paths, **options):
+        return embed_images(load_image_table(paths, labels=[0, 1]), tiny_clip, num_workers=0,
+                            progress=False, **options)
+
+    windowed = embed(dark, intensity="window", cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(windowed.embeddings, embed(bright).embeddings)
+    plain = embed(dark, cache_dir=tmp_path / "cache")
+    assert plain.n_cached == 0 and not np.allclose(plain.embeddings, windowed.embeddings)
+    assert len(list((tmp_path / "cache").iterdir())) == 2  # one cache key per intensity option
+    with pytest.raises(ValueError, match=r"intensity must be one of \['none', 'window'\]"):
+        embed(dark, intensity="stretch")
+
+
+def test_window_on_constant_sparse_and_full_range_images():
+    from PIL import Image
+
+    from clipsei.intensity import window_intensity
+
+    flat = Image.new("RGB", (8, 8), (7, 7, 7))
+    assert np.array_equal(np.asarray(window_intensity(flat)), np.asarray(flat))
+    sparse = np.zeros((20, 20), np.uint8)
+    sparse[0, :2] = 2  # 0.5% of the pixels: the 1st and 99th percentiles are both 0
+    stretched = np.asarray(window_intensity(Image.fromarray(sparse).convert("RGB")))
+    assert stretched[0, 0].tolist() == [255] * 3 and stretched[1:].max() == 0
+    ramp = Image.fromarray(np.tile(np.arange(256, dtype=np.uint8), (4, 1))).convert("RGB")
+    stretched = np.asarray(window_intensity(ramp)).astype(int)
+    assert stretched.min() == 0 and stretched.max() == 255
+    assert np.abs(stretched - np.asarray(ramp)).max() <= 4  # 1st-99th percentile of 0-255
+
+
+@pytest.mark.parametrize("content, suffix", [
+    (b"not a pickle at all", ".pt"),
+    (b"PK\x03\x04 a truncated zip", ".bin"),
+    (b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage", ".safetensors"),
+])
+def test_corrupt_checkpoint_is_one_line_naming_the_file(tmp_path, content, suffix):
+    bad = tmp_path / f"weights{suffix}"
+    bad.write_bytes(content)
+    with pytest.raises(ValueError, match=f"cannot read checkpoint file .*weights{suffix}") as info:
+        load_clip_model("clipsei-tiny", str(bad), device="cpu")
+    assert "\n" not in str(info.value)
+
+
+def test_offline_default_weights_fail_at_once_with_what_to_do(caplog, tmp_path):
+    import logging
+    import time
+
+    caplog.set_level(logging.INFO)
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="not in the local cache and HF_HUB_OFFLINE") as info:
+        load_clip_model(device="cpu", cache_dir=tmp_path)  # ViT-B-32 / laion2b_s34b_b79k
+    assert time.monotonic() - start < 10  # no download retries (they took ~50 s)
+    message = str(info.value)
+    assert "\n" not in message
+    for advice in ("--pretrained /path/to/weights.bin", "hf-hub:", "--pretrained none",
+                   "clipsei demo"):
+        assert advice in message
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_unreachable_hub_is_tried_once(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(RuntimeError, match=r"127.0.0.1:9 cannot be reached .*--pretrained none"):
+        load_clip_model("ViT-B-32", "laion2b_s34b_b79k", device="cpu", cache_dir=tmp_path)
+    with pytest.raises(RuntimeError, match="not in the local cache"):
+        load_clip_model("hf-hub:org/absent", device="cpu", cache_dir=tmp_path)
+
+
+def test_cached_weights_need_no_network(tmp_path):
+    from clipsei.weights import check_weights_available
+
+    repo = tmp_path / "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "open_clip_model.safetensors").write_bytes(b"weights")
+    check_weights_available("ViT-B-32", "laion2b_s34b_b79k", cache_dir=tmp_path)  # no raise
+    with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE"):
+        check_weights_available("ViT-B-32", "laion2b_s34b_b79k", cache_dir=tmp_path / "empty")
+
+
+def test_cli_intensity_window_reaches_the_embedding(tmp_path, tiny_clip, rng):
+    from PIL import Image
+
+    from clipsei.cli import main
+    from clipsei.pipeline import scan
+
+    folder = tmp_path / "mri"
+    for label in ("a", "b"):
+        (folder / label).mkdir(parents=True)
+        for i in range(3):
+            levels = rng.integers(0, 3, (24, 24), dtype=np.uint8)
+            Image.fromarray(levels).save(folder / label / f"{i}.png")
+    argv = [str(folder), "--model", "clipsei-tiny", "--pretrained", "none", "--num-workers", "0"]
+    with pytest.warns(UserWarning, match="RANDOM"):
+        assert main(["embed", *argv, "--intensity-window", "--out", str(tmp_path / "w")]) == 0
+    expected = embed_images(folder, tiny_clip, num_workers=0, progress=False, intensity="window")
+    np.testing.assert_array_equal(np.load(tmp_path / "w" / "embeddings.npy"), expected.embeddings)
+    result = scan(folder, model=tiny_clip, progress=False, intensity="window", n_epochs=5,
+                  cache_dir=tmp_path / "cache")
+    assert result.summary["settings"]["intensity"] == "window"
+    metas = [meta.read_text() for meta in (tmp_path / "cache").glob("*/meta.json")]
+    assert ['"intensity": "window"' in meta for meta in metas].count(True) == 1  # the images

@@ -1,0 +1,101 @@
+"""Images -> model input tensors, in DataLoader workers: read, decode, normalise intensity,
+and the part of open_clip's preprocess that is cheapest there.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .cache import array_key, hash_bytes
+from .data import ImageDecodeError, ImageTable, array_to_image, decode_image_bytes, to_rgb
+from .intensity import apply_intensity
+
+
+@dataclass(frozen=True)
+class PreprocessPlan:
+    """open_clip's eval preprocess split where the work is cheapest.
+
+    on_worker: PIL image -> tensor, run in the decoding processes. For the usual
+        ``Resize, CenterCrop, [convert], ToTensor, Normalize`` it stops before ``ToTensor``
+        and yields (3, H, W) uint8; ``mean``/``std`` (3,) are then applied by
+        ``_encode_image_batch``. Otherwise it is the whole preprocess (float output).
+    draft_size: (width, height) a JPEG may be reduced to before decoding, or None when the
+        first step is not a plain shorter-side ``Resize``.
+    """
+
+    on_worker: object
+    mean: tuple | None
+    std: tuple | None
+    draft_size: tuple | None
+
+
+@functools.lru_cache(maxsize=8)  # once per model, not once per batch
+def split_preprocess(preprocess) -> PreprocessPlan:
+    from torchvision import transforms
+
+    steps = list(getattr(preprocess, "transforms", []))
+    draft_size = None
+    if steps and type(steps[0]) is transforms.Resize:
+        size = steps[0].size
+        size = size[0] if isinstance(size, (list, tuple)) and len(size) == 1 else size
+        draft_size = (size, size) if isinstance(size, int) else None
+    if (len(steps) >= 2 and isinstance(steps[-1], transforms.Normalize)
+            and type(steps[-2]).__name__ in ("ToTensor", "MaybeToTensor")):
+        return PreprocessPlan(transforms.Compose([*steps[:-2], PilToUint8()]),
+                               tuple(steps[-1].mean), tuple(steps[-1].std), draft_size)
+    return PreprocessPlan(preprocess, None, None, draft_size)
+
+
+class PilToUint8:
+    """PIL RGB image -> (3, H, W) uint8 tensor (``ToTensor`` without the float scaling)."""
+
+    def __call__(self, image) -> torch.Tensor:
+        pixels = np.asarray(image if image.mode == "RGB" else image.convert("RGB"), np.uint8)
+        return torch.from_numpy(pixels.transpose(2, 0, 1).copy())
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Rows ``rows`` of a table -> (row, image tensor or None, content hash, reason)."""
+
+    def __init__(self, table: ImageTable, rows: np.ndarray, preprocess, draft_size=None,
+                 intensity: str = "none"):
+        self.table, self.rows, self.preprocess = table, rows, preprocess
+        self.draft_size, self.intensity = draft_size, intensity
+
+    def __len__(self) -> int:
+        return int(self.rows.size)
+
+    def __getitem__(self, position: int):
+        row = int(self.rows[position])
+        try:
+            image, content_hash = self._read(row)
+            image = apply_intensity(image, self.intensity)
+            return row, self.preprocess(image), content_hash, ""
+        except FileNotFoundError:
+            return row, None, "", "file not found"
+        except ImageDecodeError as err:
+            return row, None, "", str(err)
+        except Exception as err:  # noqa: BLE001 - any per-image failure is reported, not fatal
+            return row, None, "", f"{type(err).__name__}: {err}"
+
+    def _read(self, row: int):
+        if self.table.paths is not None:
+            with open(self.table.paths[row], "rb") as handle:
+                data = handle.read()
+            return decode_image_bytes(data, min_size=self.draft_size), hash_bytes(data)
+        item = self.table.images[row]
+        if isinstance(item, np.ndarray):
+            return array_to_image(item), array_key(item)
+        return to_rgb(item), array_key(np.asarray(item))
+
+
+def collate_images(items):
+    """-> (rows, (B, 3, H, W) tensor or None, content hashes, [(row, reason)] of failures)."""
+    good = [item for item in items if item[1] is not None]
+    batch = torch.stack([item[1] for item in good]) if good else None
+    return ([item[0] for item in good], batch, [item[2] for item in good],
+            [(item[0], item[3]) for item in items if item[1] is None])
