@@ -181,7 +181,7 @@ def _print_scan_summary(summary: dict, out) -> None:
     cutoff = (f"cutoff {summary['cutoff']:.3f} on label_score" if summary["cutoff"] is not None
               else "one cutoff on label_score per class, in summary.json")
     print(f"flagged {summary['n_flagged']} ({summary['flagged_fraction']:.1%}) as likely "
-          f"mislabeled; {cutoff}; estimated label errors {summary['estimated_noise_rate']:.1%}")
+          f"mislabeled; {cutoff}; estimated label errors {summary['estimated_error_rate']:.1%}")
     print(f"wrote {out}/issues.csv, summary.json and report.html")
 
 
@@ -267,8 +267,8 @@ def _run_bench(args) -> int:
     import json
     from pathlib import Path
 
-    from .bench import format_bench_table, load_bench_npz, run_bench
-    from .noise import load_noise_mapping
+    from .evaluation.bench import format_bench_table, load_bench_npz, run_bench
+    from .evaluation.noise import load_noise_mapping
 
     data = load_bench_npz(args.path)
     n_classes = (int(data.labels.max()) + 1 if data.text_features is None

@@ -1,7 +1,7 @@
 """The front door: images -> embeddings -> SEI detector -> a ``ScanResult`` to read and act on.
 
 ``scan`` chains :mod:`clipsei.data`, :mod:`clipsei.embed`, :mod:`clipsei.prompts` and
-:class:`clipsei.detect.SEIDetector`; ``scan_embeddings`` starts from embeddings you already
+:class:`clipsei.LabelIssueDetector`; ``scan_embeddings`` starts from embeddings you already
 have. Outputs follow cleanlab's conventions where a cleanlab user would look: a boolean
 ``is_label_issue`` mask and a ``label_score`` quality score in [0, 1], lower = worse.
 """
@@ -25,7 +25,8 @@ from . import __version__
 logger = logging.getLogger(__name__)
 
 _ARRAYS = ("entropy_history", "agreement_history", "neighbor_ids", "neighbor_sims")
-_ATTRS = ("cutoff", "class_cutoffs", "estimated_noise_rate", "noise_rate_per_class", "method")
+_ATTRS = ("cutoff", "class_cutoffs", "estimated_error_rate", "flagged_share_per_class", "method",
+          "warnings", "class_signal")
 
 
 @dataclass
@@ -73,7 +74,7 @@ class ScanResult:
         from .plots import plot_class_error_rates
 
         counts = np.bincount(self.issues["given_label"], minlength=len(self.class_names))
-        return plot_class_error_rates(self.issues.attrs["noise_rate_per_class"],
+        return plot_class_error_rates(self.issues.attrs["flagged_share_per_class"],
                                       class_names=self.class_names, counts=counts, ax=ax)
 
     def to_html(self, path, **options) -> Path:
@@ -146,7 +147,7 @@ def scan(source, *, labels=None, model="ViT-B-32", pretrained="laion2b_s34b_b79k
     prompts: the prompt set whose class prompts start the head.
     cache_dir: embedding cache (re-runs skip unchanged images). out: when given, the
         result is also saved there (:meth:`ScanResult.save`).
-    detector_options: passed to :class:`clipsei.SEIDetector` (``method``, ``n_epochs``...);
+    detector_options: passed to :class:`clipsei.LabelIssueDetector` (``method``, ``n_epochs``...);
         its ``device`` defaults to the CLIP model's.
     """
     from .data import load_image_table
@@ -202,17 +203,15 @@ def scan_embeddings(embeddings, labels, *, paths=None, class_names=None, class_e
 def _scan_arrays(embeddings, labels, *, paths, class_names, class_embeddings, other_embedding,
                  groups, images, out, random_state, failures, n_images, settings, timings,
                  **detector_options) -> ScanResult:
-    from .detect import SEIDetector
+    from .engine.detect import LabelIssueDetector
 
     labels = np.asarray(labels)
     if paths is not None and len(paths) != len(labels):
         raise ValueError(f"paths must have one entry per label ({len(labels)}); got {len(paths)}")
     if class_names is None:
         class_names = [str(k) for k in range(int(labels.max()) + 1 if labels.size else 0)]
-    if "n_neighbors" not in detector_options and len(labels) <= SEIDetector().n_neighbors:
-        detector_options["n_neighbors"] = max(len(labels) - 1, 1)  # a tiny folder still scans
     with _timed(timings, "detect"):
-        detector = SEIDetector(random_state=random_state, **detector_options).fit(
+        detector = LabelIssueDetector(random_state=random_state, **detector_options).fit(
             embeddings, labels, class_embeddings=class_embeddings,
             other_embedding=other_embedding, groups=groups)
     issues = _named_issues(detector.issues_, class_names, paths, groups)
@@ -290,7 +289,7 @@ def _summary(result: ScanResult, detector, *, n_images, settings, timings) -> di
     flagged = issues["is_label_issue"].to_numpy(bool)
     counts = np.bincount(given, minlength=len(names))
     n_flagged = np.bincount(given[flagged], minlength=len(names))
-    rates = [float(r) if np.isfinite(r) else None for r in detector.noise_rate_per_class_]
+    rates = [float(r) if np.isfinite(r) else None for r in detector.flagged_share_per_class_]
     class_cutoffs = issues.attrs.get("class_cutoffs") or [None] * len(names)
     confusion = pd.crosstab(issues["given_label"], issues["suggested_label"]).reindex(
         index=range(len(names)), columns=range(len(names)), fill_value=0)
@@ -301,10 +300,12 @@ def _summary(result: ScanResult, detector, *, n_images, settings, timings) -> di
         "n_conflicting_duplicates": len(detector.duplicate_pairs_),
         "method": issues.attrs.get("method"), "cutoff": issues.attrs.get("cutoff"),
         "class_cutoffs": issues.attrs.get("class_cutoffs"),
-        "estimated_noise_rate": float(issues.attrs.get("estimated_noise_rate", flagged.mean())),
-        "noise_rate_per_class": rates, "class_names": names,
+        "estimated_error_rate": float(issues.attrs["estimated_error_rate"]),
+        "flagged_share_per_class": rates, "class_names": names,
+        "warnings": list(issues.attrs.get("warnings", [])),
+        "class_signal": issues.attrs.get("class_signal"),
         "per_class": [{"class": name, "n_images": int(counts[k]), "n_flagged": int(n_flagged[k]),
-                       "estimated_noise_rate": rates[k], "cutoff": class_cutoffs[k]}
+                       "flagged_share": rates[k], "cutoff": class_cutoffs[k]}
                       for k, name in enumerate(names)],
         "confusion": {"rows": "given", "columns": "suggested", "classes": names,
                       "counts": confusion.to_numpy().tolist()},

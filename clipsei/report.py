@@ -245,7 +245,7 @@ def _subtitle(root: str, summary: dict) -> str:
 def _stats_html(issues, summary: dict) -> str:
     n_flagged = int(issues["is_label_issue"].sum())
     cutoff = issues.attrs.get("cutoff")
-    noise = issues.attrs.get("estimated_noise_rate")
+    noise = issues.attrs.get("estimated_error_rate")
     stats = [("images scored", f"{len(issues):,}", ""),
              ("flagged", f"{n_flagged:,} ({n_flagged / len(issues):.1%})", " flag")]
     if noise is not None:
@@ -304,7 +304,7 @@ def _class_table_html(issues, class_names) -> str:
     n_classes = len(class_names)
     counts = np.bincount(given, minlength=n_classes)
     n_flagged = np.bincount(given[flagged], minlength=n_classes)
-    rates = issues.attrs.get("noise_rate_per_class")
+    rates = issues.attrs.get("flagged_share_per_class")
     rates = (np.asarray(rates, dtype=float) if rates is not None
              else n_flagged / np.maximum(counts, 1))
     top = max(float(np.nanmax(rates, initial=0.0)), 1e-9)

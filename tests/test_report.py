@@ -33,8 +33,8 @@ def _fake_scan(tmp_path, n=60, n_classes=3, n_epochs=12, with_files=True, seed=0
         "sei_score": score - 0.5, "knn_agreement": rng.uniform(0, 1, n),
     })
     issues["rank"] = issues["label_score"].rank(method="first").astype(int)
-    issues.attrs.update(cutoff=0.35, estimated_noise_rate=0.1,
-                        noise_rate_per_class=[0.05, 0.1, 0.15][:n_classes])
+    issues.attrs.update(cutoff=0.35, estimated_error_rate=0.1,
+                        flagged_share_per_class=[0.05, 0.1, 0.15][:n_classes])
     if with_files:
         paths = []
         for i in range(n):

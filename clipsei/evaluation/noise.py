@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import check_embeddings, check_labels, check_option, check_random_state
+from .._validation import check_embeddings, check_labels, check_option, check_random_state
 
 logger = logging.getLogger(__name__)
 
