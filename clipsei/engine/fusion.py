@@ -16,8 +16,9 @@ from .ranks import fuse_percentiles, percentile_of
 from .threshold import ThresholdRunScores
 
 FUSED = "fused"
-# held-out margin, pruned held-out margin, in-sample AUM, neighbour vote, Bayes label prob.
-FUSION_WEIGHTS = (3.0, 3.0, 2.0, 2.0, 2.5)
+# held-out margin, pruned held-out margin, in-sample AUM, neighbour vote, Bayes label prob:
+# equal, as no unequal weighting measured better (benchmarks/ablate_default.py)
+FUSION_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0)
 
 
 @dataclass(frozen=True)
