@@ -99,7 +99,7 @@ def test_noise_on_imbalanced_classes_is_still_informative():
     labels[flip] = 1 - labels[flip]
     issues = find_label_issues(data.embeddings[keep], labels)
     signal = issues.attrs["class_signal"]
-    assert signal["informative"] and signal["chance_rate"] < signal["majority_rate"]
+    assert signal["informative"]
     assert issues["is_label_issue"].any()
     assert roc_auc_score(labels != true, -issues["label_score"]) > 0.9
 

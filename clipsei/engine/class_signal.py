@@ -1,11 +1,14 @@
-"""Do the embeddings carry class information? Held-out accuracy against chance agreement.
+"""Do the embeddings carry class information? Out-of-sample class probabilities against the
+given labels.
 
-Out-of-sample predictions made from embeddings without class information are independent of
-the given labels, so they agree with them at the chance rate ``sum_k p_pred(k) p_label(k)``
-(at most the majority rate). The embeddings are informative when the accuracy's one-sided
-lower bound exceeds that rate. The majority rate itself is too strict a bar under heavy
-noise on imbalanced classes (two classes 90:10 with 40% symmetric noise: the best possible
-accuracy against the given labels is 0.60, the majority rate 0.58).
+Class probabilities that never saw a sample's label (cross-fitted heads, or the leave-one-out
+neighbour vote) are independent of that label when the embeddings carry no class
+information, so for each class ``k`` the probability of ``k`` ranks the samples labelled
+``k`` above the others no better than chance (one-vs-rest AUC 0.5). The embeddings are
+informative when the prevalence-weighted AUC's one-sided lower bound (its standard error under
+that null, Mann-Whitney) exceeds 0.5 for any of the predictors, at a confidence split evenly
+between them. Accuracy is reported beside it, not used: under heavy noise on imbalanced
+classes the best predictions' argmax is the majority class although their ranking is not.
 """
 
 from __future__ import annotations
@@ -15,21 +18,22 @@ from statistics import NormalDist
 
 import numpy as np
 
-# one-sided confidence of the accuracy's lower bound
+# one-sided confidence that "informative" is not chance (split over the predictors tested)
 CLASS_SIGNAL_CONFIDENCE = 0.99
 
 
 @dataclass(frozen=True)
 class ClassSignal:
-    """heldout_accuracy : share of samples whose out-of-sample prediction is the given label;
-    majority_rate : share of the most frequent given label; chance_rate : the accuracy of
-    predictions independent of the labels; accuracy_lower_bound : Wilson lower bound of the
-    accuracy; informative : the bound exceeds the chance rate; n : N."""
+    """heldout_accuracy : share of samples whose out-of-sample class is the given label;
+    majority_rate : share of the most frequent given label; accuracy_lower_bound : its Wilson
+    lower bound; auc, auc_lower_bound : the best predictor's one-vs-rest AUC and its lower
+    bound; informative : that bound exceeds 0.5; n : N."""
 
     heldout_accuracy: float
     majority_rate: float
-    chance_rate: float
     accuracy_lower_bound: float
+    auc: float
+    auc_lower_bound: float
     informative: bool
     n: int
 
@@ -41,26 +45,45 @@ class ClassSignal:
         """A one-line explanation for the user where the embeddings carry no class signal."""
         if self.informative:
             return None
-        return (f"nothing was flagged: the embeddings carry no class information (held-out "
-                f"accuracy {self.heldout_accuracy:.1%} is not above chance "
-                f"{self.chance_rate:.1%}, n={self.n})")
+        return (f"nothing was flagged: the embeddings carry no class information (out-of-sample "
+                f"predictions match the given labels no better than chance: AUC {self.auc:.3f}, "
+                f"accuracy {self.heldout_accuracy:.1%}, majority class {self.majority_rate:.1%}, "
+                f"n={self.n})")
 
 
-def compute_class_signal(predicted, labels, *,
+def compute_class_signal(probs_by_predictor, labels, *,
                          confidence: float = CLASS_SIGNAL_CONFIDENCE) -> ClassSignal:
-    """Whether out-of-sample ``predicted`` (N,) classes agree with ``labels`` (N,) more than
-    chance: the one-sided Wilson lower bound of the accuracy at ``confidence`` must exceed
-    the chance agreement of the two marginals."""
-    predicted, labels = np.asarray(predicted), np.asarray(labels)
+    """Class signal of out-of-sample class probabilities, each (N, K), for ``labels`` (N,).
+
+    The first predictor's accuracy is reported; the AUC is the best predictor's.
+    """
+    labels = np.asarray(labels)
     n = labels.size
-    n_classes = int(max(predicted.max(), labels.max())) + 1
-    label_shares = np.bincount(labels, minlength=n_classes) / n
-    chance = float(label_shares @ (np.bincount(predicted, minlength=n_classes) / n))
-    accuracy = float((predicted == labels).mean())
-    bound = _wilson_lower_bound(accuracy, n, NormalDist().inv_cdf(confidence))
-    return ClassSignal(heldout_accuracy=accuracy, majority_rate=float(label_shares.max()),
-                       chance_rate=chance, accuracy_lower_bound=bound,
-                       informative=bool(bound > chance), n=int(n))
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / len(probs_by_predictor))
+    aucs = [_weighted_auc(np.asarray(probs), labels, z) for probs in probs_by_predictor]
+    auc, bound = max(aucs, key=lambda pair: pair[1])
+    accuracy = float((np.asarray(probs_by_predictor[0]).argmax(axis=1) == labels).mean())
+    return ClassSignal(
+        heldout_accuracy=accuracy, majority_rate=float(np.bincount(labels).max() / n),
+        accuracy_lower_bound=_wilson_lower_bound(accuracy, n, NormalDist().inv_cdf(confidence)),
+        auc=auc, auc_lower_bound=bound, informative=bool(bound > 0.5), n=int(n))
+
+
+def _weighted_auc(probs, labels, z) -> tuple[float, float]:
+    """Prevalence-weighted one-vs-rest AUC and its lower bound ``AUC - z * sd`` (null sds
+    averaged with the same weights, an upper bound on the sd of the weighted AUC)."""
+    auc = spread = 0.0
+    for label in np.unique(labels):
+        positive, negative = probs[labels == label, label], np.sort(probs[labels != label, label])
+        if negative.size == 0:
+            continue
+        below = np.searchsorted(negative, positive, side="left")
+        at_or_below = np.searchsorted(negative, positive, side="right")
+        weight = positive.size / labels.size
+        auc += weight * float(((below + at_or_below) / 2).mean() / negative.size)
+        spread += weight * np.sqrt((positive.size + negative.size + 1)
+                                   / (12 * positive.size * negative.size))
+    return auc, float(auc - z * spread)
 
 
 def _wilson_lower_bound(share: float, n: int, z: float) -> float:

@@ -176,7 +176,7 @@ class LabelIssueDetector:
             threshold_reference=scores.threshold_reference,
             threshold_scores=scores.threshold_scores, class_error_counts=class_errors,
             error_probs=signals.error_probs)
-        signal = compute_class_signal(signals.out_of_sample_predictions, y)
+        signal = compute_class_signal(signals.out_of_sample_probs, y)
         warning_lines = [signal.warning] if signal.warning else []
         if not signal.informative:
             warnings.warn(signal.warning, UserWarning, stacklevel=3)

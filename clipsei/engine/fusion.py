@@ -55,9 +55,10 @@ class Signals:
         return (0.5 * (self.class_probs + self.votes)).astype(np.float32)
 
     @property
-    def out_of_sample_predictions(self) -> np.ndarray:
-        """(N,) class of the held-out heads, or else of the (leave-one-out) neighbour vote."""
-        return (self.votes if self.heldout is None else self.heldout.probs).argmax(axis=1)
+    def out_of_sample_probs(self) -> list:
+        """(N, K) class probabilities that never saw the sample's label: the held-out heads'
+        (where there are) and the leave-one-out neighbour vote."""
+        return [self.votes] if self.heldout is None else [self.heldout.probs, self.votes]
 
     @property
     def error_probs(self) -> np.ndarray | None:
