@@ -21,7 +21,7 @@ def test_probabilities_independent_of_labels_are_not_informative():
 def test_always_the_majority_is_not_informative():
     labels = np.array([0] * 90 + [1] * 10)
     signal = compute_class_signal([_one_hot_probs(np.zeros(100, int), 2)], labels)
-    assert signal.heldout_accuracy == signal.majority_rate == 0.9
+    assert signal.heldout_accuracy == signal.majority_rate == signal.chance_rate == 0.9
     assert signal.auc == 0.5 and not signal.informative
 
 
@@ -43,5 +43,6 @@ def test_accurate_predictions_are_informative():
     signal = compute_class_signal([_one_hot_probs(predicted, 3)], labels)
     assert signal.informative and signal.heldout_accuracy == pytest.approx(0.8)
     assert signal.accuracy_lower_bound < signal.heldout_accuracy
-    assert set(signal.as_dict()) == {"heldout_accuracy", "majority_rate", "accuracy_lower_bound",
-                                     "auc", "auc_lower_bound", "informative", "n"}
+    assert set(signal.as_dict()) == {"heldout_accuracy", "majority_rate", "chance_rate",
+                                     "accuracy_lower_bound", "auc", "auc_lower_bound",
+                                     "informative", "n"}

@@ -5,10 +5,12 @@ Class probabilities that never saw a sample's label (cross-fitted heads, or the 
 neighbour vote) are independent of that label when the embeddings carry no class
 information, so for each class ``k`` the probability of ``k`` ranks the samples labelled
 ``k`` above the others no better than chance (one-vs-rest AUC 0.5). The embeddings are
-informative when the prevalence-weighted AUC's one-sided lower bound (its standard error under
-that null, Mann-Whitney) exceeds 0.5 for any of the predictors, at a confidence split evenly
-between them. Accuracy is reported beside it, not used: under heavy noise on imbalanced
-classes the best predictions' argmax is the majority class although their ranking is not.
+informative when, for any of the predictors, the prevalence-weighted AUC's one-sided lower
+bound (its standard error under that null, Mann-Whitney) exceeds 0.5, or when the first
+predictor's accuracy has a lower bound (Wilson) above chance agreement, ``sum_k p_pred(k)
+p_label(k)``; the confidence is split evenly between these tests. Neither test alone suffices:
+under heavy noise on imbalanced classes the argmax may be the majority class for every sample
+while the ranking is informative, and the ranking may miss what the argmax shows.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ CLASS_SIGNAL_CONFIDENCE = 0.99
 @dataclass(frozen=True)
 class ClassSignal:
     """heldout_accuracy : share of samples whose out-of-sample class is the given label;
-    majority_rate : share of the most frequent given label; accuracy_lower_bound : its Wilson
-    lower bound; auc, auc_lower_bound : the best predictor's one-vs-rest AUC and its lower
-    bound; informative : that bound exceeds 0.5; n : N."""
+    majority_rate : share of the most frequent given label; chance_rate : the accuracy of
+    predictions independent of the labels; accuracy_lower_bound : the accuracy's Wilson lower
+    bound; auc, auc_lower_bound : the best predictor's one-vs-rest AUC and its lower bound;
+    informative : a bound beats chance (see the module docstring); n : N."""
 
     heldout_accuracy: float
     majority_rate: float
+    chance_rate: float
     accuracy_lower_bound: float
     auc: float
     auc_lower_bound: float
@@ -55,18 +59,23 @@ def compute_class_signal(probs_by_predictor, labels, *,
                          confidence: float = CLASS_SIGNAL_CONFIDENCE) -> ClassSignal:
     """Class signal of out-of-sample class probabilities, each (N, K), for ``labels`` (N,).
 
-    The first predictor's accuracy is reported; the AUC is the best predictor's.
+    The accuracy is the first predictor's; the AUC is the best predictor's.
     """
     labels = np.asarray(labels)
     n = labels.size
-    z = NormalDist().inv_cdf(1 - (1 - confidence) / len(probs_by_predictor))
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / (len(probs_by_predictor) + 1))
     aucs = [_weighted_auc(np.asarray(probs), labels, z) for probs in probs_by_predictor]
-    auc, bound = max(aucs, key=lambda pair: pair[1])
-    accuracy = float((np.asarray(probs_by_predictor[0]).argmax(axis=1) == labels).mean())
+    auc, auc_bound = max(aucs, key=lambda pair: pair[1])
+    predicted = np.asarray(probs_by_predictor[0]).argmax(axis=1)
+    n_classes = int(max(predicted.max(), labels.max())) + 1
+    label_shares = np.bincount(labels, minlength=n_classes) / n
+    chance = float(label_shares @ (np.bincount(predicted, minlength=n_classes) / n))
+    accuracy = float((predicted == labels).mean())
+    accuracy_bound = _wilson_lower_bound(accuracy, n, z)
     return ClassSignal(
-        heldout_accuracy=accuracy, majority_rate=float(np.bincount(labels).max() / n),
-        accuracy_lower_bound=_wilson_lower_bound(accuracy, n, NormalDist().inv_cdf(confidence)),
-        auc=auc, auc_lower_bound=bound, informative=bool(bound > 0.5), n=int(n))
+        heldout_accuracy=accuracy, majority_rate=float(label_shares.max()), chance_rate=chance,
+        accuracy_lower_bound=accuracy_bound, auc=auc, auc_lower_bound=auc_bound,
+        informative=bool(auc_bound > 0.5 or accuracy_bound > chance), n=int(n))
 
 
 def _weighted_auc(probs, labels, z) -> tuple[float, float]:

@@ -31,6 +31,7 @@ from .noise_model import count_errors_per_class
 from .table import build_issues_table, issues_attrs
 from .threshold import draw_threshold_slices, run_threshold_samples
 
+
 @dataclass(frozen=True)
 class _MethodSpec:
     score: str                  # FUSED or the dynamics score behind the label score

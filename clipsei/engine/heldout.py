@@ -17,7 +17,7 @@ from .noise_model import (compute_error_probabilities, count_errors_per_class,
 from .ranks import fuse_percentiles, rank_by_score
 
 # weights of the first round's own fusion (held-out margin, in-sample AUM, neighbour vote),
-# which only picks the suspects the pruned round leaves out
+# which only picks the suspects the pruned round leaves out; equal weights scored no better
 FIRST_ROUND_WEIGHTS = (2.0, 1.0, 1.0)
 
 
