@@ -1,5 +1,5 @@
 """Why the default detector is built as it is: AUROC of each of its parts, and of other ways
-of combining them, on every suite row (seed 0), from one ``SEIDetector`` fit per row.
+of combining them, on every suite row (seed 0), from one ``LabelIssueDetector`` fit per row.
 
     python benchmarks/ablate_default.py [--quick] [--write]
 
@@ -8,8 +8,8 @@ Parts: ``heldout`` (given-label margin of the held-out heads, integrated over ep
 round's suspects), ``aum`` (in-sample AUM of heads trained with threshold samples), ``knn``
 (the neighbours' vote), ``bayes`` (the probability that the given label is right, by Bayes'
 rule from the pruned heads' posterior and confident learning's noise transitions).
-``default`` is ``label_score`` (percentile mean, weights 3:3:2:2:2.5); ``without bayes`` is
-the previous default.
+``default`` is ``label_score`` (percentile mean, weights ``FUSION_WEIGHTS``); ``first round``
+picks the pruned round's suspects (``FIRST_ROUND_WEIGHTS``).
 ``heldout prob`` (not a part: the given label's held-out probability, which the margin
 replaced) is shown beside them for comparison.
 """
@@ -27,11 +27,23 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_suite import DEFAULT_DATA, DEFAULT_OUT, _confusions, _load, build_settings  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from clipsei.engine.fusion import FUSION_WEIGHTS  # noqa: E402
+from clipsei.engine.heldout import FIRST_ROUND_WEIGHTS  # noqa: E402
+
+
+def _ratio(weights) -> str:
+    return ":".join(f"{w:g}" for w in weights)
+
+
+_HELDOUT, _AUM, _KNN = FIRST_ROUND_WEIGHTS
 COMBINATIONS = {
     "heldout": (1, 0, 0, 0, 0), "pruned": (0, 1, 0, 0, 0), "aum": (0, 0, 1, 0, 0),
     "knn": (0, 0, 0, 1, 0), "bayes": (0, 0, 0, 0, 1), "heldout+pruned": (1, 1, 0, 0, 0),
-    "first round (2:0:1:1)": (2, 0, 1, 1, 0), "1:1:1:1:1": (1, 1, 1, 1, 1),
-    "without bayes (3:3:2:2)": (3, 3, 2, 2, 0), "default (3:3:2:2:2.5)": (3, 3, 2, 2, 2.5),
+    f"first round ({_ratio(FIRST_ROUND_WEIGHTS)})": (_HELDOUT, 0, _AUM, _KNN, 0),
+    "1:1:1:1:1": (1, 1, 1, 1, 1), "3:3:2:2:2.5": (3, 3, 2, 2, 2.5),
+    "without bayes (3:3:2:2)": (3, 3, 2, 2, 0),
+    f"default ({_ratio(FUSION_WEIGHTS)})": FUSION_WEIGHTS,
 }
 
 
@@ -45,8 +57,8 @@ def ablate_row(setting, data_dir, confusions) -> dict:
     """AUROC of every combination on one row (seed 0)."""
     from sklearn.metrics import roc_auc_score
 
-    from clipsei.detect import SEIDetector
-    from clipsei.noise import inject_label_noise
+    from clipsei.engine.detect import LabelIssueDetector
+    from clipsei.evaluation.noise import inject_label_noise
 
     real = setting["noise"] == "real"
     features, labels, true_labels = _load(setting["stem"], setting["subsample"], real, data_dir)
@@ -57,7 +69,7 @@ def ablate_row(setting, data_dir, confusions) -> dict:
                                     confusion=confusions.get((setting["stem"],
                                                               setting["subsample"])))
     is_error = labels != true_labels
-    issues = SEIDetector(random_state=0).fit(features, labels).issues_
+    issues = LabelIssueDetector(random_state=0).fit(features, labels).issues_
     parts = [_percentile(issues[column]) for column in
              ("heldout_margin_score", "pruned_heldout_margin_score", "aum_score", "knn_agreement",
               "bayes_label_prob_score")]

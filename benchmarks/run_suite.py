@@ -78,7 +78,7 @@ def _row(stem, subsample, noise, rate, seeds, *, name=None) -> dict:
 def _load(stem: str, subsample: int | None, real: bool, data_dir: str):
     """(features, labels, true labels) of a row, subsampled once with seed 0. For injected
     noise the clean labels are returned as ``labels`` (``true labels`` None)."""
-    from clipsei.bench import load_bench_npz
+    from clipsei.evaluation.bench import load_bench_npz
 
     data = load_bench_npz(Path(data_dir) / f"{stem}.npz")
     keep = (slice(None) if subsample is None else
@@ -91,7 +91,7 @@ def _load(stem: str, subsample: int | None, real: bool, data_dir: str):
 
 def run_task(setting: dict, seed: int, method: str, data_dir: str, confusion=None) -> dict:
     """One row x seed x method; returns the run record (metrics plus the row's keys)."""
-    from clipsei.bench import run_bench
+    from clipsei.evaluation.bench import run_bench
 
     warnings.simplefilter("ignore")
     real = setting["noise"] == "real"
@@ -107,7 +107,7 @@ def run_task(setting: dict, seed: int, method: str, data_dir: str, confusion=Non
 
 def _confusions(settings, data_dir) -> dict:
     """Confusion matrices of the clean labels, once per dataset (they do not depend on seed)."""
-    from clipsei.noise import compute_confusion_matrix
+    from clipsei.evaluation.noise import compute_confusion_matrix
 
     found = {}
     for setting in settings:
@@ -276,7 +276,7 @@ def write_plot(records, methods, path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    from clipsei.bench import METHODS
+    from clipsei.evaluation.bench import METHODS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a small subset (about a minute)")

@@ -71,14 +71,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from clipsei._device import resolve_device
-    from clipsei.detect import SEIDetector
-    from clipsei.neighbors import EXACT_MAX_SAMPLES
+    from clipsei.engine.detect import LabelIssueDetector
+    from clipsei.engine.neighbors import EXACT_MAX_SAMPLES
 
     embeddings, labels, flipped = _clustered_embeddings(
         args.n_samples, args.n_features, args.n_classes, noise_rate=0.1, seed=0)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     device = resolve_device(args.device)
-    seconds, detector = _timed_fit(SEIDetector, embeddings, labels, device)
+    seconds, detector = _timed_fit(LabelIssueDetector, embeddings, labels, device)
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     recall = _recall_on_subsample(embeddings, detector.neighbor_ids_, n_queries=1000,
                                   k=detector.n_neighbors, seed=0)
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
         f"{int(detector.issues_['is_label_issue'].sum())} flagged of {int(flipped.sum())} flipped",
     ]
     if device.type != "cpu":  # the baseline, same data and machine, heads on the CPU
-        cpu_seconds, cpu_detector = _timed_fit(SEIDetector, embeddings, labels, "cpu")
+        cpu_seconds, cpu_detector = _timed_fit(LabelIssueDetector, embeddings, labels, "cpu")
         cpu_auroc = roc_auc_score(flipped, -cpu_detector.issues_["label_score"])
         lines.append(f"Same machine, heads on the CPU: wall {cpu_seconds:.1f} s, AUROC "
                      f"{cpu_auroc:.3f}; CPU / {device.type.upper()} wall-time ratio "

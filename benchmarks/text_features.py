@@ -43,8 +43,8 @@ def _stand_ins(features, labels, n_classes: int, seed: int) -> dict:
 
 def run_row(data_dir: Path, stem: str, subsample, noise, rate, *, seed: int = 0) -> dict:
     """AUROC and F1 of the default per variant on one row."""
-    from clipsei.bench import load_bench_npz, run_bench
-    from clipsei.noise import compute_confusion_matrix, inject_label_noise
+    from clipsei.evaluation.bench import load_bench_npz, run_bench
+    from clipsei.evaluation.noise import compute_confusion_matrix, inject_label_noise
 
     data = load_bench_npz(data_dir / f"{stem}.npz")
     keep = (slice(None) if subsample is None else np.sort(

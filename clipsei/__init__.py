@@ -1,4 +1,4 @@
-"""clipsei: find mislabeled images with frozen CLIP embeddings and the Signed Entropy Integral.
+"""clipsei: find mislabeled images with frozen CLIP embeddings.
 
 The public API is imported lazily (PEP 562), so ``import clipsei`` stays fast and does not
 pull in torch, open_clip or faiss until a name that needs them is used.
@@ -13,14 +13,16 @@ __version__ = "0.1.0"
 # public name -> submodule that defines it
 _EXPORTS = {
     # scoring engine (numpy in, numpy/pandas out)
-    "find_label_issues": "detect",
-    "SEIDetector": "detect",
-    "SEIRecorder": "sei",
-    "compute_entropy": "sei",
-    "compute_sei_scores": "sei",
-    "compute_aum_scores": "sei",
-    "compute_forgetting_scores": "sei",
-    "find_neighbors": "neighbors",
+    "find_label_issues": "engine.detect",
+    "LabelIssueDetector": "engine.detect",
+    "SEIDetector": "engine.detect",
+    "check_detector_options": "engine.detect",
+    "SEIRecorder": "engine.dynamics",
+    "compute_entropy": "engine.dynamics",
+    "compute_sei_scores": "engine.dynamics",
+    "compute_aum_scores": "engine.dynamics",
+    "compute_forgetting_scores": "engine.dynamics",
+    "find_neighbors": "engine.neighbors",
     "NotFittedError": "_validation",
     # images -> embeddings
     "ImageTable": "data",

@@ -11,16 +11,6 @@ import pandas as pd
 
 from . import __version__
 
-# new issues.attrs key -> the engine's name for it before the rename (read while both exist)
-_OLD_ATTRS = {"estimated_error_rate": "estimated_noise_rate",
-              "flagged_share_per_class": "noise_rate_per_class"}
-
-
-def attr(attrs: dict, key: str):
-    """``attrs[key]``, or its value under the engine's former name."""
-    return attrs.get(key, attrs.get(_OLD_ATTRS.get(key, key)))
-
-
 def _per_class(values, n_classes: int, cast) -> list:
     values = list(values) if values is not None else [None] * n_classes
     return [cast(v) if v is not None and np.isfinite(v) else None for v in values]
@@ -37,9 +27,9 @@ def build_summary(issues: pd.DataFrame, failures: pd.DataFrame, class_names: lis
     flagged = issues["is_label_issue"].to_numpy(bool)
     counts = np.bincount(given, minlength=len(names))
     n_flagged = np.bincount(given[flagged], minlength=len(names))
-    shares = _per_class(attr(attrs, "flagged_share_per_class"), len(names), float)
-    errors = _per_class(attr(attrs, "estimated_errors_per_class"), len(names), int)
-    error_rate = attr(attrs, "estimated_error_rate")
+    shares = _per_class(attrs.get("flagged_share_per_class"), len(names), float)
+    errors = _per_class(attrs.get("estimated_errors_per_class"), len(names), int)
+    error_rate = attrs.get("estimated_error_rate")
     class_cutoffs = attrs.get("class_cutoffs") or [None] * len(names)
     confusion = pd.crosstab(issues["given_label"], issues["suggested_label"]).reindex(
         index=range(len(names)), columns=range(len(names)), fill_value=0)

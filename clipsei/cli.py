@@ -256,6 +256,9 @@ def _run_scan(args) -> int:
     _check_outputs(args, "--out", "--cache")
     options = {key: getattr(args, key) for key in ("method", "n_epochs")
                if getattr(args, key) is not None}
+    from . import check_detector_options
+
+    check_detector_options(**options)  # a bad option fails before the model loads
     manifest = _manifest(args)
     load_images(args.source, manifest=manifest)  # bad input fails before the model loads
     model = load_model(args.model, args.pretrained, device=args.device)
@@ -377,8 +380,8 @@ def _run_bench(args) -> int:
     import json
     from pathlib import Path
 
-    from .bench import format_bench_table, load_bench_npz, run_bench
-    from .noise import load_noise_mapping
+    from .evaluation.bench import format_bench_table, load_bench_npz, run_bench
+    from .evaluation.noise import load_noise_mapping
 
     data = load_bench_npz(args.path)
     n_classes = (int(data.labels.max()) + 1 if data.text_features is None

@@ -1,7 +1,7 @@
 """The front door: images -> embeddings -> SEI detector -> a ``ScanResult`` to read and act on.
 
 ``scan`` chains :mod:`clipsei.data`, :mod:`clipsei.embed`, :mod:`clipsei.prompts` and
-:class:`clipsei.detect.SEIDetector`; ``scan_embeddings`` starts from embeddings you already
+:class:`clipsei.LabelIssueDetector`; ``scan_embeddings`` starts from embeddings you already
 have. Outputs follow cleanlab's conventions where a cleanlab user would look: a boolean
 ``is_label_issue`` mask and a ``label_score`` quality score in [0, 1], lower = worse.
 """
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ._paths import check_output_dir, check_output_file, mark_output_dir
-from ._summary import attr, build_summary
+from ._summary import build_summary
 
 logger = logging.getLogger(__name__)
 
@@ -87,12 +87,9 @@ class ScanResult:
         from .plots import plot_class_error_rates
 
         counts = np.bincount(self.issues["given_label"], minlength=len(self.class_names))
-        errors = attr(self.issues.attrs, "estimated_errors_per_class")
-        if errors is None or any(e is None for e in errors):  # an engine without the counts
-            return plot_class_error_rates(attr(self.issues.attrs, "flagged_share_per_class"),
-                                          class_names=self.class_names, counts=counts,
-                                          quantity="flagged share", ax=ax)
-        return plot_class_error_rates(np.asarray(errors) / np.maximum(counts, 1),
+        errors = np.asarray([0 if e is None else e
+                             for e in self.issues.attrs["estimated_errors_per_class"]])
+        return plot_class_error_rates(errors / np.maximum(counts, 1),
                                       class_names=self.class_names, counts=counts, ax=ax)
 
     def to_html(self, path, **options) -> Path:
@@ -165,7 +162,7 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
         (:func:`clipsei.embed.embed_images`; for dark medical images with few grey levels).
     cache_dir: embedding cache (re-runs skip unchanged images). out: when given, the
         result is also saved there (:meth:`ScanResult.save`); both are checked before any work.
-    detector_options: passed to :class:`clipsei.SEIDetector` (``method``, ``n_epochs``...);
+    detector_options: passed to :class:`clipsei.LabelIssueDetector` (``method``, ``n_epochs``...);
         its ``device`` defaults to the CLIP model's.
     """
     from .embed import ClipModel, embed_images, load_clip_model
@@ -298,19 +295,23 @@ def scan_embeddings(embeddings, labels, *, paths=None, class_names=None, class_e
 def _scan_arrays(embeddings, labels, *, paths, class_names, class_embeddings, other_embedding,
                  groups, images, out, random_state, failures, n_images, settings, timings,
                  notes, **detector_options) -> ScanResult:
-    from .detect import SEIDetector
+    from .engine.detect import LabelIssueDetector
 
     labels = np.asarray(labels)
     if paths is not None and len(paths) != len(labels):
         raise ValueError(f"paths must have one entry per label ({len(labels)}); got {len(paths)}")
     if class_names is None:
         class_names = [str(k) for k in range(int(labels.max()) + 1 if labels.size else 0)]
-    if "n_neighbors" not in detector_options and len(labels) <= SEIDetector().n_neighbors:
-        detector_options["n_neighbors"] = max(len(labels) - 1, 1)  # a tiny folder still scans
-    with _timed(timings, "detect"):
-        detector = SEIDetector(random_state=random_state, **detector_options).fit(
+    with _timed(timings, "detect"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        detector = LabelIssueDetector(random_state=random_state, **detector_options).fit(
             embeddings, labels, class_embeddings=class_embeddings,
             other_embedding=other_embedding, groups=groups)
+    carried = set(detector.issues_.attrs.get("warnings") or [])
+    for caught_warning in caught:  # the summary carries the engine's own warnings: say them once
+        if str(caught_warning.message) not in carried:
+            warnings.warn_explicit(caught_warning.message, caught_warning.category,
+                                   caught_warning.filename, caught_warning.lineno)
     issues = _named_issues(detector.issues_, class_names, paths, groups)
     result = ScanResult(
         issues=issues, entropy_history=detector.entropy_history_,

@@ -209,7 +209,7 @@ def _subtitle(root: str, summary: dict) -> str:
 def _stats_html(issues, summary: dict) -> str:
     n_flagged = int(issues["is_label_issue"].sum())
     cutoff = issues.attrs.get("cutoff")
-    noise = issues.attrs.get("estimated_error_rate", issues.attrs.get("estimated_noise_rate"))
+    noise = issues.attrs.get("estimated_error_rate")
     stats = [("images scored", f"{len(issues):,}", ""),
              ("flagged", f"{n_flagged:,} ({n_flagged / len(issues):.1%})", " flag")]
     if noise is not None:
@@ -271,7 +271,7 @@ def _class_table_html(issues, class_names) -> str:
     counts = np.bincount(given, minlength=n_classes)
     n_flagged = np.bincount(given[flagged], minlength=n_classes)
     attrs = issues.attrs
-    shares = attrs.get("flagged_share_per_class", attrs.get("noise_rate_per_class"))
+    shares = attrs.get("flagged_share_per_class")
     shares = (np.asarray([np.nan if v is None else v for v in shares], dtype=float)
               if shares is not None else n_flagged / np.maximum(counts, 1))
     errors = attrs.get("estimated_errors_per_class")

@@ -47,7 +47,7 @@ def shared_data() -> Path:
 @pytest.fixture
 def blobs():
     """200 samples, 4 well-separated classes, 10% planted flips (seeded)."""
-    from clipsei.synthetic import make_noisy_blobs
+    from clipsei.evaluation.synthetic import make_noisy_blobs
 
     return make_noisy_blobs(200, n_classes=4, n_features=32, noise_rate=0.1, random_state=0)
 

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from clipsei.bench import (METHODS, compute_detection_metrics, load_bench_npz, run_bench,
+from clipsei.evaluation.bench import (METHODS, compute_detection_metrics, load_bench_npz, run_bench,
                            score_cleanlab, score_knn)
 from clipsei.cli import main
-from clipsei.noise import (compute_confusion_matrix, inject_label_noise,
+from clipsei.evaluation.noise import (compute_confusion_matrix, inject_label_noise,
                            load_noise_mapping)
-from clipsei.synthetic import make_noisy_blobs
+from clipsei.evaluation.synthetic import make_noisy_blobs
 
 
 @pytest.fixture(autouse=True, scope="module")

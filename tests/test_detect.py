@@ -4,7 +4,10 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from clipsei import NotFittedError
-from clipsei.detect import METHODS, SEIDetector, find_label_issues
+from clipsei.engine.detect import (METHODS, LabelIssueDetector, SEIDetector,
+                                   check_detector_options, find_label_issues)
+from clipsei.engine.options import head_options
+from clipsei.evaluation.synthetic import make_noisy_blobs
 
 COLUMNS = ["given_label", "predicted_label", "suggested_label", "suggested_confidence",
            "label_score", "is_label_issue", "rank", "knn_agreement", "sei_score", "aum_score",
@@ -43,12 +46,14 @@ def test_default_flags_and_suggestions(blobs):
     assert issues.loc[issues["rank"] == 1, "label_score"].iloc[0] == issues["label_score"].min()
     attrs = issues.attrs
     assert attrs["method"] == "clipsei" and attrs["cutoff"] is None  # one cutoff per class
-    assert len(attrs["noise_rate_per_class"]) == 4
+    assert len(attrs["flagged_share_per_class"]) == 4
     counts = attrs["error_counts"]
     assert flagged.sum() == max(counts["confident_learning"], counts["expected_f1"])
     # the error rate is confident learning's estimate, not the (F1-driven) flagged share
     estimated = counts["confident_learning"] / len(issues)
-    assert attrs["estimated_noise_rate"] == pytest.approx(estimated)
+    assert attrs["estimated_error_rate"] == pytest.approx(estimated)
+    assert sum(attrs["estimated_errors_per_class"]) == counts["confident_learning"]
+    assert attrs["warnings"] == [] and attrs["class_signal"]["informative"]
     assert attrs["heldout_logit_scale"] in (0.25, 0.5, 1, 2, 4, 8, 16, 32)
     # the flags are the largest error probabilities, which are each class's lowest scores
     n_flagged = flagged.sum()
@@ -59,16 +64,115 @@ def test_default_flags_and_suggestions(blobs):
     np.testing.assert_array_equal(flagged, issues["label_score"].to_numpy() < class_cutoffs)
 
 
-def test_uninformative_embeddings_are_not_all_flagged():
-    # labels drawn independently of the embeddings: every label is equally doubtful, and
-    # the expected-F1 count alone would flag all 400
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_embeddings_without_class_information_flag_nothing(method):
+    # labels drawn independently of the embeddings: no flag is a finding
     rng = np.random.default_rng(0)
     embeddings, labels = rng.standard_normal((400, 32)), rng.integers(0, 2, 400)
-    issues = find_label_issues(embeddings, labels, random_state=0)
-    counts = issues.attrs["error_counts"]
-    n_flagged = issues["is_label_issue"].sum()
-    assert n_flagged == max(counts["confident_learning"], counts["expected_f1"])
-    assert n_flagged < 0.7 * len(issues)
+    with pytest.warns(UserWarning, match="no class information"):
+        issues = find_label_issues(embeddings, labels, method=method, n_epochs=3)
+    assert not issues["is_label_issue"].any()
+    signal = issues.attrs["class_signal"]
+    assert not signal["informative"] and signal["n"] == 400
+    assert signal["accuracy_lower_bound"] < signal["heldout_accuracy"]
+    assert len(issues.attrs["warnings"]) == 1
+    assert "nothing was flagged" in issues.attrs["warnings"][0]
+    assert issues["label_score"].notna().all()
+
+
+def test_heavy_noise_is_still_informative():
+    # 40% symmetric noise on four classes
+    data = make_noisy_blobs(200, n_classes=4, noise_rate=0.4, random_state=2)
+    issues = find_label_issues(data.embeddings, data.labels)
+    assert issues.attrs["class_signal"]["informative"] and issues.attrs["warnings"] == []
+    assert issues["is_label_issue"].sum() >= 0.5 * data.is_flipped.sum()
+    assert roc_auc_score(data.is_flipped, -issues["label_score"]) > 0.9
+
+
+def test_noise_on_imbalanced_classes_is_still_informative():
+    # 30% symmetric noise on two classes 85:15: the best accuracy against the given labels
+    # is about 0.70, close to always guessing the majority (0.64)
+    data = make_noisy_blobs(470, n_classes=2, noise_rate=0.0, random_state=2)
+    keep = np.flatnonzero((data.true_labels == 0) | (np.arange(470) % 6 == 0))
+    labels, true = data.labels[keep].copy(), data.true_labels[keep]
+    flip = np.random.default_rng(0).random(keep.size) < 0.3
+    labels[flip] = 1 - labels[flip]
+    issues = find_label_issues(data.embeddings[keep], labels)
+    signal = issues.attrs["class_signal"]
+    assert signal["informative"]
+    assert issues["is_label_issue"].any()
+    assert roc_auc_score(labels != true, -issues["label_score"]) > 0.9
+
+
+def test_default_is_deterministic(blobs):
+    first, second, third = (find_label_issues(blobs.embeddings, blobs.labels, n_epochs=3)
+                            for _ in range(3))
+    pd.testing.assert_frame_equal(first, second)
+    pd.testing.assert_frame_equal(first, third)
+    assert LabelIssueDetector().random_state == 0
+
+
+@pytest.mark.parametrize("method, with_text", [("clipsei", False), ("aum", True)])
+def test_classes_without_samples_change_nothing(blobs, method, with_text):
+    present = np.array([0, 2, 5, 6])  # classes 1, 3 and 4 have no sample
+    text = np.random.default_rng(5).standard_normal((7, 32))
+    text[present] = blobs.class_embeddings
+    compact = find_label_issues(blobs.embeddings, blobs.labels, method=method, n_epochs=3,
+                                class_embeddings=blobs.class_embeddings if with_text else None)
+    with pytest.warns(UserWarning, match="no samples"):
+        detector = LabelIssueDetector(method=method, n_epochs=3).fit(
+            blobs.embeddings, present[blobs.labels], class_embeddings=text if with_text else None)
+    sparse = detector.issues_
+    for column in compact.columns:
+        if column not in ("given_label", "predicted_label", "suggested_label"):
+            pd.testing.assert_series_equal(sparse[column], compact[column])
+    for column in ("given_label", "predicted_label", "suggested_label"):
+        np.testing.assert_array_equal(sparse[column], present[compact[column]])
+    assert detector.pred_probs_.shape == (200, 7)
+    assert (detector.pred_probs_[:, [1, 3, 4]] == 0).all()
+    shares = sparse.attrs["flagged_share_per_class"]
+    assert [shares[k] for k in (1, 3, 4)] == [None] * 3
+    assert [shares[k] for k in present] == compact.attrs["flagged_share_per_class"]
+    assert [sparse.attrs["class_cutoffs"][k] for k in (1, 3, 4)] == [None] * 3
+    assert sparse.attrs["estimated_errors_per_class"][1] == 0
+
+
+def test_tiny_sets_need_no_n_neighbors(recwarn):
+    rng = np.random.default_rng(0)
+    embeddings, labels = rng.standard_normal((8, 16)), np.array([0, 1] * 4)
+    detector = LabelIssueDetector(n_epochs=2).fit(embeddings, labels)
+    assert detector.neighbor_ids_.shape == (8, 7)
+    assert not [w for w in recwarn if "n_neighbors" in str(w.message)]
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"n_epochs": 0}, r"n_epochs must be an int >= 1; got 0"),
+    ({"n_epochs": 2.5}, r"n_epochs must be an int >= 1; got 2.5"),
+    ({"n_folds": 1}, r"n_folds must be an int >= 2; got 1"),
+    ({"n_neighbors": 0}, r"n_neighbors must be an int >= 1; got 0"),
+    ({"n_repeats": 0}, r"n_repeats must be an int >= 1 or None; got 0"),
+    ({"batch_size": 0}, r"batch_size must be an int >= 1 or None; got 0"),
+    ({"lr": -1.0}, r"lr must be a number in \(0, inf\]; got -1.0"),
+    ({"cutoff_percentile": 101}, r"cutoff_percentile must be a number in \[0, 100\]"),
+    ({"method": "magic"}, "method must be one of"),
+])
+def test_options_are_checked_before_any_work(options, match):
+    with pytest.raises(ValueError, match=match):
+        check_detector_options(**options)
+    with pytest.raises(ValueError, match=match):  # before the (bad) arrays are looked at
+        LabelIssueDetector(**options).fit(np.ones((5, 3)), np.zeros(4, int))
+
+
+def test_unknown_option_is_a_type_error():
+    with pytest.raises(TypeError, match="n_epoch"):
+        check_detector_options(n_epoch=3)
+
+
+def test_seidetector_is_a_deprecated_alias(blobs):
+    with pytest.warns(DeprecationWarning, match="LabelIssueDetector"):
+        detector = SEIDetector(method="aum", n_epochs=2)
+    assert isinstance(detector, LabelIssueDetector)
+    assert detector.fit(blobs.embeddings, blobs.labels).issues_ is not None
 
 
 def test_same_seed_same_scores_and_other_seed_differs(blobs):
@@ -86,101 +190,38 @@ def test_inputs_are_not_modified(blobs):
     np.testing.assert_array_equal(labels, blobs.labels)
 
 
-def test_each_sample_scored_from_runs_where_it_was_real(blobs, monkeypatch):
-    """Record the labels each head saw; a threshold sample's score must not come from its run."""
-    import clipsei.detect as detect
-
-    seen = []
-    real_train = detect.train_head
-
-    def recording_train(x, labels, **kwargs):
-        seen.append(labels.copy())
-        return real_train(x, labels, **kwargs)
-
-    monkeypatch.setattr(detect, "train_head", recording_train)
-    detector = SEIDetector(method="aum", n_epochs=3, random_state=0)
-    detector.fit(blobs.embeddings, blobs.labels)
-    extra = 4
-    in_first = seen[0] == extra
-    in_second = seen[1] == extra
-    assert in_first.sum() == in_second.sum() == round(blobs.labels.size / 5)
-    assert not (in_first & in_second).any()
-    # the threshold samples' scores are their scores against the extra class: very low
-    assert detector.threshold_scores_.size == in_first.sum() + in_second.sum()
+def test_threshold_samples_score_like_errors(blobs):
+    detector = LabelIssueDetector(method="aum", n_epochs=3).fit(blobs.embeddings, blobs.labels)
+    # two disjoint slices of N / (K + 1) threshold samples each
+    assert detector.threshold_scores_.size == 2 * round(blobs.labels.size / 5)
     assert np.median(detector.threshold_scores_) < detector.issues_["label_score"].median()
 
 
-def test_pruned_round_never_trains_on_the_first_rounds_suspects(blobs, monkeypatch):
-    """The second held-out round trains without the first round's suspects (at least the
-    confident-learning count of lowest scores), and its margins still rank the planted
-    flips first."""
-    import clipsei.detect as detect
-
-    masks = []
-    real_crossfit = detect.train_crossfit_head
-
-    def recording_crossfit(x, labels, **kwargs):
-        masks.append(kwargs.get("train_mask"))
-        return real_crossfit(x, labels, **kwargs)
-
-    monkeypatch.setattr(detect, "train_crossfit_head", recording_crossfit)
-    detector = SEIDetector(n_repeats=1, random_state=0).fit(blobs.embeddings, blobs.labels)
-    first, pruned = masks
-    assert first is None
-    left_out = ~pruned
-    assert 0 < left_out.sum() < blobs.labels.size / 2
-    assert blobs.is_flipped[left_out].mean() >= 0.8  # the suspects are mostly the flips
+def test_pruned_round_ranks_the_planted_flips_first(blobs):
+    detector = LabelIssueDetector(n_repeats=1).fit(blobs.embeddings, blobs.labels)
     margins = detector.issues_["pruned_heldout_margin_score"]
     assert roc_auc_score(blobs.is_flipped, -margins) > 0.95
 
 
-def test_default_averages_repeats_on_small_sets(blobs, monkeypatch):
-    """On a small set the default averages three repeats of its stochastic stages (two
-    held-out rounds each); the reference methods run once, as published; n_repeats sets it."""
-    import clipsei.detect as detect
-
-    calls = []
-    real_crossfit = detect.train_crossfit_head
-
-    def counting_crossfit(x, labels, **kwargs):
-        calls.append(kwargs.get("train_mask") is None)
-        return real_crossfit(x, labels, **kwargs)
-
-    monkeypatch.setattr(detect, "train_crossfit_head", counting_crossfit)
-    default = SEIDetector(random_state=0).fit(blobs.embeddings, blobs.labels)
-    assert calls == [True, False] * 3  # first round, then pruned round, three times
+def test_default_averages_repeats_on_small_sets(blobs):
+    """The default averages three repeats on a small set; the reference methods run once."""
+    default = LabelIssueDetector().fit(blobs.embeddings, blobs.labels)
     assert default.n_repeats_ == default.issues_.attrs["n_repeats"] == 3
-    once = SEIDetector(n_repeats=1, random_state=0).fit(blobs.embeddings, blobs.labels)
+    once = LabelIssueDetector(n_repeats=1).fit(blobs.embeddings, blobs.labels)
     # every repeat's threshold samples are pooled; the histories stay (E, N)
     assert default.threshold_scores_.size == 3 * once.threshold_scores_.size
     assert default.entropy_history_.shape == once.entropy_history_.shape
-    aum = SEIDetector(method="aum", n_epochs=3, random_state=0).fit(blobs.embeddings,
-                                                                   blobs.labels)
+    aum = LabelIssueDetector(method="aum", n_epochs=3).fit(blobs.embeddings, blobs.labels)
     assert aum.threshold_scores_.size == once.threshold_scores_.size
-    twice = SEIDetector(method="aum", n_epochs=3, n_repeats=2, random_state=0).fit(
+    twice = LabelIssueDetector(method="aum", n_epochs=3, n_repeats=2).fit(
         blobs.embeddings, blobs.labels)
     assert twice.threshold_scores_.size == 2 * aum.threshold_scores_.size
     assert roc_auc_score(blobs.is_flipped, -twice.issues_["label_score"]) > 0.9
-    assert SEIDetector().get_params()["n_repeats"] is None
-    with pytest.raises(ValueError, match="n_repeats"):
-        SEIDetector(n_repeats=0).fit(blobs.embeddings, blobs.labels)
-
-
-def test_suspects_take_each_class_its_own_count():
-    """A minority class whose clean samples all score low must not use up the global quota:
-    each class still loses at least its own count of lowest scores."""
-    from clipsei.detect import _select_suspects
-
-    labels = np.array([0] * 4 + [1] * 8)
-    scores = np.array([0.1, 0.2, 0.3, 0.4] + [0.9, 0.5, 0.95, 0.6, 0.99, 0.97, 0.98, 0.96])
-    suspects = _select_suspects(scores, labels, 3, np.array([1, 2]))
-    # globally the three lowest are all class 0; class 1 adds its two lowest (0.5, 0.6)
-    np.testing.assert_array_equal(np.flatnonzero(suspects), [0, 1, 2, 5, 7])
-    np.testing.assert_array_equal(np.flatnonzero(_select_suspects(scores, labels, 0, [0, 0])), [])
+    assert LabelIssueDetector().get_params()["n_repeats"] is None
 
 
 def test_histories_and_fitted_attributes(blobs):
-    detector = SEIDetector(n_epochs=4, n_neighbors=5, random_state=0).fit(
+    detector = LabelIssueDetector(n_epochs=4, n_neighbors=5, random_state=0).fit(
         blobs.embeddings, blobs.labels)
     assert detector.entropy_history_.shape == (4, 200)
     assert detector.entropy_history_.dtype == np.float16
@@ -193,11 +234,11 @@ def test_histories_and_fitted_attributes(blobs):
 
 def test_not_fitted():
     with pytest.raises(NotFittedError, match="not fitted"):
-        _ = SEIDetector().issues_
+        _ = LabelIssueDetector().issues_
 
 
 def test_class_embeddings_initialise_the_head(blobs):
-    detector = SEIDetector(n_epochs=1, random_state=0).fit(
+    detector = LabelIssueDetector(n_epochs=1, random_state=0).fit(
         blobs.embeddings, blobs.labels, class_embeddings=blobs.class_embeddings,
         other_embedding=-blobs.class_embeddings.mean(axis=0))
     # after one epoch from the zero-shot init, the head already agrees with true classes
@@ -207,7 +248,7 @@ def test_class_embeddings_initialise_the_head(blobs):
 
 def test_groups_exclude_own_group_neighbours(blobs):
     groups = np.arange(200) // 2
-    detector = SEIDetector(n_epochs=2, random_state=0).fit(blobs.embeddings, blobs.labels,
+    detector = LabelIssueDetector(n_epochs=2, random_state=0).fit(blobs.embeddings, blobs.labels,
                                                            groups=groups)
     ids = detector.neighbor_ids_
     assert (groups[ids] != groups[:, None]).all()
@@ -232,7 +273,6 @@ def test_conflicting_duplicate_reported(blobs):
     (np.vstack([np.zeros((1, 3)), np.ones((4, 3))]), np.array([0, 1, 0, 1, 0]), {}, ValueError,
      "non-zero rows"),
     (np.ones((5, 3)), np.zeros(5, int), {}, ValueError, "at least 2 classes"),
-    (np.eye(6), np.array([0, 1, 0, 1, 0, 1]), {"n_neighbors": 6}, ValueError, "n_neighbors"),
     (np.eye(6), np.array([0, 1] * 3), {"method": "magic"}, ValueError, "method must be one of"),
     (np.eye(6), np.array([0, 1] * 3), {"n_threshold_runs": 1}, ValueError, "n_threshold_runs"),
     (np.eye(6), np.array([0, 1, 0, 1, 0, 1]), {"threshold_fraction": 0.6}, ValueError,
@@ -270,7 +310,7 @@ def test_recoverable_oddities_warn(blobs):
 @pytest.mark.parametrize("cutoff, percentile", [("mean", None), ("percentile", 99.0),
                                                  ("percentile", 50.0), ("count", None)])
 def test_cutoff_rules_can_be_chosen(blobs, cutoff, percentile):
-    detector = SEIDetector(method="sei_paper", cutoff=cutoff, cutoff_percentile=percentile,
+    detector = LabelIssueDetector(method="sei_paper", cutoff=cutoff, cutoff_percentile=percentile,
                            n_epochs=3, random_state=0).fit(blobs.embeddings, blobs.labels)
     flagged = detector.issues_["is_label_issue"].to_numpy()
     threshold = detector.threshold_scores_
@@ -296,8 +336,8 @@ def test_text_features_start_only_the_in_sample_heads(blobs):
     rng = np.random.default_rng(1)
     features = blobs.embeddings * rng.uniform(0.2, 3.0, blobs.embeddings.shape[1]) + 4.0
     text = rng.standard_normal((4, features.shape[1]))  # a text side unrelated to the images
-    plain = SEIDetector(n_epochs=3, random_state=0).fit(features, blobs.labels)
-    with_text = SEIDetector(n_epochs=3, random_state=0).fit(features, blobs.labels,
+    plain = LabelIssueDetector(n_epochs=3, random_state=0).fit(features, blobs.labels)
+    with_text = LabelIssueDetector(n_epochs=3, random_state=0).fit(features, blobs.labels,
                                                             class_embeddings=text)
     # neighbours and held-out heads see the same standardised features either way
     np.testing.assert_array_equal(with_text.neighbor_ids_, plain.neighbor_ids_)
@@ -309,6 +349,6 @@ def test_text_features_start_only_the_in_sample_heads(blobs):
 @pytest.mark.parametrize("n_samples, batch_size", [(100, 32), (254, 32), (780, 48), (4000, 250),
                                                    (5030, 256), (100_000, 1000)])
 def test_default_batch_gives_small_sets_enough_steps(n_samples, batch_size):
-    options = SEIDetector(lr=0.1)._head_options(n_samples)
+    options = head_options(LabelIssueDetector(lr=0.1).get_params(), n_samples)
     assert options["batch_size"] == batch_size
     assert options["lr"] == pytest.approx(0.1 * batch_size / 256)  # linear scaling

@@ -54,14 +54,14 @@ def test_image_and_text_embeddings_match_cpu(image_folder):
 
 def _hard_blobs():
     """Overlapping classes, so probabilities are far from 0 and 1 and differences show."""
-    from clipsei.synthetic import make_noisy_blobs
+    from clipsei.evaluation.synthetic import make_noisy_blobs
 
     return make_noisy_blobs(600, n_classes=5, n_features=32, noise_rate=0.15,
                             cluster_std=1.2, random_state=0)
 
 
 def test_head_dynamics_match_cpu():
-    from clipsei.head import train_head
+    from clipsei.engine.heads import train_head
 
     data = _hard_blobs()
     runs = {device: train_head(data.embeddings, data.labels, n_classes=5,
@@ -76,10 +76,11 @@ def test_head_dynamics_match_cpu():
 
 
 def test_default_detector_on_cuda_ranks_like_cpu():
-    from clipsei import SEIDetector
+    from clipsei import LabelIssueDetector
 
     data = _hard_blobs()
-    fits = {device: SEIDetector(device=device, random_state=0).fit(data.embeddings, data.labels)
+    fits = {device: LabelIssueDetector(device=device, random_state=0).fit(
+                data.embeddings, data.labels)
             for device in ("cpu", "cuda")}
     scores = {device: fit.issues_["label_score"].to_numpy() for device, fit in fits.items()}
     rank_cpu, rank_gpu = (np.argsort(np.argsort(scores[d])) for d in ("cpu", "cuda"))

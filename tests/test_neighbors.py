@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from clipsei.neighbors import (compute_neighbor_votes, find_conflicting_duplicates,
+from clipsei.engine.neighbors import (compute_neighbor_votes, find_conflicting_duplicates,
                                find_neighbors)
 
 

@@ -18,7 +18,7 @@ def _small_scan(directory: Path) -> None:
     from PIL import Image
 
     from clipsei.pipeline import scan_embeddings
-    from clipsei.synthetic import make_noisy_blobs
+    from clipsei.evaluation.synthetic import make_noisy_blobs
 
     blobs = make_noisy_blobs(200, n_classes=4, n_features=32, noise_rate=0.1, random_state=0)
     colours = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40)]

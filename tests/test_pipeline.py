@@ -16,7 +16,7 @@ FAST = {"n_epochs": 10}
 
 @pytest.fixture(scope="module")
 def blobs():
-    from clipsei.synthetic import make_noisy_blobs
+    from clipsei.evaluation.synthetic import make_noisy_blobs
 
     return make_noisy_blobs(200, n_classes=4, n_features=32, noise_rate=0.1, random_state=0)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import check_random_state
+from .._validation import check_random_state
 
 
 @dataclass(frozen=True)

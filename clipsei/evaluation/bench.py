@@ -5,7 +5,7 @@ per method, AUROC and AUPRC of its score against the true error mask, precision/
 its own automatic flags, precision at k = the true number of errors, and wall seconds.
 
 Methods: ``clipsei``, ``sei_paper``, ``aum`` and ``entropy_integral`` come from the scoring
-engine (:func:`clipsei.detect.find_label_issues`); ``cleanlab`` (confident learning on 5-fold
+engine (:func:`clipsei.find_label_issues`); ``cleanlab`` (confident learning on 5-fold
 out-of-sample logistic-regression probabilities) and ``knn`` (SimiFeat-style neighbour vote,
 Zhu et al. 2022) are independent baselines implemented here with scikit-learn/cleanlab/numpy.
 Scores follow the package convention: lower = more likely mislabeled.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import check_embeddings, check_labels, check_option
+from .._validation import check_embeddings, check_labels, check_option
 from .noise import NOISE_KINDS, compute_cv_probs, inject_label_noise
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def run_bench(features, labels, *, true_labels=None, noise: str | None = None,
     With ``true_labels`` the given ``labels`` are evaluated against them (real noise).
     Without, ``labels`` are taken as clean and ``noise`` (default ``"symmetric"``) is injected
     at ``rate`` with ``seed`` (``mapping``/``confusion`` as in
-    :func:`clipsei.noise.inject_label_noise`). ``methods`` defaults to :data:`METHODS`.
+    :func:`clipsei.evaluation.noise.inject_label_noise`). ``methods`` defaults to :data:`METHODS`.
     Returns ``{"n", "k", "noise", "noise_rate", "n_errors", "seed", "methods": {name: {"auroc",
     "auprc", "precision", "recall", "f1", "p_at_noise", "seconds", "n_flagged"}}}``.
     """
@@ -148,7 +148,7 @@ def score_method(name: str, features, labels, *, seed: int = 0, text_features=No
         return score_cleanlab(features, labels, random_state=seed)
     if name == "knn":
         return score_knn(features, labels)
-    from .detect import find_label_issues
+    from ..engine.detect import find_label_issues
 
     table = find_label_issues(features, labels, method=name, class_embeddings=text_features,
                               random_state=seed)
@@ -159,7 +159,8 @@ def score_method(name: str, features, labels, *, seed: int = 0, text_features=No
 def score_cleanlab(features, labels, *, random_state=0, C="auto"):
     """Confident learning (Northcutt et al. 2021) on 5-fold stratified out-of-sample
     probabilities of ``StandardScaler`` + ``LogisticRegression`` (lbfgs, multinomial, C chosen
-    by out-of-fold log-loss on the given labels; see :func:`clipsei.noise.compute_cv_probs`).
+    by out-of-fold log-loss on the given labels; see
+    :func:`clipsei.evaluation.noise.compute_cv_probs`).
 
     Flags: ``cleanlab.filter.find_label_issues`` (``prune_by_noise_rate``); scores:
     ``cleanlab.rank.get_label_quality_scores`` (self-confidence).

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from clipsei._device import resolve_device
-from clipsei.head import select_logit_scale, train_crossfit_head, train_head
-from clipsei.synthetic import make_noisy_blobs
+from clipsei.engine.heads import select_logit_scale, train_crossfit_head, train_head
+from clipsei.evaluation.synthetic import make_noisy_blobs
 
 
 def test_train_head_records_every_epoch(blobs):

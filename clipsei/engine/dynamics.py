@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import check_labels
+from dataclasses import dataclass, fields
+
+from .._validation import check_labels
 
 SCORE_NAMES = ("sei", "aum", "entropy_integral", "given_prob", "forgetting")
 
@@ -121,6 +123,40 @@ def compute_dynamics_scores(entropy_history, agreement_history, margin_history,
         "given_prob": np.asarray(given_prob_history, dtype=np.float32).mean(axis=0),
         "forgetting": compute_forgetting_scores(agreement_history),
     }
+
+
+@dataclass(frozen=True)
+class DynamicsScores:
+    """The per-sample scores of one set of samples, each (N,) float32 (lower = suspect)."""
+
+    sei: np.ndarray
+    aum: np.ndarray
+    entropy_integral: np.ndarray
+    given_prob: np.ndarray
+    forgetting: np.ndarray
+
+    @classmethod
+    def from_histories(cls, dynamics) -> "DynamicsScores":
+        """Scores from a :class:`clipsei.engine.heads.TrainingDynamics`' (E, N) histories."""
+        return cls(**compute_dynamics_scores(dynamics.entropy_history,
+                                             dynamics.agreement_history,
+                                             dynamics.margin_history,
+                                             dynamics.given_prob_history))
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        """``{name: (N,) scores}`` in :data:`SCORE_NAMES` order."""
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+    def map(self, function) -> "DynamicsScores":
+        """A new instance with ``function`` applied to every score array."""
+        return DynamicsScores(**{name: function(name, values)
+                                 for name, values in self.as_dict().items()})
+
+    @classmethod
+    def combine(cls, parts, function) -> "DynamicsScores":
+        """Each score from ``function(list of that score's arrays in parts)``."""
+        return cls(**{name: function([getattr(part, name) for part in parts])
+                      for name in SCORE_NAMES})
 
 
 class SEIRecorder:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from clipsei.sei import (SEIRecorder, compute_aum_scores, compute_dynamics_scores,
+from clipsei.engine.dynamics import (SEIRecorder, compute_aum_scores, compute_dynamics_scores,
                          compute_entropy, compute_epoch_statistics, compute_forgetting_scores,
                          compute_sei_scores)
 

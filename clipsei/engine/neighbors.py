@@ -1,12 +1,8 @@
 """Nearest neighbours in embedding space (FAISS), label agreement and near-duplicates.
 
 Neighbours are found by inner product on L2-normalised embeddings, i.e. cosine similarity.
-Up to ``exact_max_samples`` (20,000: about 2e11 multiply-adds at D=512, seconds on 2 cores)
-the search is exact (``IndexFlatIP``). Above it an inverted-file index with 8-bit scalar
-quantisation (``IndexIVFScalarQuantizer``: ``4 sqrt(N)`` lists from 10 k-means iterations on
-30 samples per list, ``n_probe`` = 8 of them searched) keeps the cost sub-quadratic; SQ8
-scanned 100k x 512 about 1.8x faster than IVF-Flat here. Its recall against exact search is
-measured in ``benchmarks/score_speed.py``.
+Up to ``exact_max_samples`` the search is exact (``IndexFlatIP``); above it an inverted-file
+index with 8-bit scalar quantisation (``4 sqrt(N)`` lists, ``n_probe`` of them searched).
 A sample never counts as its own neighbour: the query is removed by id, not by position,
 because with exact duplicates FAISS may list another row before the query itself. With
 ``groups`` (e.g. a patient id), neighbours from the query's own group are removed too.
@@ -14,8 +10,12 @@ because with exact duplicates FAISS may list another row before the query itself
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
+
+from .._validation import check_embeddings
 
 EXACT_MAX_SAMPLES = 20_000
 
@@ -67,8 +67,6 @@ def find_neighbors(embeddings, *, n_neighbors: int = 10, groups=None,
     neighbor_ids : (N, k) int64, most similar first; -1 where fewer than k exist.
     neighbor_sims : (N, k) float32 cosine similarities; -inf where the id is -1.
     """
-    from ._validation import check_embeddings
-
     embeddings = check_embeddings(embeddings)
     n_samples = embeddings.shape[0]
     if not isinstance(n_neighbors, (int, np.integer)) or not 0 < n_neighbors < n_samples:
@@ -140,3 +138,11 @@ def find_conflicting_duplicates(neighbor_ids, neighbor_sims, labels, *,
     table = table[labels[table["i"].to_numpy()] != labels[table["j"].to_numpy()]]
     table = table.drop_duplicates(["i", "j"]).sort_values("similarity", ascending=False)
     return table.reset_index(drop=True)
+
+
+def warn_exact_duplicates(neighbor_sims) -> None:
+    """Warn (UserWarning) when any sample's nearest neighbour is an exact duplicate."""
+    n_duplicated = int((neighbor_sims[:, 0] >= 1 - 1e-6).sum())
+    if n_duplicated:
+        warnings.warn(f"{n_duplicated} samples have an exact duplicate embedding; duplicates "
+                      "reinforce each other's labels", UserWarning, stacklevel=4)

@@ -1,0 +1,2 @@
+"""Evaluation: noise injection, synthetic data and the benchmark harness (never imported by
+the engine)."""
