@@ -28,8 +28,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _docs import machine_line, write_section  # noqa: E402
 
-from clipsei.data import ImageTable, load_image, load_image_table  # noqa: E402
-from clipsei.embed import _default_num_workers, embed_images, load_clip_model  # noqa: E402
+from clipsei.images.data import ImageTable, load_image, load_image_table  # noqa: E402
+from clipsei.images.embed import _default_num_workers, embed_images, load_clip_model  # noqa: E402
 
 
 def make_jpegs(folder: Path, n_images: int, size: int = 256, seed: int = 0) -> None:
@@ -124,8 +124,8 @@ def draft_fidelity(paths: list, input_sizes=(224, 112, 56)) -> list:
     """
     from torchvision import transforms
 
-    from clipsei.data import decode_image_bytes
-    from clipsei.decode import PilToUint8
+    from clipsei.images.data import decode_image_bytes
+    from clipsei.images.decode import PilToUint8
 
     rows = []
     for path, size in itertools.product(paths, input_sizes):

@@ -100,7 +100,7 @@ def _scan_demo_folder(out: Path, features: str, random_state, progress: bool):
     if features == "clipsei-tiny":
         return scan(out / "images", model="clipsei-tiny", pretrained="none", out=out,
                     random_state=random_state, progress=progress)
-    from .data import load_image, load_image_table
+    from .images.data import load_image, load_image_table
 
     table = load_image_table(out / "images")
     embeddings = _pixel_features(np.stack([np.asarray(load_image(p).convert("L")

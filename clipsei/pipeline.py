@@ -1,6 +1,6 @@
 """The front door: images -> embeddings -> SEI detector -> a ``ScanResult`` to read and act on.
 
-``scan`` chains :mod:`clipsei.data`, :mod:`clipsei.embed`, :mod:`clipsei.prompts` and
+``scan`` chains :mod:`clipsei.images.data`, :mod:`clipsei.images.embed`, :mod:`clipsei.images.prompts` and
 :class:`clipsei.LabelIssueDetector`; ``scan_embeddings`` starts from embeddings you already
 have. Outputs follow cleanlab's conventions where a cleanlab user would look: a boolean
 ``is_label_issue`` mask and a ``label_score`` quality score in [0, 1], lower = worse.
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ._paths import check_output_dir, check_output_file, mark_output_dir
-from ._summary import build_summary
+from .report.summary import build_summary
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class ScanResult:
 
     def plot_trajectories(self, ids, *, ax=None):
         """Entropy per epoch of the rows ``ids`` (matplotlib Figure, not shown)."""
-        from .plots import plot_trajectories
+        from .report.plots import plot_trajectories
 
         return plot_trajectories(self.entropy_history, ids,
                                  agreement_history=self.agreement_history,
@@ -69,7 +69,7 @@ class ScanResult:
 
     def plot_label_score_histogram(self, *, ax=None):
         """Histogram of ``label_score`` with the automatic cutoff (matplotlib Figure)."""
-        from .plots import plot_score_histogram
+        from .report.plots import plot_score_histogram
 
         return plot_score_histogram(self.issues["label_score"].to_numpy(),
                                     cutoff=self.issues.attrs.get("cutoff"),
@@ -84,7 +84,7 @@ class ScanResult:
     def plot_class_error_rates(self, *, ax=None):
         """Estimated label-error rate per class: confident learning's count of wrong labels
         over the class's images (matplotlib Figure)."""
-        from .plots import plot_class_error_rates
+        from .report.plots import plot_class_error_rates
 
         counts = np.bincount(self.issues["given_label"], minlength=len(self.class_names))
         errors = np.asarray([0 if e is None else e
@@ -94,7 +94,7 @@ class ScanResult:
 
     def to_html(self, path, **options) -> Path:
         """Write the self-contained HTML report (see :func:`clipsei.report.render_report`)."""
-        from .report import save_report
+        from .report.html import save_report
 
         options.setdefault("title", "clipsei: suspected label errors")
         return save_report(path, self.issues, class_names=self.class_names,
@@ -156,17 +156,17 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
         ``path,label[,group]``, a list of paths or a uint8 array). labels: (N,) labels of a
         list or array. manifest: a manifest whose paths are relative to the folder ``source``.
     model, pretrained: any open_clip model and weights (``hf-hub:...`` too), or ``model`` a
-        loaded :class:`clipsei.embed.ClipModel`.
+        loaded :class:`clipsei.images.embed.ClipModel`.
     prompts: the prompt set whose class prompts start the head.
     intensity: "none", or "window" to stretch each image's grey levels before embedding
-        (:func:`clipsei.embed.embed_images`; for dark medical images with few grey levels).
+        (:func:`clipsei.images.embed.embed_images`; for dark medical images with few grey levels).
     cache_dir: embedding cache (re-runs skip unchanged images). out: when given, the
         result is also saved there (:meth:`ScanResult.save`); both are checked before any work.
     detector_options: passed to :class:`clipsei.LabelIssueDetector` (``method``, ``n_epochs``...);
         its ``device`` defaults to the CLIP model's.
     """
-    from .embed import ClipModel, embed_images, load_clip_model
-    from .prompts import encode_class_prompts, encode_other_prompt
+    from .images.embed import ClipModel, embed_images, load_clip_model
+    from .images.prompts import encode_class_prompts, encode_other_prompt
 
     _check_outputs(out, cache_dir)
     if isinstance(labels, (str, os.PathLike)):
@@ -207,7 +207,7 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
 
 def load_images(source, *, labels=None, manifest=None):
     """The :class:`clipsei.ImageTable` of ``source`` (see :func:`scan`); reads no pixels."""
-    from .data import load_image_table
+    from .images.data import load_image_table
 
     return load_image_table(source, labels=labels, manifest=manifest)
 
@@ -215,7 +215,7 @@ def load_images(source, *, labels=None, manifest=None):
 def load_model(model="ViT-B-32", pretrained="laion2b_s34b_b79k", *, device="auto"):
     """Load an open_clip model (see :func:`scan`); weights that cannot be loaded raise a
     ``ValueError`` with one line saying why, instead of open_clip's own error."""
-    from .embed import load_clip_model
+    from .images.embed import load_clip_model
 
     try:
         return load_clip_model(model, pretrained, device=device)
@@ -233,7 +233,7 @@ def embed_to_folder(source, *, manifest=None, model="ViT-B-32",
     label, class_name[, group]), class_names.json, failures.csv (index, path, reason) and
     embed.json. ``out`` and ``cache_dir`` are checked before any work.
     """
-    from .embed import embed_images
+    from .images.embed import embed_images
 
     _check_outputs(out, cache_dir)
     table = load_images(source, manifest=manifest)

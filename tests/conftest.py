@@ -63,7 +63,7 @@ def rng():
 @pytest.fixture(scope="session")
 def tiny_clip():
     """The shipped ``clipsei-tiny`` open_clip model (random weights, ~1.6M parameters), on CPU."""
-    from clipsei.embed import load_clip_model
+    from clipsei.images.embed import load_clip_model
 
     with pytest.warns(UserWarning, match="RANDOM weights"):
         return load_clip_model("clipsei-tiny", "none", device="cpu")

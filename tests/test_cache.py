@@ -11,10 +11,10 @@ import time
 import numpy as np
 import pytest
 
-import clipsei.embed
-from clipsei.cache import EmbeddingCache, file_key, from_stored, sigterm_as_interrupt
-from clipsei.data import load_image_table
-from clipsei.embed import embed_images
+import clipsei.images.embed
+from clipsei.images.cache import EmbeddingCache, file_key, from_stored, sigterm_as_interrupt
+from clipsei.images.data import load_image_table
+from clipsei.images.embed import embed_images
 
 
 def _chunks(cache_dir):
@@ -57,7 +57,7 @@ def test_resume_after_exception_equals_uninterrupted_run(image_folder, tiny_clip
     table = load_image_table(image_folder)
     full = embed_images(table, tiny_clip, cache_dir=tmp_path / "full", batch_size=2,
                         num_workers=0, progress=False)
-    real_encode, calls = clipsei.embed._encode_image_batch, []
+    real_encode, calls = clipsei.images.embed._encode_image_batch, []
 
     def crash_on_third_batch(batch, model):
         calls.append(len(batch))
@@ -65,11 +65,11 @@ def test_resume_after_exception_equals_uninterrupted_run(image_folder, tiny_clip
             raise KeyboardInterrupt
         return real_encode(batch, model)
 
-    monkeypatch.setattr(clipsei.embed, "_encode_image_batch", crash_on_third_batch)
+    monkeypatch.setattr(clipsei.images.embed, "_encode_image_batch", crash_on_third_batch)
     with pytest.raises(KeyboardInterrupt):
         embed_images(table, tiny_clip, cache_dir=tmp_path / "resume", batch_size=2,
                      num_workers=0, progress=False, flush_every=100)  # flushed on the way out
-    monkeypatch.setattr(clipsei.embed, "_encode_image_batch", real_encode)
+    monkeypatch.setattr(clipsei.images.embed, "_encode_image_batch", real_encode)
     resumed = embed_images(table, tiny_clip, cache_dir=tmp_path / "resume", batch_size=2,
                            num_workers=0, progress=False)
     assert (resumed.n_cached, resumed.n_encoded) == (4, 4)
@@ -79,7 +79,7 @@ def test_resume_after_exception_equals_uninterrupted_run(image_folder, tiny_clip
 _KILLED_RUN = """
 import sys, time, warnings
 warnings.simplefilter("ignore")
-import clipsei.embed as embed
+import clipsei.images.embed as embed
 model = embed.load_clip_model("clipsei-tiny", "none", device="cpu")
 real, encoded = embed._encode_image_batch, [0]
 def encode(batch, model):  # the real encoder, slowed so that the parent acts mid-run
@@ -204,7 +204,7 @@ def test_file_key_follows_size_and_mtime(tmp_path):
 
 
 def test_cache_module_needs_no_torch():
-    code = "import sys, clipsei.cache; sys.exit('torch' in sys.modules)"
+    code = "import sys, clipsei.images.cache; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

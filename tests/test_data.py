@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from clipsei.data import (
+from clipsei.images.data import (
     ImageDecodeError,
     ImageTable,
     decode_image_bytes,
@@ -198,7 +198,7 @@ def test_decode_errors(tmp_path, monkeypatch):
     truncated = _encoded(Image.new("RGB", (64, 64), (1, 2, 3)), "JPEG")[:200]
     with pytest.raises(ImageDecodeError, match="truncated"):
         decode_image_bytes(truncated)
-    monkeypatch.setattr("clipsei.data.MAX_PIXELS", 50)
+    monkeypatch.setattr("clipsei.images.data.MAX_PIXELS", 50)
     with pytest.raises(ImageDecodeError, match="decompression bomb"):
         decode_image_bytes(_encoded(Image.new("L", (10, 6)), "PNG"))
     with pytest.raises(FileNotFoundError):

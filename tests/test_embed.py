@@ -7,9 +7,9 @@ import open_clip
 import pytest
 import torch
 
-from clipsei.cache import from_stored, to_stored
-from clipsei.data import load_image_table
-from clipsei.embed import ClipModel, embed_images, encode_texts, load_clip_model
+from clipsei.images.cache import from_stored, to_stored
+from clipsei.images.data import load_image_table
+from clipsei.images.embed import ClipModel, embed_images, encode_texts, load_clip_model
 
 
 def test_tiny_model_is_a_real_open_clip_model(tiny_clip):
@@ -71,7 +71,7 @@ def test_embed_arrays_matches_files(tmp_path, tiny_clip, rng):
 def test_embeddings_are_open_clips_own_preprocess_and_encoder(image_folder, tiny_clip):
     """Workers ship resized uint8 pixels and ToTensor/Normalize run beside the model; the
     result must be what open_clip's whole preprocess followed by encode_image gives."""
-    from clipsei.data import load_image
+    from clipsei.images.data import load_image
 
     table = load_image_table(image_folder)
     result = embed_images(table, tiny_clip, batch_size=3, num_workers=0, progress=False,
@@ -86,7 +86,7 @@ def test_embeddings_are_open_clips_own_preprocess_and_encoder(image_folder, tiny
 def test_large_jpegs_decode_in_draft_mode_and_the_cache_keeps_both_apart(tmp_path, tiny_clip):
     from PIL import Image
 
-    from clipsei.decode import split_preprocess
+    from clipsei.images.decode import split_preprocess
 
     assert split_preprocess(tiny_clip.preprocess).draft_size == (32, 32)
     rng = np.random.default_rng(0)
@@ -246,7 +246,7 @@ def test_the_cache_does_not_change_the_numbers(image_folder, tiny_clip, tmp_path
 def test_intensity_window_stretches_few_grey_levels(tmp_path, tiny_clip, rng):
     from PIL import Image
 
-    from clipsei.intensity import window_intensity
+    from clipsei.images.intensity import window_intensity
 
     levels = rng.integers(0, 3, (2, 40, 48), dtype=np.uint8)  # a medical export: grey 0-2
     dark, bright = [], []
@@ -274,7 +274,7 @@ def test_intensity_window_stretches_few_grey_levels(tmp_path, tiny_clip, rng):
 def test_window_on_constant_sparse_and_full_range_images():
     from PIL import Image
 
-    from clipsei.intensity import window_intensity
+    from clipsei.images.intensity import window_intensity
 
     flat = Image.new("RGB", (8, 8), (7, 7, 7))
     assert np.array_equal(np.asarray(window_intensity(flat)), np.asarray(flat))
@@ -330,7 +330,7 @@ def test_unreachable_hub_is_tried_once(monkeypatch, tmp_path):
 
 
 def test_cached_weights_need_no_network(tmp_path):
-    from clipsei.weights import check_weights_available
+    from clipsei.images.weights import check_weights_available
 
     repo = tmp_path / "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K"
     (repo / "refs").mkdir(parents=True)

@@ -30,13 +30,13 @@ def test_auto_picks_cuda():
 
 
 def _tiny_model(device):
-    from clipsei.embed import load_clip_model
+    from clipsei.images.embed import load_clip_model
 
     return load_clip_model("clipsei-tiny", "none", device=device)
 
 
 def test_image_and_text_embeddings_match_cpu(image_folder):
-    from clipsei.embed import embed_images, encode_texts
+    from clipsei.images.embed import embed_images, encode_texts
 
     cpu, gpu = _tiny_model("cpu"), _tiny_model("cuda")
     assert gpu.device.type == "cuda" and gpu.weights_id == cpu.weights_id

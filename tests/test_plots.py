@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from clipsei.plots import (
+from clipsei.report.plots import (
     plot_class_error_rates,
     plot_flagged_grid,
     plot_score_histogram,

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-import clipsei.prompts as prompts
-from clipsei.cache import from_stored, to_stored
-from clipsei.embed import encode_texts
-from clipsei.prompts import (
+import clipsei.images.prompts as prompts
+from clipsei.images.cache import from_stored, to_stored
+from clipsei.images.embed import encode_texts
+from clipsei.images.prompts import (
     PromptSet,
     add_prompt_dir,
     encode_class_prompts,

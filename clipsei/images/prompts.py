@@ -23,7 +23,7 @@ from .embed import ClipModel, encode_texts
 
 logger = logging.getLogger(__name__)
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the clipsei package
 # installed wheel: <package>/prompts; source checkout: <repo>/prompts
 _PROMPT_DIRS = [next((d for d in (_PACKAGE_DIR / "prompts", _PACKAGE_DIR.parent / "prompts")
                       if d.is_dir()), _PACKAGE_DIR / "prompts")]

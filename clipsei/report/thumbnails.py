@@ -39,7 +39,7 @@ def thumbnail_rows(issues, neighbor_ids, page_size: int, limit: int) -> list:
 def encode_thumbnails(source, rows: list, size: int) -> tuple:
     """``source[row]`` is a file path, a PIL image or a uint8 array; returns (row -> data URI,
     how many were contrast-stretched)."""
-    from .data import array_to_image, load_image, to_rgb
+    from ..images.data import array_to_image, load_image, to_rgb
 
     thumbs, n_stretched = {}, 0
     for row in rows:

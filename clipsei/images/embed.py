@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ._device import resolve_device
+from .._device import resolve_device
 from .cache import (EmbeddingCache, array_key, file_key, from_stored, hash_bytes,
                     sigterm_as_interrupt, to_stored)
 from .data import ImageTable, load_image_table
@@ -206,12 +206,12 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
     included). Images that cannot be read land in ``failures``.
     num_workers: DataLoader decoding processes; None picks a number for the device.
     jpeg_draft: decode JPEG files at least twice the model's input size at a reduced DCT
-        scale (see :func:`clipsei.data.decode_image_bytes`), several times faster for large
+        scale (see :func:`clipsei.images.data.decode_image_bytes`), several times faster for large
         photos; False decodes every file at full size, exactly as open_clip's preprocess
         does. The choice is part of the cache's key.
     intensity: "none", or "window" to stretch each image's 1st-99th percentile of pixel
         values to 0-255 before the preprocess (for images that use few grey levels, such as
-        medical exports stored as 0-2; see :func:`clipsei.intensity.window_intensity`).
+        medical exports stored as 0-2; see :func:`clipsei.images.intensity.window_intensity`).
         Part of the cache's key.
     """
     table = table_or_source if isinstance(table_or_source, ImageTable) else (

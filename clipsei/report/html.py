@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._thumbnails import LOW_RANGE, NEIGHBOURS_SHOWN, encode_thumbnails, thumbnail_rows
+from .thumbnails import LOW_RANGE, NEIGHBOURS_SHOWN, encode_thumbnails, thumbnail_rows
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def _check_issues(issues) -> None:
 
 
 def _template(name: str) -> str:
-    return (resources.files("clipsei") / "templates" / name).read_text(encoding="utf-8")
+    return (resources.files("clipsei.report") / "templates" / name).read_text(encoding="utf-8")
 
 
 def _fill(template: str, values: dict) -> str:

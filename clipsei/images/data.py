@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ._paths import is_clipsei_output
-from ._validation import check_labels
+from .._paths import is_clipsei_output
+from .._validation import check_labels
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from importlib import metadata
 import numpy as np
 import pandas as pd
 
-from . import __version__
+from .. import __version__
 
 def _per_class(values, n_classes: int, cast) -> list:
     values = list(values) if values is not None else [None] * n_classes

@@ -1,0 +1,2 @@
+"""Images -> embeddings: image tables, decoding, the embedding cache, open_clip encoding and
+class prompts."""
