@@ -21,7 +21,7 @@ from statistics import NormalDist
 import numpy as np
 
 # one-sided confidence that "informative" is not chance (split over the predictors tested)
-CLASS_SIGNAL_CONFIDENCE = 0.99
+CLASS_SIGNAL_CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True)
