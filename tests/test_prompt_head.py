@@ -8,7 +8,7 @@ import torch
 
 from clipsei.engine.detect import LabelIssueDetector
 from clipsei.engine.dynamics import SEIRecorder, compute_sei_scores
-from clipsei.engine.prompt_head import PromptHead, _frozen, train_prompt_head
+from clipsei.engine.prompt_head import PromptHead, train_prompt_head
 from clipsei.images.embed import encode_texts
 from clipsei.images.prompts import load_prompt_set
 
@@ -82,7 +82,7 @@ def test_prompts_match_the_text_encoder_and_other_is_the_extra_class(tiny_clip):
     """Context started from "a photo of a" gives exactly the encoder's text of each prompt,
     the "other" wording last."""
     names = NAMES + [OTHER]
-    with _frozen(tiny_clip.model), torch.no_grad():
+    with torch.no_grad():
         head = PromptHead(tiny_clip, names, n_ctx=4, ctx_init="a photo of a")
         learnt = head.encode_prompts().numpy()
     expected = encode_texts([f"a photo of a {name}." for name in names], tiny_clip)
@@ -164,3 +164,14 @@ def test_scan_with_sei_prompt(tiny_clip, write_images, tmp_path):
                   progress=False)
     assert len(result.issues) == 18 and result.entropy_history.shape == (3, 18)
     assert set(result.issues["given_class"]) == {"cat", "dog", "eel"}
+
+
+def test_cli_scan_with_sei_prompt(tmp_path, write_images, capsys):
+    from clipsei.cli import main
+
+    write_images(tmp_path / "images", n_per_class=5, classes=("cat", "dog"))
+    out = tmp_path / "out"
+    assert main(["scan", str(tmp_path / "images"), "--model", "clipsei-tiny", "--pretrained",
+                 "none", "--n-epochs", "3", "--method", "sei_prompt", "--out", str(out)]) == 0
+    assert "scored 10 of 10 images" in capsys.readouterr().out
+    assert (out / "issues.csv").is_file()
