@@ -175,3 +175,12 @@ def test_cli_scan_with_sei_prompt(tmp_path, write_images, capsys):
                  "none", "--n-epochs", "3", "--method", "sei_prompt", "--out", str(out)]) == 0
     assert "scored 10 of 10 images" in capsys.readouterr().out
     assert (out / "issues.csv").is_file()
+
+
+def test_sei_prompt_flags_nothing_without_class_information(tiny_clip):
+    rng = np.random.default_rng(0)
+    embeddings, labels = rng.standard_normal((200, 16)), rng.integers(0, 2, 200)
+    with pytest.warns(UserWarning, match="no class information"):
+        issues = LabelIssueDetector(method="sei_prompt", n_epochs=3, random_state=0).fit(
+            embeddings, labels, text_model=tiny_clip, class_names=NAMES[:2]).issues_
+    assert not issues["is_label_issue"].any() and not issues.attrs["class_signal"]["informative"]
