@@ -3,7 +3,8 @@
 ``"clipsei"`` (default) fuses held-out heads, a pruned held-out round, in-sample AUM, the
 neighbour vote and Bayes error probabilities. The reference methods use in-sample
 threshold-sample runs only: ``"sei_paper"`` (Li et al. 2026), ``"aum"`` (Pleiss et al. 2020)
-and ``"entropy_integral"``.
+and ``"entropy_integral"``; ``"sei_prompt"`` is the paper's SEI with prompt-tuned heads
+(:mod:`clipsei.engine.prompt_head`) and the threshold samples relabelled to the "other" prompt.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .inputs import check_fit_inputs
 from .neighbors import (compute_neighbor_votes, find_conflicting_duplicates, find_neighbors,
                         warn_exact_duplicates)
 from .noise_model import count_errors_per_class
+from .prompt_head import prepare_prompt_task
 from .table import build_issues_table, issues_attrs
 from .threshold import draw_threshold_slices, run_threshold_samples
 
@@ -39,6 +41,7 @@ class _MethodSpec:
     heldout: bool = False       # held-out rounds, standardised features, repeats by default
     logit_scale: float = 10.0   # the in-sample heads' temperature
     percentile: float = 99.0
+    prompt: bool = False        # in-sample heads are prompt-tuned (needs a CLIP text model)
 
 
 METHODS = {
@@ -46,6 +49,7 @@ METHODS = {
     "sei_paper": _MethodSpec("sei", "mean"),
     "aum": _MethodSpec("aum", "percentile"),
     "entropy_integral": _MethodSpec("entropy_integral", "mean"),
+    "sei_prompt": _MethodSpec("sei", "mean", prompt=True),
 }
 _FITTED = ("issues_", "entropy_history_", "agreement_history_", "given_prob_history_",
            "neighbor_ids_", "neighbor_sims_", "cutoff_", "class_cutoffs_", "threshold_scores_",
@@ -110,12 +114,15 @@ class LabelIssueDetector:
         return {key: getattr(self, key) for key in keys}
 
     def fit(self, embeddings, labels, *, class_embeddings=None, other_embedding=None,
-            groups=None) -> "LabelIssueDetector":
+            groups=None, text_model=None, class_names=None,
+            prompt_set="generic") -> "LabelIssueDetector":
         """Score every sample of ``embeddings`` (N, D) against its given ``labels`` (N,).
 
         class_embeddings : (K, D) class-prompt text embeddings or None (the in-sample heads
         start from them); other_embedding : (D,) text of the threshold samples' extra class;
         groups : (N,) or None, e.g. patient ids; neighbours from one's own group are ignored.
+        text_model, class_names, prompt_set : a ClipModel, the K class names and the prompt
+        set whose ``other_class`` is the extra prompt; used by ``"sei_prompt"`` only.
         """
         params = self.get_params()
         _options.check_params(params, METHODS)
@@ -127,6 +134,9 @@ class LabelIssueDetector:
                                     standardize=spec.heldout)
         self.n_repeats_ = _options.n_repeats_for(self.n_repeats, repeats_by_default=spec.heldout,
                                                  n_samples=y.size)
+        prompt_task = None if not spec.prompt else prepare_prompt_task(
+            inputs.embeddings, text_model=text_model, class_names=class_names,
+            prompt_set=prompt_set, present=inputs.classes.present)
         rng = check_random_state(self.random_state)
         self.neighbor_ids_, self.neighbor_sims_ = find_neighbors(
             features.heldout, n_neighbors=min(self.n_neighbors, y.size - 1), groups=groups,
@@ -140,20 +150,26 @@ class LabelIssueDetector:
                 features.heldout, y, n_classes=n_classes, class_embeddings=features.heldout_init,
                 random_state=rng, n_folds=self.n_folds,
                 **_options.head_options(params, min(y.size, SCALE_SELECTION_MAX_SAMPLES)))
-        repeats = [self._fit_signals(spec, features, y, votes, rng)
+        repeats = [self._fit_signals(spec, features, y, votes, rng, prompt_task)
                    for _ in range(self.n_repeats_)]
         self._finish(spec, Signals.mean_of(repeats), inputs)
         return self
 
-    def _fit_signals(self, spec, features, y, votes, rng) -> Signals:
+    def _fit_signals(self, spec, features, y, votes, rng, prompt_task=None) -> Signals:
         """One repeat of the stochastic stages: threshold runs, then the held-out rounds."""
         n_classes = votes.shape[1]
         head_options = _options.head_options(self.get_params(), y.size)
         fraction = _options.threshold_fraction_for(self.threshold_fraction, n_classes)
         slices = draw_threshold_slices(y.size, fraction, self.n_threshold_runs, rng)
-        runs = run_threshold_samples(
-            features.in_sample, y, n_classes=n_classes, slices=slices, head_init=features.head_init,
-            rng=rng, logit_scale=self.logit_scale or spec.logit_scale, **head_options)
+        if prompt_task is not None:
+            runs = prompt_task.run_threshold_samples(
+                y, slices=slices, rng=rng, n_epochs=self.n_epochs, batch_size=self.batch_size,
+                lr=self.lr, logit_scale=self.logit_scale)
+        else:
+            runs = run_threshold_samples(
+                features.in_sample, y, n_classes=n_classes, slices=slices,
+                head_init=features.head_init, rng=rng,
+                logit_scale=self.logit_scale or spec.logit_scale, **head_options)
         knn = votes[np.arange(y.size), y]
         heldout = None
         if spec.heldout:
