@@ -28,7 +28,8 @@ def test_planted_swaps_rank_on_top_and_get_a_caption_of_their_own_cluster():
     issues = find_caption_issues(images, texts)
     top = np.argsort(issues["caption_score"].to_numpy())[: swapped.size]
     assert set(top) == set(swapped)
-    assert set(np.flatnonzero(issues["is_caption_issue"])) == set(swapped)
+    flagged = np.flatnonzero(issues["is_caption_issue"])
+    assert set(flagged) <= set(swapped) and len(flagged) >= 3  # the count is an estimate
     suggested = issues["suggested_caption"].to_numpy()[swapped]
     assert (clusters[suggested] == clusters[swapped]).all()
     assert not np.isin(suggested, swapped).any()  # a swapped-in caption is never suggested
@@ -39,12 +40,12 @@ def test_table_shape_values_and_determinism():
     issues = find_caption_issues(images, texts, n_neighbors=5)
     assert len(issues) == 200 and issues.index.tolist() == list(range(200))
     assert issues["caption_score"].between(0, 1).all()
-    assert issues["mismatch_probability"].between(0, 1).all()
+    assert issues["random_pair_quantile"].between(0, 1).all()
     assert sorted(issues["rank"]) == list(range(1, 201))
     assert np.isfinite(issues[["pair_similarity", "image_neighbor_agreement",
                                "text_neighbor_agreement", "suggested_similarity"]]).all().all()
     assert (issues["suggested_caption"] != np.arange(200)).all()
-    assert issues.attrs["n_neighbors"] == 5 and issues.attrs["mixture"]["used"]
+    assert issues.attrs["n_neighbors"] == 5 and 0 < issues.attrs["estimated_mismatch_rate"] < 0.2
     again = find_caption_issues(images, texts, n_neighbors=5)
     assert issues.equals(again)
 
@@ -86,3 +87,17 @@ def test_tiny_set_lowers_n_neighbors_with_a_warning():
 def test_bad_input_is_one_clear_error(images, texts, options, error, match):
     with pytest.raises(error, match=match):
         find_caption_issues(images, texts, **options)
+
+
+def test_clusters_of_weaker_alignment_are_not_flagged_as_mismatches():
+    """Clean pairs whose captions match their images less well in some clusters (a concept the
+    model knows less well) form a low mode of their own; they are not random pairings."""
+    rng = np.random.default_rng(4)
+    n, n_clusters, dim = 200, 8, 32
+    clusters = np.arange(n) % n_clusters
+    centres = rng.normal(size=(n_clusters, dim))
+    images = centres[clusters] + 0.5 * rng.normal(size=(n, dim))
+    caption_noise = np.where(clusters < 4, 0.3, 1.2)[:, None]
+    texts = centres[clusters] + caption_noise * rng.normal(size=(n, dim))
+    issues = find_caption_issues(images, texts)
+    assert issues["is_caption_issue"].sum() <= 4

@@ -11,10 +11,14 @@ shared image-text space:
 
 Each signal is put on one scale (median 0, robust spread 1) and the three are averaged with equal
 weights, so no weight is tuned to any data set. ``caption_score`` is the normal CDF of the robust
-z-score of that mean: in [0, 1], rank-preserving, lower = more likely mismatched. The cutoff is a
-calibrated probability: a two-component Gaussian mixture on the fused signal, kept only when BIC
-prefers it to one component and its low component is the minority; a pair is flagged when its
-posterior probability of the low ("mismatched") component exceeds 0.5.
+z-score of that mean: in [0, 1], rank-preserving, lower = more likely mismatched.
+
+The cutoff is a count. Re-pairing every image with a random other pair's caption gives the
+fused signal of known mismatches (from the same neighbour lists, no new search); if clean pairs
+rarely score below the median of those, the share of mismatched pairs is about twice the share
+of observed pairs below it. That many lowest-scoring pairs are flagged (none when the estimate is
+0). The model of a mismatch is "this caption belongs to another image"; a caption that is wrong
+in a subtler way scores higher than a random one, and is under-counted.
 """
 
 from __future__ import annotations
@@ -40,15 +44,17 @@ def find_caption_issues(image_embeddings, text_embeddings, *, n_neighbors: int =
     image_embeddings : (N, D) float, row i the image of pair i.
     text_embeddings : (N, D) float, row i the caption of pair i, in the same space.
     n_neighbors : k neighbours per modality; lowered to N - 1 (with a warning) for tiny sets.
-    random_state : seed of the mixture fit (and of FAISS's approximate index above 20,000).
+    random_state : seed of the random re-pairings (and of FAISS's approximate index).
 
     Returns
     -------
     DataFrame, one row per pair in input order: the three ``SIGNALS`` (cosines), ``caption_score``
-    in [0, 1] (lower = more likely mismatched), ``mismatch_probability``, ``is_caption_issue``,
+    in [0, 1] (lower = more likely mismatched), ``random_pair_quantile`` (share of random
+    re-pairings whose fused signal is below this pair's), ``is_caption_issue``,
     ``suggested_caption`` (row id of the image-neighbours' caption most similar to this image,
     -1 if none), ``suggested_similarity`` (its cosine to this image) and ``rank`` (1 = most
-    suspicious). ``attrs``: "method", "cutoff", "n_neighbors", "mixture", "warnings".
+    suspicious). ``attrs``: "method", "cutoff", "n_neighbors", "estimated_mismatch_rate",
+    "warnings".
     """
     images, texts, n_neighbors = _check_inputs(image_embeddings, text_embeddings, n_neighbors)
     return _compute_caption_issues(images, texts, n_neighbors, random_state)
@@ -85,33 +91,64 @@ def _compute_caption_issues(images, texts, n_neighbors, random_state) -> pd.Data
                                            random_state=random_state)
     text_ids, text_sims = find_neighbors(texts, n_neighbors=n_neighbors,
                                          random_state=random_state)
-    caption_to_caption = _cosines_to_neighbors(texts, texts, image_ids)
-    image_to_image = _cosines_to_neighbors(images, images, text_ids)
-    image_to_caption = _cosines_to_neighbors(images, texts, image_ids)
-    table = pd.DataFrame({
-        "pair_similarity": np.einsum("nd,nd->n", images, texts),
-        "image_neighbor_agreement": _weighted_mean(caption_to_caption, image_ids, image_sims),
-        "text_neighbor_agreement": _weighted_mean(image_to_image, text_ids, text_sims),
-    })
-    fused = np.mean([_robust_z(table[name].to_numpy()) for name in SIGNALS], axis=0)
-    table["caption_score"] = _normal_cdf(_robust_z(fused))
-    probability, mixture, notes = _mismatch_probability(fused, random_state)
-    table["mismatch_probability"] = probability
-    table["is_caption_issue"] = probability > 0.5
-    best = np.argmax(image_to_caption, axis=1)
-    has_best = np.isfinite(image_to_caption[np.arange(len(best)), best])
-    table["suggested_caption"] = np.where(has_best, image_ids[np.arange(len(best)), best], -1)
-    table["suggested_similarity"] = np.where(
-        has_best, image_to_caption[np.arange(len(best)), best], np.nan)
-    order = np.argsort(table["caption_score"].to_numpy(), kind="stable")
+    neighbours = (image_ids, image_sims, text_ids, text_sims)
+    table = pd.DataFrame(dict(zip(SIGNALS, _signals(images, texts, np.arange(len(images)),
+                                                     neighbours))))
+    scales = [_robust_scale(table[name].to_numpy()) for name in SIGNALS]
+    fused = _fuse(table[list(SIGNALS)].to_numpy().T, scales)
+    table["caption_score"] = _normal_cdf(_standardise(fused, _robust_scale(fused)))
+    null = _random_pair_fused(images, texts, neighbours, scales, random_state)
+    table["random_pair_quantile"] = np.searchsorted(np.sort(null), fused) / null.size
+    rate = min(1.0, 2.0 * float(np.mean(fused < np.median(null))))
+    order = np.argsort(fused, kind="stable")
+    flagged = np.zeros(len(fused), dtype=bool)
+    flagged[order[: int(round(rate * len(fused)))]] = True
+    table["is_caption_issue"] = flagged
+    _add_suggestions(table, images, texts, image_ids)
     table["rank"] = np.empty(len(order), dtype=np.int64)
     table.loc[order, "rank"] = np.arange(1, len(order) + 1)
-    flagged = table["is_caption_issue"].to_numpy()
+    notes = [] if flagged.any() else [
+        "no pair scores like a random image-caption pairing; nothing flagged"]
     table.attrs = {"method": "neighbours in both modalities (LEMoN-style), equal weights",
                    "cutoff": float(table["caption_score"][flagged].max()) if flagged.any()
-                   else None, "n_neighbors": n_neighbors, "mixture": mixture,
+                   else None, "n_neighbors": n_neighbors, "estimated_mismatch_rate": rate,
                    "warnings": notes}
     return table
+
+
+def _signals(images, texts, caption_of, neighbours) -> tuple:
+    """The three ``SIGNALS`` of pairs (image i, caption ``caption_of[i]``), each (N,)."""
+    image_ids, image_sims, text_ids, text_sims = neighbours
+    captions = texts[caption_of]
+    pair = np.einsum("nd,nd->n", images, captions)
+    by_image = _weighted_mean(_cosines_to_neighbors(captions, texts, image_ids),
+                              image_ids, image_sims)
+    ids, sims = text_ids[caption_of], text_sims[caption_of]
+    by_text = _weighted_mean(_cosines_to_neighbors(images, images, ids), ids, sims)
+    return pair, by_image, by_text
+
+
+def _random_pair_fused(images, texts, neighbours, scales, random_state) -> np.ndarray:
+    """Fused signal of >= 2,000 random re-pairings (image i with another pair's caption)."""
+    rng = np.random.default_rng(random_state)
+    n_pairs = len(images)
+    fused = []
+    for _ in range(-(-2000 // n_pairs)):
+        shift = rng.integers(1, n_pairs, size=n_pairs)  # never the pair's own caption
+        caption_of = (np.arange(n_pairs) + shift) % n_pairs
+        fused.append(_fuse(np.stack(_signals(images, texts, caption_of, neighbours)), scales))
+    return np.concatenate(fused)
+
+
+def _add_suggestions(table, images, texts, image_ids) -> None:
+    """Columns suggested_caption / suggested_similarity: the image-neighbours' caption most
+    similar to each image (-1 / NaN where the image has no neighbour)."""
+    image_to_caption = _cosines_to_neighbors(images, texts, image_ids)
+    rows = np.arange(len(images))
+    best = np.argmax(image_to_caption, axis=1)
+    has_best = np.isfinite(image_to_caption[rows, best])
+    table["suggested_caption"] = np.where(has_best, image_ids[rows, best], -1)
+    table["suggested_similarity"] = np.where(has_best, image_to_caption[rows, best], np.nan)
 
 
 def _cosines_to_neighbors(queries, others, neighbor_ids) -> np.ndarray:
@@ -133,38 +170,25 @@ def _weighted_mean(values, neighbor_ids, neighbor_sims) -> np.ndarray:
     return np.where(totals > 0, sums / np.where(totals > 0, totals, 1.0), 0.0)
 
 
-def _robust_z(values: np.ndarray) -> np.ndarray:
-    """(values - median) / (1.4826 MAD), falling back to the standard deviation when MAD is 0."""
-    centre = np.median(values)
-    spread = 1.4826 * np.median(np.abs(values - centre))
+def _robust_scale(values: np.ndarray) -> tuple:
+    """(median, 1.4826 MAD) of ``values``; the standard deviation when MAD is 0; 1 if both are."""
+    centre = float(np.median(values))
+    spread = 1.4826 * float(np.median(np.abs(values - centre)))
     if not spread > 1e-12:
         spread = float(np.std(values))
-    return (values - centre) / spread if spread > 1e-12 else np.zeros_like(values)
+    return centre, spread if spread > 1e-12 else 1.0
+
+
+def _standardise(values: np.ndarray, scale: tuple) -> np.ndarray:
+    return (values - scale[0]) / scale[1]
+
+
+def _fuse(signals: np.ndarray, scales: list) -> np.ndarray:
+    """Equal-weight mean of the (3, N) ``signals``, each standardised by its own scale."""
+    return np.mean([_standardise(row, scale) for row, scale in zip(signals, scales)], axis=0)
 
 
 def _normal_cdf(z: np.ndarray) -> np.ndarray:
     from scipy.special import ndtr
 
     return ndtr(z)
-
-
-def _mismatch_probability(fused: np.ndarray, random_state) -> tuple:
-    """Posterior of the low component of a 1-D two-Gaussian mixture, or zeros when one Gaussian
-    explains the fused signal as well (BIC) or the low component is not a minority."""
-    from sklearn.mixture import GaussianMixture
-
-    column = fused.reshape(-1, 1).astype(np.float64)
-    fits = [GaussianMixture(n, random_state=random_state, n_init=2).fit(column) for n in (1, 2)]
-    one, two = fits
-    means = two.means_.ravel()
-    low, high = int(np.argmin(means)), int(np.argmax(means))
-    mixture = {"bic_one": float(one.bic(column)), "bic_two": float(two.bic(column)),
-               "low_mean": float(means[low]), "high_mean": float(means[high]),
-               "low_weight": float(two.weights_[low]), "used": False}
-    if mixture["bic_two"] >= mixture["bic_one"] or mixture["low_weight"] >= 0.5:
-        note = ("the pairs' agreement shows no separate low group (a one-Gaussian fit is as "
-                "good, or the low group is not a minority); nothing flagged, see caption_score")
-        return np.zeros(len(fused)), mixture, [note]
-    mixture["used"] = True
-    posterior = two.predict_proba(column)[:, low]
-    return np.where(fused < means[high], posterior, 0.0), mixture, []
