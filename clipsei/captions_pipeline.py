@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ._paths import check_output_dir, mark_output_dir
+from .pipeline import RANDOM_WEIGHTS_WARNING, _is_random
 
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
 
@@ -98,6 +99,8 @@ def scan_captions(manifest, *, model="ViT-B-32", pretrained="laion2b_s34b_b79k",
     issues = _named_issues(scores, rows, paths, captions)
     failures = embedded.failures[["path", "reason"]]
     summary = _summary(issues, scores.attrs, len(paths), len(failures), clip, manifest)
+    if _is_random(clip):
+        summary["warnings"].insert(0, RANDOM_WEIGHTS_WARNING)
     result = CaptionScan(issues=issues, failures=failures, summary=summary)
     if out is not None:
         save_caption_scan(result, out)

@@ -101,3 +101,15 @@ def test_clusters_of_weaker_alignment_are_not_flagged_as_mismatches():
     texts = centres[clusters] + caption_noise * rng.normal(size=(n, dim))
     issues = find_caption_issues(images, texts)
     assert issues["is_caption_issue"].sum() <= 4
+
+
+def test_pairs_no_better_than_random_pairings_flag_nothing_with_a_warning():
+    rng = np.random.default_rng(5)
+    clusters = np.arange(200) % 8
+    centres = rng.normal(size=(8, 32))
+    images = centres[clusters] + 0.5 * rng.normal(size=(200, 32))
+    texts = rng.normal(size=(200, 32))  # captions unrelated to their images
+    issues = find_caption_issues(images, texts)
+    assert issues.attrs["estimated_mismatch_rate"] >= 0.5
+    assert not issues["is_caption_issue"].any()
+    assert "no better than random pairings" in issues.attrs["warnings"][0]

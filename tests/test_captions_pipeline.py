@@ -54,6 +54,7 @@ def test_cli_scan_captions_writes_issues_summary_and_report(tmp_path, write_imag
     assert failures["path"].str.endswith("missing.png").tolist() == [True]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_pairs"] == 9 and summary["n_failed"] == 1 and summary["n_neighbors"] == 3
+    assert "RANDOM" in summary["warnings"][0] and "WARNING: " in printed
     page = (out / "report.html").read_text()
     assert page.count("data:image/jpeg;base64,") == 8 and "a dog in the park" in page
 

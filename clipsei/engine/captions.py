@@ -17,7 +17,8 @@ The cutoff is a count. Re-pairing every image with a random other pair's caption
 fused signal of known mismatches (from the same neighbour lists, no new search); if clean pairs
 rarely score below the median of those, the share of mismatched pairs is about twice the share
 of observed pairs below it. That many lowest-scoring pairs are flagged (none when the estimate is
-0). The model of a mismatch is "this caption belongs to another image"; a caption that is wrong
+0, and none with a warning when it is 0.5 or more: then the pairs look no better than random
+pairings, and the embeddings show no image-text alignment to judge them by). The model of a mismatch is "this caption belongs to another image"; a caption that is wrong
 in a subtler way scores higher than a random one, and is under-counted.
 """
 
@@ -32,6 +33,9 @@ from .._validation import check_embeddings
 from .neighbors import find_neighbors
 
 SIGNALS = ("pair_similarity", "image_neighbor_agreement", "text_neighbor_agreement")
+_NO_ALIGNMENT = ("the pairs agree with their captions no better than random pairings do: the "
+                 "image and text embeddings do not share a space (random weights, or a model "
+                 "without a text side that matches its images); nothing flagged")
 _CHUNK = 2048  # rows per block when gathering neighbours' embeddings (bounds memory)
 
 
@@ -102,13 +106,15 @@ def _compute_caption_issues(images, texts, n_neighbors, random_state) -> pd.Data
     rate = min(1.0, 2.0 * float(np.mean(fused < np.median(null))))
     order = np.argsort(fused, kind="stable")
     flagged = np.zeros(len(fused), dtype=bool)
-    flagged[order[: int(round(rate * len(fused)))]] = True
+    if rate < 0.5:  # at half or more, pairs and random pairings cannot be told apart
+        flagged[order[: int(round(rate * len(fused)))]] = True
     table["is_caption_issue"] = flagged
     _add_suggestions(table, images, texts, image_ids)
     table["rank"] = np.empty(len(order), dtype=np.int64)
     table.loc[order, "rank"] = np.arange(1, len(order) + 1)
-    notes = [] if flagged.any() else [
-        "no pair scores like a random image-caption pairing; nothing flagged"]
+    notes = [] if flagged.any() else [_NO_ALIGNMENT if rate >= 0.5 else
+                                      "no pair scores like a random image-caption pairing; "
+                                      "nothing flagged"]
     table.attrs = {"method": "neighbours in both modalities (LEMoN-style), equal weights",
                    "cutoff": float(table["caption_score"][flagged].max()) if flagged.any()
                    else None, "n_neighbors": n_neighbors, "estimated_mismatch_rate": rate,
