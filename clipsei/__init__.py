@@ -23,6 +23,7 @@ _EXPORTS = {
     "compute_aum_scores": "engine.dynamics",
     "compute_forgetting_scores": "engine.dynamics",
     "find_neighbors": "engine.neighbors",
+    "find_caption_issues": "engine.captions",
     "NotFittedError": "_validation",
     # images -> embeddings
     "ImageTable": "images.data",
@@ -39,6 +40,7 @@ _EXPORTS = {
     "scan_embeddings": "pipeline",
     "ScanResult": "pipeline",
     "relabel": "pipeline",
+    "scan_captions": "captions_pipeline",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

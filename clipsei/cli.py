@@ -248,11 +248,18 @@ def _add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", help="detector method (default: the engine's)")
     parser.add_argument("--n-epochs", type=_positive_int, help="epochs of head training")
     parser.add_argument("--random-state", type=int, default=0)
+    parser.add_argument("--captions", action="store_true",
+                        help="PATH is a caption manifest (path,caption): flag image-caption "
+                             "pairs that disagree, instead of label errors")
+    parser.add_argument("--n-neighbors", type=_positive_int, default=10,
+                        help="neighbours per modality with --captions (default %(default)s)")
 
 
 def _run_scan(args) -> int:
     from .pipeline import load_images, load_model, scan
 
+    if args.captions:
+        return _run_caption_scan(args)
     _check_outputs(args, "--out", "--cache")
     options = {key: getattr(args, key) for key in ("method", "n_epochs")
                if getattr(args, key) is not None}
@@ -267,6 +274,29 @@ def _run_scan(args) -> int:
                   batch_size=args.batch_size, progress=_progress(args),
                   intensity=args.intensity, **options)
     _print_scan_summary(result.summary, args.out)
+    return 0
+
+
+def _run_caption_scan(args) -> int:
+    from .captions_pipeline import load_caption_manifest, scan_captions
+    from .pipeline import load_model
+
+    if _manifest(args) is not None or args.method or args.n_epochs:
+        raise ValueError("--captions takes the caption manifest as PATH; --manifest, --labels, "
+                         "--method and --n-epochs do not apply")
+    _check_outputs(args, "--out", "--cache")
+    load_caption_manifest(args.source)  # bad input fails before the model loads
+    model = load_model(args.model, args.pretrained, device=args.device)
+    result = scan_captions(args.source, model=model, cache_dir=args.cache, out=args.out,
+                           n_neighbors=args.n_neighbors, batch_size=args.batch_size,
+                           progress=_progress(args), intensity=args.intensity,
+                           random_state=args.random_state)
+    summary = result.summary
+    print(f"scored {summary['n_scored']} of {summary['n_pairs']} image-caption pairs "
+          f"({summary['n_failed']} unreadable, listed in failures.csv)")
+    print(f"flagged {summary['n_flagged']} ({summary['flagged_fraction']:.1%}) as mismatched")
+    print(f"wrote {args.out}/issues.csv, summary.json and report.html")
+    _print_warnings(summary["warnings"])
     return 0
 
 
