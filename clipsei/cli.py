@@ -295,6 +295,10 @@ def _add_relabel_arguments(parser: argparse.ArgumentParser) -> None:
                         help="take a flagged image's suggested label when its confidence >= P")
     parser.add_argument("--drop-flagged", action="store_true",
                         help="leave out flagged images whose suggestion was not taken")
+    parser.add_argument("--clean", action="store_true",
+                        help="also leave out outliers, images with property issues and all "
+                             "but one of each duplicate set (default FILE "
+                             "DIR/clean_manifest.csv); implies --drop-flagged")
     parser.add_argument("--out", metavar="FILE",
                         help="manifest to write (default DIR/corrected_manifest.csv)")
 
@@ -305,12 +309,15 @@ def _run_relabel(args) -> int:
     from ._paths import check_output_file
     from .pipeline import RELABEL_HEADER, relabel
 
-    default = Path(args.scan_dir) / "corrected_manifest.csv"
+    default = Path(args.scan_dir) / ("clean_manifest.csv" if args.clean
+                                     else "corrected_manifest.csv")
     check_output_file(args.out or default, option="--out", header_end=RELABEL_HEADER)
     manifest = relabel(args.scan_dir, accept_above=args.accept_above,
-                       drop_flagged=args.drop_flagged, out=args.out)
+                       drop_flagged=args.drop_flagged, out=args.out, clean=args.clean)
     counts = manifest["action"].value_counts()
-    dropped = (f", dropped {manifest.attrs['n_dropped']} flagged rows" if args.drop_flagged
+    dropped = (f", dropped {manifest.attrs['n_dropped']} "
+               f"{'flagged or duplicate' if args.clean else 'flagged'} rows"
+               if args.drop_flagged or args.clean
                else f", kept {counts.get('flagged_kept', 0)} flagged unchanged")
     print(f"relabelled {manifest.attrs['n_relabelled']}{dropped}; {len(manifest)} rows in "
           f"{manifest.attrs['path']}")

@@ -202,6 +202,8 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
         class_embeddings=class_embeddings, other_embedding=other_embedding,
         failures=embedded.failures[["path", "reason"]], n_images=len(table), settings=settings,
         timings=timings, out=out, random_state=random_state,
+        splits=None if table.splits is None else np.asarray(table.splits)[rows],
+        content_hashes=embedded.content_hashes, properties=embedded.properties,
         notes=[RANDOM_WEIGHTS_WARNING] if _is_random(clip) else [], **detector_options)
 
 
@@ -276,12 +278,13 @@ def _is_random(clip) -> bool:
 
 def scan_embeddings(embeddings, labels, *, paths=None, class_names=None, class_embeddings=None,
                     other_embedding=None, groups=None, images=None, out=None, random_state=0,
-                    **detector_options) -> ScanResult:
+                    splits=None, content_hashes=None, **detector_options) -> ScanResult:
     """Like :func:`scan`, from precomputed embeddings (N, D) and labels (N,) ints in [0, K).
 
     paths (N file paths) give the report its thumbnails, or ``images`` (N uint8 arrays or
     PIL images). Any feature works: CLIP image embeddings, another network's features,
-    even raw pixels.
+    even raw pixels. splits (N,) names each row's split (duplicates across splits are
+    leakage); content_hashes (N,) strings mark exact duplicates.
     """
     _check_outputs(out, None)
     return _scan_arrays(embeddings, labels, paths=paths, class_names=class_names,
@@ -289,12 +292,14 @@ def scan_embeddings(embeddings, labels, *, paths=None, class_names=None, class_e
                         groups=groups, images=images, out=out, random_state=random_state,
                         failures=pd.DataFrame(columns=["path", "reason"]), n_images=None,
                         settings={"source": "embeddings"}, timings={}, notes=[],
-                        **detector_options)
+                        splits=splits, content_hashes=content_hashes, **detector_options)
 
 
 def _scan_arrays(embeddings, labels, *, paths, class_names, class_embeddings, other_embedding,
                  groups, images, out, random_state, failures, n_images, settings, timings,
-                 notes, **detector_options) -> ScanResult:
+                 notes, splits=None, content_hashes=None, properties=None,
+                 **detector_options) -> ScanResult:
+    from .data_issues import add_data_issues, count_data_issues, find_data_issues
     from .engine.detect import LabelIssueDetector
 
     labels = np.asarray(labels)
@@ -313,6 +318,11 @@ def _scan_arrays(embeddings, labels, *, paths, class_names, class_embeddings, ot
             warnings.warn_explicit(caught_warning.message, caught_warning.category,
                                    caught_warning.filename, caught_warning.lineno)
     issues = _named_issues(detector.issues_, class_names, paths, groups)
+    with _timed(timings, "data_issues"):
+        issues = add_data_issues(issues, find_data_issues(
+            detector.neighbor_ids_, detector.neighbor_sims_, embeddings=embeddings,
+            content_hashes=content_hashes, splits=splits, properties=properties,
+            min_similarity=detector.duplicate_similarity), splits=splits)
     result = ScanResult(
         issues=issues, entropy_history=detector.entropy_history_,
         agreement_history=detector.agreement_history_, neighbor_ids=detector.neighbor_ids_,
@@ -322,6 +332,7 @@ def _scan_arrays(embeddings, labels, *, paths, class_names, class_embeddings, ot
         issues, result.failures, result.class_names,
         n_duplicate_pairs=len(detector.duplicate_pairs_), n_images=n_images or len(issues),
         settings={**settings, "random_state": random_state}, timings=timings, notes=notes)
+    result.summary["data_issues"] = count_data_issues(issues)
     if out is not None:
         with _timed(timings, "save"):
             result.save(out)
@@ -329,7 +340,7 @@ def _scan_arrays(embeddings, labels, *, paths, class_names, class_embeddings, ot
 
 
 def relabel(scan_dir, *, accept_above: float, drop_flagged: bool = False,
-            out=None) -> pd.DataFrame:
+            out=None, clean: bool = False) -> pd.DataFrame:
     """Write a corrected manifest from a saved scan and return it.
 
     A flagged image whose suggested label differs from its given one takes the suggestion
@@ -338,12 +349,16 @@ def relabel(scan_dir, *, accept_above: float, drop_flagged: bool = False,
     ``path,label[,group]`` and, for review, ``given_label`` and ``action`` (kept, relabelled,
     or flagged_kept); ``clipsei scan`` reads it back as it is. ``manifest.attrs`` holds
     ``path``, ``n_relabelled`` and ``n_dropped``. An existing ``out`` that clipsei did not
-    write is never replaced; ``out`` is checked before anything is read.
+    write is never replaced; ``out`` is checked before anything is read. ``clean`` (implies
+    ``drop_flagged``; default file ``clean_manifest.csv``) also leaves out outliers, images
+    with property issues and all but one image of each duplicate set
+    (:func:`clipsei.data_issues.find_clean_rows`).
     """
     if not 0.0 <= float(accept_above) <= 1.0:
         raise ValueError(f"accept_above must be in [0, 1]; got {accept_above}")
     scan_dir = Path(scan_dir)
-    out = Path(out) if out is not None else scan_dir / "corrected_manifest.csv"
+    default_name = "clean_manifest.csv" if clean else "corrected_manifest.csv"
+    out = Path(out) if out is not None else scan_dir / default_name
     check_output_file(out, option="out", header_end=RELABEL_HEADER)
     if not (scan_dir / "issues.csv").is_file():
         raise FileNotFoundError(f"no saved scan in {scan_dir} (issues.csv not found)")
@@ -361,8 +376,11 @@ def relabel(scan_dir, *, accept_above: float, drop_flagged: bool = False,
                              "given_label": issues["given_class"], "action": action})
     if "group" in issues:
         manifest.insert(2, "group", issues["group"])
-    if drop_flagged:
-        manifest = manifest[action != "flagged_kept"].reset_index(drop=True)
+    if drop_flagged or clean:
+        from .data_issues import find_clean_rows
+
+        keep = (action != "flagged_kept") & (find_clean_rows(issues) if clean else True)
+        manifest = manifest[keep].reset_index(drop=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     manifest.to_csv(out, index=False)
     manifest.attrs.update(path=str(out), n_relabelled=int(accept.sum()),
