@@ -364,6 +364,30 @@ _COMMANDS["demo"] = ("offline demo: digits with planted label errors", _add_demo
 # --- end scan / relabel / demo ---
 
 
+# --- export (issue 17) ---
+def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scan_dir", metavar="DIR", help="output folder of clipsei scan")
+    parser.add_argument("--fiftyone", required=True, metavar="NAME",
+                        help="build a persistent FiftyOne dataset NAME (pip install "
+                             "'clipsei[fiftyone]'); open it with fiftyone.load_dataset(NAME)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing FiftyOne dataset of that name")
+
+
+def _run_export(args) -> int:
+    from .pipeline import ScanResult
+
+    dataset = ScanResult.load(args.scan_dir).to_fiftyone(args.fiftyone, overwrite=args.overwrite,
+                                                         persistent=True)
+    print(f"FiftyOne dataset {dataset.name!r}: {len(dataset)} samples; open it with "
+          f"fiftyone.launch_app(fiftyone.load_dataset({dataset.name!r}))")
+    return 0
+
+
+_COMMANDS["export"] = ("hand a scan to FiftyOne", _add_export_arguments, _run_export)
+# --- end export ---
+
+
 # --- bench (issue 3) ---
 def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", metavar="PATH.npz",

@@ -46,6 +46,8 @@ class ScanResult:
     failures: DataFrame(path, reason) of images that could not be read.
     summary: counts, cutoff, per-class error estimates, confusion, settings, versions, timings.
     images: in-memory pixels for thumbnails when the source was an array (not saved).
+    pred_probs: (N, K) float32 class probabilities behind ``suggested_label`` (cleanlab's
+        ``pred_probs``); None for a scan saved before they were kept.
     """
 
     issues: pd.DataFrame
@@ -57,6 +59,21 @@ class ScanResult:
     failures: pd.DataFrame
     summary: dict
     images: object = field(default=None, repr=False)
+    pred_probs: np.ndarray | None = field(default=None, repr=False)
+
+    def to_cleanlab(self) -> pd.DataFrame:
+        """The issues table in cleanlab Datalab's column names (:func:`clipsei.handoff.to_cleanlab`);
+        with :attr:`pred_probs` it is what cleanlab takes as ``label_issues``/``pred_probs``."""
+        from .handoff import to_cleanlab
+
+        return to_cleanlab(self.issues)
+
+    def to_fiftyone(self, name=None, *, overwrite: bool = False, persistent: bool = False):
+        """A FiftyOne dataset of the scanned images with labels, scores and issue fields
+        (:func:`clipsei.handoff.to_fiftyone`; needs ``pip install 'clipsei[fiftyone]'``)."""
+        from .handoff import to_fiftyone
+
+        return to_fiftyone(self.issues, name=name, overwrite=overwrite, persistent=persistent)
 
     def plot_trajectories(self, ids, *, ax=None):
         """Entropy per epoch of the rows ``ids`` (matplotlib Figure, not shown)."""
@@ -115,6 +132,8 @@ class ScanResult:
         self.failures.to_csv(directory / "failures.csv", index=False)
         for name in _ARRAYS:
             np.save(directory / f"{name}.npy", getattr(self, name), allow_pickle=False)
+        if self.pred_probs is not None:
+            np.save(directory / "pred_probs.npy", self.pred_probs, allow_pickle=False)
         (directory / "summary.json").write_text(json.dumps(self.summary, indent=2) + "\n",
                                                 encoding="utf-8")
         self.to_html(directory / "report.html")
@@ -133,8 +152,10 @@ class ScanResult:
         issues.attrs.update({key: summary[key] for key in _ATTRS if key in summary})
         arrays = {name: np.load(directory / f"{name}.npy", allow_pickle=False) for name in _ARRAYS}
         failures = pd.read_csv(directory / "failures.csv", dtype={"path": str})
+        probs = directory / "pred_probs.npy"
         return cls(issues=issues, class_names=list(summary["class_names"]), failures=failures,
-                   summary=summary, **arrays)
+                   summary=summary, **arrays,
+                   pred_probs=np.load(probs, allow_pickle=False) if probs.is_file() else None)
 
 
 def _read_issues(directory: Path) -> pd.DataFrame:
@@ -327,7 +348,8 @@ def _scan_arrays(embeddings, labels, *, paths, class_names, class_embeddings, ot
         issues=issues, entropy_history=detector.entropy_history_,
         agreement_history=detector.agreement_history_, neighbor_ids=detector.neighbor_ids_,
         neighbor_sims=detector.neighbor_sims_, class_names=[str(c) for c in class_names],
-        failures=failures.reset_index(drop=True), images=images, summary={})
+        failures=failures.reset_index(drop=True), images=images, summary={},
+        pred_probs=np.asarray(detector.pred_probs_, dtype=np.float32))
     result.summary = build_summary(
         issues, result.failures, result.class_names,
         n_duplicate_pairs=len(detector.duplicate_pairs_), n_images=n_images or len(issues),
