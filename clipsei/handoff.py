@@ -82,16 +82,24 @@ def to_fiftyone(issues: pd.DataFrame, *, name=None, overwrite: bool = False,
     each sample's issue types (``label_issue``, ``duplicate``...). An existing dataset
     ``name`` raises ``ValueError`` unless ``overwrite``.
     """
-    if "path" not in issues:
-        raise ValueError("issues has no path column (the scan was made from embeddings); "
-                         "a FiftyOne dataset needs image files")
+    _check_paths(issues)
     fo = _fiftyone()
     if name is not None and fo.dataset_exists(name):
         if not overwrite:
             raise ValueError(f"FiftyOne dataset {name!r} exists; pass overwrite=True to replace")
         fo.delete_dataset(name)
+    samples = to_fiftyone_samples(issues)
     dataset = fo.Dataset(name)
     dataset.persistent = bool(persistent)
+    dataset.add_samples(samples)
+    return dataset
+
+
+def to_fiftyone_samples(issues: pd.DataFrame) -> list:
+    """One ``fo.Sample`` per row of a scan's issues table, with the fields and tags
+    :func:`to_fiftyone` describes (no database is needed until they are added to a dataset)."""
+    _check_paths(issues)
+    fo = _fiftyone()
     fields = [c for c in issues.columns if c not in _NOT_FIELDS
               and (issues[c].dtype.kind in "biuf" or c in ("split", "group"))]
     flags = [n for n in ISSUE_TYPES if f"is_{n}" in issues]
@@ -105,8 +113,13 @@ def to_fiftyone(issues: pd.DataFrame, *, name=None, overwrite: bool = False,
         for field in fields:
             sample[field] = _plain(values[field])
         samples.append(sample)
-    dataset.add_samples(samples)
-    return dataset
+    return samples
+
+
+def _check_paths(issues: pd.DataFrame) -> None:
+    if "path" not in issues:
+        raise ValueError("issues has no path column (the scan was made from embeddings); "
+                         "a FiftyOne dataset needs image files")
 
 
 _NOT_FIELDS = {"path", "given_label", "suggested_label", "given_class", "suggested_class"}

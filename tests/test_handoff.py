@@ -89,19 +89,64 @@ fo.delete_dataset("clipsei-test")
 """
 
 
+_SAMPLES_CHECK = """
+import json, sys
+from clipsei.handoff import to_fiftyone_samples
+from clipsei.pipeline import ScanResult
+issues = ScanResult.load(sys.argv[1]).issues
+samples = to_fiftyone_samples(issues)
+first = samples[0]
+print("RESULT " + json.dumps({
+    "n": len(samples), "path": first.filepath, "given": first["given_label"].label,
+    "confidence": first["suggested_label"].confidence, "score": first["label_score"],
+    "group": first["duplicate_group"], "dark": first["is_dark"],
+    "tags": sorted({t for s in samples for t in s.tags})}))
+"""
+
+
+def _fiftyone_python():
+    python = os.environ.get("CLIPSEI_FIFTYONE_PYTHON", sys.executable)
+    if subprocess.run([python, "-c", "import fiftyone"], capture_output=True).returncode:
+        pytest.skip("fiftyone is not installed (pip install 'clipsei[fiftyone]'; "
+                    "CLIPSEI_FIFTYONE_PYTHON may name another interpreter that has it)")
+    return python
+
+
+def _run_fiftyone(python, script, scan_dir, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "FIFTYONE_DO_NOT_TRACK": "true",
+           "FIFTYONE_DATABASE_DIR": str(tmp_path / "fiftyone-db")}
+    return subprocess.run([python, "-c", script, str(scan_dir)], env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_fiftyone_samples(image_folder, tiny_clip, tmp_path):
+    """Samples from the real fiftyone package (no database needed)."""
+    python = _fiftyone_python()
+    result = scan(image_folder, model=tiny_clip, out=tmp_path / "scan", progress=False,
+                  n_epochs=2)
+    run = _run_fiftyone(python, _SAMPLES_CHECK, tmp_path / "scan", tmp_path)
+    lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, run.stderr[-2000:]
+    found = json.loads(lines[0][len("RESULT "):])
+    first = result.issues.iloc[0]
+    assert found["n"] == 8 and found["path"] == first["path"]
+    assert found["given"] == first["given_class"]
+    assert found["confidence"] == pytest.approx(first["suggested_confidence"])
+    assert found["score"] == pytest.approx(first["label_score"])
+    assert found["group"] == first["duplicate_group"] and found["dark"] == first["is_dark"]
+    expected_tags = {n for n in ("label_issue", "duplicate", "outlier")
+                     if result.issues[f"is_{n}"].any()}
+    assert expected_tags <= set(found["tags"])
+
+
 def test_fiftyone_export(image_folder, tiny_clip, tmp_path):
     """The real fiftyone package, in its own process with its database in tmp_path; the App
     is never launched. Skipped where fiftyone is absent or its database cannot start."""
-    python = os.environ.get("CLIPSEI_FIFTYONE_PYTHON", sys.executable)
-    if subprocess.run([python, "-c", "import fiftyone"], capture_output=True).returncode:
-        pytest.skip("fiftyone is not installed (pip install 'clipsei[fiftyone]')")
+    python = _fiftyone_python()
     scan(image_folder, model=tiny_clip, out=tmp_path / "scan", progress=False, n_epochs=2)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "FIFTYONE_DO_NOT_TRACK": "true",
-           "FIFTYONE_DATABASE_DIR": str(tmp_path / "fiftyone-db")}
-    run = subprocess.run([python, "-c", _FIFTYONE_CHECK, str(tmp_path / "scan")], env=env,
-                         capture_output=True, text=True, timeout=300)
+    run = _run_fiftyone(python, _FIFTYONE_CHECK, tmp_path / "scan", tmp_path)
     lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
-    if not lines and "database" in (run.stderr + run.stdout).lower():
+    if not lines and "mongodb" in (run.stderr + run.stdout).lower():
         pytest.skip(f"fiftyone's database could not start here: {run.stderr.strip()[-300:]}")
     assert lines, run.stderr[-2000:]
     found = json.loads(lines[0][len("RESULT "):])
