@@ -26,6 +26,10 @@ def find_data_issues(neighbor_ids, neighbor_sims, *, embeddings=None, content_ha
     """One row per sample: duplicate, leakage, outlier and (with ``properties``, a DataFrame
     of :data:`~clipsei.images.properties.PROPERTY_NAMES`) image-property columns.
 
+    A scan passes the detector's neighbour lists and no ``embeddings``: near-duplicates are
+    then judged by the cosine in the detector's (standardised) space, as conflicting
+    duplicates are; ``embeddings`` re-measures candidate pairs in that space instead.
+
     Columns: ``is_duplicate``, ``duplicate_group`` (-1 none), ``is_exact_duplicate``,
     ``is_near_duplicate``, ``is_leakage``, ``outlier_score`` (lower = more unusual),
     ``is_outlier``, then the property flags and values when given.

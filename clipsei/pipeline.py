@@ -40,7 +40,8 @@ class ScanResult:
     """What a scan found, one row per scored image (images that failed to decode excluded).
 
     issues: the table of :func:`clipsei.find_label_issues` plus ``path`` (when the images are
-        files), ``given_class``/``suggested_class`` (names) and ``group`` (when given).
+        files), ``given_class``/``suggested_class`` (names), ``group`` and ``split`` (when
+        given) and the data-issue columns of :func:`clipsei.data_issues.find_data_issues`.
     entropy_history: (E, N) float16 entropy per epoch; agreement_history: (E, N) bool.
     neighbor_ids / neighbor_sims: (N, k) nearest neighbours (row ids, -1 = none) and cosines.
     failures: DataFrame(path, reason) of images that could not be read.
@@ -341,8 +342,7 @@ def _scan_arrays(embeddings, labels, *, paths, class_names, class_embeddings, ot
     issues = _named_issues(detector.issues_, class_names, paths, groups)
     with _timed(timings, "data_issues"):
         issues = add_data_issues(issues, find_data_issues(
-            detector.neighbor_ids_, detector.neighbor_sims_, embeddings=embeddings,
-            content_hashes=content_hashes, splits=splits, properties=properties,
+            detector.neighbor_ids_, detector.neighbor_sims_, content_hashes=content_hashes, splits=splits, properties=properties,
             min_similarity=detector.duplicate_similarity), splits=splits)
     result = ScanResult(
         issues=issues, entropy_history=detector.entropy_history_,

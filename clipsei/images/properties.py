@@ -64,8 +64,8 @@ def properties_frame(values) -> pd.DataFrame:
 def find_property_issues(properties: pd.DataFrame, *, z_cutoff: float = PROPERTY_Z) -> pd.DataFrame:
     """Flag images whose properties stand out from the dataset's; one row per image.
 
-    Each flag is a one-sided robust z beyond ``z_cutoff`` of: brightness (is_dark,
-    is_bright), the lower of the entropy and contrast z (is_low_information), log sharpness
+    Each flag is a one-sided robust z beyond ``z_cutoff`` of: log brightness (is_dark), log
+    (1 - brightness) (is_bright), the lower of the entropy and contrast z (is_low_information), log sharpness
     (is_blurry), log area (is_odd_size, either way), log aspect ratio (is_odd_aspect).
     is_grayscale: colourless (colorfulness < :data:`GREY_COLORFULNESS`) in a set where most
     images have colour. Rows of NaN (no properties) are never flagged.
@@ -77,7 +77,9 @@ def find_property_issues(properties: pd.DataFrame, *, z_cutoff: float = PROPERTY
         raise ValueError(f"z_cutoff must be > 0; got {z_cutoff}")
     p = {name: properties[name].to_numpy(np.float64) for name in PROPERTY_NAMES}
     z = {
-        "brightness": robust_z(p["brightness"]),
+        # exposure is multiplicative: darker and brighter are judged on a log scale
+        "dark": robust_z(np.log(np.maximum(p["brightness"], 1e-3))),
+        "bright": robust_z(np.log(np.maximum(1 - p["brightness"], 1e-3))),
         "information": np.fmin(robust_z(p["entropy"]), robust_z(p["contrast"])),
         "sharpness": robust_z(np.log(np.maximum(p["sharpness"], 1e-6))),
         "area": robust_z(np.log(np.maximum(p["width"] * p["height"], 1))),
@@ -88,7 +90,7 @@ def find_property_issues(properties: pd.DataFrame, *, z_cutoff: float = PROPERTY
     grey = p["colorfulness"] < GREY_COLORFULNESS
     colour_set = np.nanmedian(p["colorfulness"]) >= GREY_COLORFULNESS if len(properties) else False
     return pd.DataFrame({
-        "is_dark": z["brightness"] < -cut, "is_bright": z["brightness"] > cut,
+        "is_dark": z["dark"] < -cut, "is_bright": z["bright"] < -cut,
         "is_low_information": z["information"] < -cut, "is_blurry": z["sharpness"] < -cut,
         "is_odd_size": np.abs(z["area"]) > cut, "is_odd_aspect": np.abs(z["aspect"]) > cut,
         "is_grayscale": grey & bool(colour_set),
