@@ -279,6 +279,10 @@ def _print_scan_summary(summary: dict, out) -> None:
     print(f"flagged {summary['n_flagged']} ({summary['flagged_fraction']:.1%}) as likely "
           f"mislabeled; {cutoff}"
           + (f"; estimated label errors {rate:.1%}" if rate is not None else ""))
+    found = {k: v for k, v in (summary.get("data_issues") or {}).items()
+             if v and k not in ("label_issue", "n_duplicate_groups")}
+    if found:
+        print("other issues: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in found.items()))
     print(f"wrote {out}/issues.csv, summary.json and report.html")
     _print_warnings(summary.get("warnings"))
 

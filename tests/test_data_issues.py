@@ -107,3 +107,11 @@ def test_near_duplicates_and_an_outlier_from_embeddings():
         20, "duplicate_group"]
     assert issues["is_duplicate"].sum() == 3 and not issues["is_leakage"].any()
     assert issues["outlier_score"].idxmin() == 33 and issues.loc[33, "is_outlier"]
+
+
+def test_cli_scan_prints_the_other_issues(planted_manifest, tmp_path, capsys):
+    out = tmp_path / "cli-scan"
+    assert main(["scan", str(planted_manifest), "--model", "clipsei-tiny", "--pretrained",
+                 "none", "--n-epochs", "2", "--out", str(out), "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "other issues: " in printed and "exact duplicate 2" in printed
