@@ -92,3 +92,17 @@ def test_errors():
         find_property_issues(properties_frame(np.zeros((3, len(PROPERTY_NAMES))))[["width"]])
     with pytest.raises(ValueError, match="z_cutoff"):
         find_property_issues(properties_frame(np.zeros((3, len(PROPERTY_NAMES)))), z_cutoff=-1)
+
+
+def test_cache_rows_without_properties_read_as_nan(tmp_path):
+    from clipsei.images.cache import EmbeddingCache
+
+    with EmbeddingCache(tmp_path, {"name": "m"}) as cache:  # as a cache written before
+        cache.add(["k1"], ["a.png"], ["hash1"], np.ones((1, 4), np.float32))
+    hashes, values = EmbeddingCache(tmp_path, {"name": "m"}).lookup_extras(["k1", "k2"], 7)
+    assert hashes == ["hash1", ""] and values.shape == (2, 7) and np.isnan(values).all()
+    with EmbeddingCache(tmp_path, {"name": "m"}) as cache:
+        cache.add(["k3"], ["b.png"], ["hash3"], np.ones((1, 4), np.float32),
+                  np.arange(7, dtype=np.float32)[None])
+    hashes, values = EmbeddingCache(tmp_path, {"name": "m"}).lookup_extras(["k3"], 7)
+    assert hashes == ["hash3"] and values[0].tolist() == list(range(7))
