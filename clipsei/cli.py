@@ -309,6 +309,10 @@ def _print_scan_summary(summary: dict, out) -> None:
     print(f"flagged {summary['n_flagged']} ({summary['flagged_fraction']:.1%}) as likely "
           f"mislabeled; {cutoff}"
           + (f"; estimated label errors {rate:.1%}" if rate is not None else ""))
+    found = {k: v for k, v in (summary.get("data_issues") or {}).items()
+             if v and k not in ("label_issue", "n_duplicate_groups")}
+    if found:
+        print("other issues: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in found.items()))
     print(f"wrote {out}/issues.csv, summary.json and report.html")
     _print_warnings(summary.get("warnings"))
 
@@ -325,6 +329,10 @@ def _add_relabel_arguments(parser: argparse.ArgumentParser) -> None:
                         help="take a flagged image's suggested label when its confidence >= P")
     parser.add_argument("--drop-flagged", action="store_true",
                         help="leave out flagged images whose suggestion was not taken")
+    parser.add_argument("--clean", action="store_true",
+                        help="also leave out outliers, images with property issues and all "
+                             "but one of each duplicate set (default FILE "
+                             "DIR/clean_manifest.csv); implies --drop-flagged")
     parser.add_argument("--out", metavar="FILE",
                         help="manifest to write (default DIR/corrected_manifest.csv)")
 
@@ -335,12 +343,15 @@ def _run_relabel(args) -> int:
     from ._paths import check_output_file
     from .pipeline import RELABEL_HEADER, relabel
 
-    default = Path(args.scan_dir) / "corrected_manifest.csv"
+    default = Path(args.scan_dir) / ("clean_manifest.csv" if args.clean
+                                     else "corrected_manifest.csv")
     check_output_file(args.out or default, option="--out", header_end=RELABEL_HEADER)
     manifest = relabel(args.scan_dir, accept_above=args.accept_above,
-                       drop_flagged=args.drop_flagged, out=args.out)
+                       drop_flagged=args.drop_flagged, out=args.out, clean=args.clean)
     counts = manifest["action"].value_counts()
-    dropped = (f", dropped {manifest.attrs['n_dropped']} flagged rows" if args.drop_flagged
+    dropped = (f", dropped {manifest.attrs['n_dropped']} "
+               f"{'flagged or duplicate' if args.clean else 'flagged'} rows"
+               if args.drop_flagged or args.clean
                else f", kept {counts.get('flagged_kept', 0)} flagged unchanged")
     print(f"relabelled {manifest.attrs['n_relabelled']}{dropped}; {len(manifest)} rows in "
           f"{manifest.attrs['path']}")
@@ -385,6 +396,30 @@ _COMMANDS["demo"] = ("offline demo: digits with planted label errors", _add_demo
                      _run_demo)
 
 # --- end scan / relabel / demo ---
+
+
+# --- export (issue 17) ---
+def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scan_dir", metavar="DIR", help="output folder of clipsei scan")
+    parser.add_argument("--fiftyone", required=True, metavar="NAME",
+                        help="build a persistent FiftyOne dataset NAME (pip install "
+                             "'clipsei[fiftyone]'); open it with fiftyone.load_dataset(NAME)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing FiftyOne dataset of that name")
+
+
+def _run_export(args) -> int:
+    from .pipeline import ScanResult
+
+    dataset = ScanResult.load(args.scan_dir).to_fiftyone(args.fiftyone, overwrite=args.overwrite,
+                                                         persistent=True)
+    print(f"FiftyOne dataset {dataset.name!r}: {len(dataset)} samples; open it with "
+          f"fiftyone.launch_app(fiftyone.load_dataset({dataset.name!r}))")
+    return 0
+
+
+_COMMANDS["export"] = ("hand a scan to FiftyOne", _add_export_arguments, _run_export)
+# --- end export ---
 
 
 # --- bench (issue 3) ---

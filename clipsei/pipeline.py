@@ -40,12 +40,15 @@ class ScanResult:
     """What a scan found, one row per scored image (images that failed to decode excluded).
 
     issues: the table of :func:`clipsei.find_label_issues` plus ``path`` (when the images are
-        files), ``given_class``/``suggested_class`` (names) and ``group`` (when given).
+        files), ``given_class``/``suggested_class`` (names), ``group`` and ``split`` (when
+        given) and the data-issue columns of :func:`clipsei.data_issues.find_data_issues`.
     entropy_history: (E, N) float16 entropy per epoch; agreement_history: (E, N) bool.
     neighbor_ids / neighbor_sims: (N, k) nearest neighbours (row ids, -1 = none) and cosines.
     failures: DataFrame(path, reason) of images that could not be read.
     summary: counts, cutoff, per-class error estimates, confusion, settings, versions, timings.
     images: in-memory pixels for thumbnails when the source was an array (not saved).
+    pred_probs: (N, K) float32 class probabilities behind ``suggested_label`` (cleanlab's
+        ``pred_probs``); None for a scan saved before they were kept.
     """
 
     issues: pd.DataFrame
@@ -57,6 +60,21 @@ class ScanResult:
     failures: pd.DataFrame
     summary: dict
     images: object = field(default=None, repr=False)
+    pred_probs: np.ndarray | None = field(default=None, repr=False)
+
+    def to_cleanlab(self) -> pd.DataFrame:
+        """The issues table in cleanlab Datalab's column names (:func:`clipsei.handoff.to_cleanlab`);
+        with :attr:`pred_probs` it is what cleanlab takes as ``label_issues``/``pred_probs``."""
+        from .handoff import to_cleanlab
+
+        return to_cleanlab(self.issues)
+
+    def to_fiftyone(self, name=None, *, overwrite: bool = False, persistent: bool = False):
+        """A FiftyOne dataset of the scanned images with labels, scores and issue fields
+        (:func:`clipsei.handoff.to_fiftyone`; needs ``pip install 'clipsei[fiftyone]'``)."""
+        from .handoff import to_fiftyone
+
+        return to_fiftyone(self.issues, name=name, overwrite=overwrite, persistent=persistent)
 
     def plot_trajectories(self, ids, *, ax=None):
         """Entropy per epoch of the rows ``ids`` (matplotlib Figure, not shown)."""
@@ -115,6 +133,8 @@ class ScanResult:
         self.failures.to_csv(directory / "failures.csv", index=False)
         for name in _ARRAYS:
             np.save(directory / f"{name}.npy", getattr(self, name), allow_pickle=False)
+        if self.pred_probs is not None:
+            np.save(directory / "pred_probs.npy", self.pred_probs, allow_pickle=False)
         (directory / "summary.json").write_text(json.dumps(self.summary, indent=2) + "\n",
                                                 encoding="utf-8")
         self.to_html(directory / "report.html")
@@ -133,8 +153,10 @@ class ScanResult:
         issues.attrs.update({key: summary[key] for key in _ATTRS if key in summary})
         arrays = {name: np.load(directory / f"{name}.npy", allow_pickle=False) for name in _ARRAYS}
         failures = pd.read_csv(directory / "failures.csv", dtype={"path": str})
+        probs = directory / "pred_probs.npy"
         return cls(issues=issues, class_names=list(summary["class_names"]), failures=failures,
-                   summary=summary, **arrays)
+                   summary=summary, **arrays,
+                   pred_probs=np.load(probs, allow_pickle=False) if probs.is_file() else None)
 
 
 def _read_issues(directory: Path) -> pd.DataFrame:
@@ -202,6 +224,8 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
         class_embeddings=class_embeddings, other_embedding=other_embedding,
         failures=embedded.failures[["path", "reason"]], n_images=len(table), settings=settings,
         timings=timings, out=out, random_state=random_state,
+        splits=None if table.splits is None else np.asarray(table.splits)[rows],
+        content_hashes=embedded.content_hashes, properties=embedded.properties,
         notes=[RANDOM_WEIGHTS_WARNING] if _is_random(clip) else [], text_model=clip,
         prompt_set=prompts, **detector_options)
 
@@ -277,12 +301,13 @@ def _is_random(clip) -> bool:
 
 def scan_embeddings(embeddings, labels, *, paths=None, class_names=None, class_embeddings=None,
                     other_embedding=None, groups=None, images=None, out=None, random_state=0,
-                    **detector_options) -> ScanResult:
+                    splits=None, content_hashes=None, **detector_options) -> ScanResult:
     """Like :func:`scan`, from precomputed embeddings (N, D) and labels (N,) ints in [0, K).
 
     paths (N file paths) give the report its thumbnails, or ``images`` (N uint8 arrays or
     PIL images). Any feature works: CLIP image embeddings, another network's features,
-    even raw pixels.
+    even raw pixels. splits (N,) names each row's split (duplicates across splits are
+    leakage); content_hashes (N,) strings mark exact duplicates.
     """
     _check_outputs(out, None)
     return _scan_arrays(embeddings, labels, paths=paths, class_names=class_names,
@@ -290,12 +315,14 @@ def scan_embeddings(embeddings, labels, *, paths=None, class_names=None, class_e
                         groups=groups, images=images, out=out, random_state=random_state,
                         failures=pd.DataFrame(columns=["path", "reason"]), n_images=None,
                         settings={"source": "embeddings"}, timings={}, notes=[],
-                        **detector_options)
+                        splits=splits, content_hashes=content_hashes, **detector_options)
 
 
 def _scan_arrays(embeddings, labels, *, paths, class_names, class_embeddings, other_embedding,
                  groups, images, out, random_state, failures, n_images, settings, timings,
-                 notes, text_model=None, prompt_set="generic", **detector_options) -> ScanResult:
+                 notes, splits=None, content_hashes=None, properties=None, text_model=None,
+                 prompt_set="generic", **detector_options) -> ScanResult:
+    from .data_issues import add_data_issues, count_data_issues, find_data_issues
     from .engine.detect import LabelIssueDetector
 
     labels = np.asarray(labels)
@@ -315,15 +342,22 @@ def _scan_arrays(embeddings, labels, *, paths, class_names, class_embeddings, ot
             warnings.warn_explicit(caught_warning.message, caught_warning.category,
                                    caught_warning.filename, caught_warning.lineno)
     issues = _named_issues(detector.issues_, class_names, paths, groups)
+    with _timed(timings, "data_issues"):
+        issues = add_data_issues(issues, find_data_issues(
+            detector.neighbor_ids_, detector.neighbor_sims_, content_hashes=content_hashes,
+            splits=splits, properties=properties, min_similarity=detector.duplicate_similarity),
+            splits=splits)
     result = ScanResult(
         issues=issues, entropy_history=detector.entropy_history_,
         agreement_history=detector.agreement_history_, neighbor_ids=detector.neighbor_ids_,
         neighbor_sims=detector.neighbor_sims_, class_names=[str(c) for c in class_names],
-        failures=failures.reset_index(drop=True), images=images, summary={})
+        failures=failures.reset_index(drop=True), images=images, summary={},
+        pred_probs=np.asarray(detector.pred_probs_, dtype=np.float32))
     result.summary = build_summary(
         issues, result.failures, result.class_names,
         n_duplicate_pairs=len(detector.duplicate_pairs_), n_images=n_images or len(issues),
         settings={**settings, "random_state": random_state}, timings=timings, notes=notes)
+    result.summary["data_issues"] = count_data_issues(issues)
     if out is not None:
         with _timed(timings, "save"):
             result.save(out)
@@ -331,7 +365,7 @@ def _scan_arrays(embeddings, labels, *, paths, class_names, class_embeddings, ot
 
 
 def relabel(scan_dir, *, accept_above: float, drop_flagged: bool = False,
-            out=None) -> pd.DataFrame:
+            out=None, clean: bool = False) -> pd.DataFrame:
     """Write a corrected manifest from a saved scan and return it.
 
     A flagged image whose suggested label differs from its given one takes the suggestion
@@ -340,12 +374,16 @@ def relabel(scan_dir, *, accept_above: float, drop_flagged: bool = False,
     ``path,label[,group]`` and, for review, ``given_label`` and ``action`` (kept, relabelled,
     or flagged_kept); ``clipsei scan`` reads it back as it is. ``manifest.attrs`` holds
     ``path``, ``n_relabelled`` and ``n_dropped``. An existing ``out`` that clipsei did not
-    write is never replaced; ``out`` is checked before anything is read.
+    write is never replaced; ``out`` is checked before anything is read. ``clean`` (implies
+    ``drop_flagged``; default file ``clean_manifest.csv``) also leaves out outliers, images
+    with property issues and all but one image of each duplicate set
+    (:func:`clipsei.data_issues.find_clean_rows`).
     """
     if not 0.0 <= float(accept_above) <= 1.0:
         raise ValueError(f"accept_above must be in [0, 1]; got {accept_above}")
     scan_dir = Path(scan_dir)
-    out = Path(out) if out is not None else scan_dir / "corrected_manifest.csv"
+    default_name = "clean_manifest.csv" if clean else "corrected_manifest.csv"
+    out = Path(out) if out is not None else scan_dir / default_name
     check_output_file(out, option="out", header_end=RELABEL_HEADER)
     if not (scan_dir / "issues.csv").is_file():
         raise FileNotFoundError(f"no saved scan in {scan_dir} (issues.csv not found)")
@@ -363,8 +401,11 @@ def relabel(scan_dir, *, accept_above: float, drop_flagged: bool = False,
                              "given_label": issues["given_class"], "action": action})
     if "group" in issues:
         manifest.insert(2, "group", issues["group"])
-    if drop_flagged:
-        manifest = manifest[action != "flagged_kept"].reset_index(drop=True)
+    if drop_flagged or clean:
+        from .data_issues import find_clean_rows
+
+        keep = (action != "flagged_kept") & (find_clean_rows(issues) if clean else True)
+        manifest = manifest[keep].reset_index(drop=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     manifest.to_csv(out, index=False)
     manifest.attrs.update(path=str(out), n_relabelled=int(accept.sum()),

@@ -253,3 +253,18 @@ def test_manifest_errors(tmp_path, image_folder):
         load_image_table(other)
     with pytest.raises(FileNotFoundError, match="manifest not found"):
         load_image_table(image_folder, manifest=tmp_path / "absent.csv")
+
+
+def test_manifest_split_column(image_folder):
+    manifest = image_folder / "split.csv"
+    pd.DataFrame({"path": ["cat/img00.jpg", "dog/img00.jpg", "dog/img01.jpg"],
+                  "label": ["cat", "dog", "dog"], "split": ["train", "test", "val"]}).to_csv(
+        manifest, index=False)
+    table = load_image_table(manifest)
+    assert table.splits.tolist() == ["train", "test", "val"] and table.groups is None
+    assert load_image_table(image_folder).splits is None
+    frame = pd.read_csv(manifest)
+    frame.loc[1, "split"] = None
+    frame.to_csv(manifest, index=False)
+    with pytest.raises(ValueError, match=r"split.csv row 1 \(line 3\) has an empty split"):
+        load_image_table(manifest)

@@ -97,6 +97,7 @@ class EmbeddingCache:
         self._buffer: list = []
         self._last_flush = time.monotonic()
         self._rows: dict | None = None  # key -> (embedding row, source), read lazily
+        self._extras: dict = {}  # key -> (content hash, image properties or None)
 
     def lookup(self, keys) -> tuple:
         """Return (found (N,) bool, embeddings (n_found, D) float32, unit norm) for ``keys``."""
@@ -105,20 +106,38 @@ class EmbeddingCache:
         hits = [rows[key][0] for key, hit in zip(keys, found) if hit]
         return found, from_stored(np.stack(hits)) if hits else np.zeros((0, 0), np.float32)
 
+    def lookup_extras(self, keys, n_properties: int) -> tuple:
+        """(content hashes, (n, n_properties) float32 image properties) stored with ``keys``;
+        "" and NaN where a chunk written before they were kept has none."""
+        self._load()
+        extras = [self._extras.get(key, ("", None)) for key in keys]
+        properties = np.full((len(keys), n_properties), np.nan, dtype=np.float32)
+        for row, (_, values) in enumerate(extras):
+            if values is not None and len(values) == n_properties:
+                properties[row] = values
+        return [digest for digest, _ in extras], properties
+
     def stale_sources(self, keys, sources) -> list:
         """Sources that are cached under another key (e.g. a file changed since it was cached)."""
         rows = self._load()
         cached_sources = {source for _, source in rows.values()}
         return [s for k, s in zip(keys, sources) if k not in rows and s in cached_sources]
 
-    def add(self, keys, sources, content_hashes, embeddings: np.ndarray) -> None:
-        """Buffer (n, D) embeddings of n items; write a chunk once ``flush_every`` rows wait
-        or ``flush_seconds`` have passed since the last chunk."""
+    def add(self, keys, sources, content_hashes, embeddings: np.ndarray,
+            properties=None) -> None:
+        """Buffer (n, D) embeddings of n items (and their (n, P) image properties); write a
+        chunk once ``flush_every`` rows wait or ``flush_seconds`` have passed since the last."""
         embeddings = np.asarray(embeddings)
-        self._buffer.append((list(keys), list(sources), list(content_hashes), embeddings))
+        if properties is None:
+            properties = np.full((len(keys), 0), np.nan, dtype=np.float32)
+        properties = np.asarray(properties, dtype=np.float32)
+        self._buffer.append((list(keys), list(sources), list(content_hashes), embeddings,
+                             properties))
         rows = self._load()
-        for key, source, row in zip(keys, sources, to_stored(embeddings)):
+        for key, source, row, digest, values in zip(keys, sources, to_stored(embeddings),
+                                                     content_hashes, properties):
             rows[key] = (row, source)
+            self._extras[key] = (digest, values if values.size else None)
         if (sum(len(item[0]) for item in self._buffer) >= self.flush_every
                 or time.monotonic() - self._last_flush >= self.flush_seconds):
             self.flush()
@@ -131,7 +150,10 @@ class EmbeddingCache:
         sources = [source for item in self._buffer for source in item[1]]
         hashes = [digest for item in self._buffer for digest in item[2]]
         embeddings = np.concatenate([item[3] for item in self._buffer])
-        self._write_chunk(keys, sources, hashes, to_stored(embeddings))
+        widths = {item[4].shape[1] for item in self._buffer}
+        properties = (np.concatenate([item[4] for item in self._buffer])
+                      if len(widths) == 1 and 0 not in widths else None)
+        self._write_chunk(keys, sources, hashes, to_stored(embeddings), properties)
         self._buffer = []
         self._last_flush = time.monotonic()
 
@@ -141,7 +163,8 @@ class EmbeddingCache:
     def __exit__(self, *exc_info):
         self.flush()
 
-    def _write_chunk(self, keys, sources, hashes, embeddings: np.ndarray) -> None:
+    def _write_chunk(self, keys, sources, hashes, embeddings: np.ndarray,
+                     properties=None) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         meta = self.path / "meta.json"
         if not meta.exists():
@@ -149,6 +172,8 @@ class EmbeddingCache:
                                                              default=str).encode()))
         arrays = {"keys": np.asarray(keys, dtype=str), "sources": np.asarray(sources, dtype=str),
                   "content_hashes": np.asarray(hashes, dtype=str), "embeddings": embeddings}
+        if properties is not None:
+            arrays["properties"] = properties
         target = self.path / f"chunk-{uuid.uuid4().hex}.npz"
         _atomic_write(target, lambda h: np.savez(h, **arrays))
         logger.info("cached %d embeddings in %s", len(keys), target)
@@ -167,6 +192,8 @@ class EmbeddingCache:
             with np.load(chunk, allow_pickle=False) as data:
                 keys, sources = data["keys"], data["sources"]
                 embeddings = data["embeddings"]
+                hashes = data["content_hashes"] if "content_hashes" in data else None
+                properties = data["properties"] if "properties" in data else None
             problem = self._chunk_problem(keys, sources, embeddings)
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
             problem = str(err)
@@ -175,8 +202,10 @@ class EmbeddingCache:
                           "embedded again", UserWarning, stacklevel=5)
             return
         self.dim = embeddings.shape[1]
-        for key, source, row in zip(keys.tolist(), sources.tolist(), embeddings):
+        for position, (key, source, row) in enumerate(zip(keys.tolist(), sources.tolist(),
+                                                          embeddings)):
             rows[key] = (row, source)
+            self._extras[key] = _extras_at(hashes, properties, position)
 
     def _chunk_problem(self, keys, sources, embeddings) -> str:
         """What is wrong with a chunk's arrays, or "" when they fit together and this cache."""
@@ -189,6 +218,15 @@ class EmbeddingCache:
         if self.dim is not None and embeddings.shape[1] != self.dim:
             return f"rows of length {embeddings.shape[1]}, expected {self.dim}"
         return ""
+
+
+def _extras_at(hashes, properties, position: int) -> tuple:
+    """(content hash, properties row or None) of a chunk's row, tolerating older chunks."""
+    digest = str(hashes[position]) if hashes is not None and position < len(hashes) else ""
+    values = None
+    if properties is not None and properties.ndim == 2 and position < properties.shape[0]:
+        values = np.asarray(properties[position], dtype=np.float32)
+    return digest, values
 
 
 @contextlib.contextmanager

@@ -44,6 +44,8 @@ class ImageTable:
     class_names: K names; ``class_names[k]`` is the name of label k.
     groups:      (N,) optional group per image (e.g. patient id), or None.
     images:      (N, H, W[, C]) uint8 array or a sequence of N PIL images, or None.
+    splits:      (N,) optional split name per image (train/val/test), or None; duplicates
+                 across splits are reported as leakage.
     """
 
     paths: list | None
@@ -51,6 +53,7 @@ class ImageTable:
     class_names: list
     groups: np.ndarray | None = None
     images: object = None
+    splits: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -66,7 +69,7 @@ def load_image_table(source, *, labels=None, manifest=None, groups=None,
 
     source: a folder (one subfolder per class, class names sorted; hidden folders, clipsei
         output folders and class folders without images are skipped), a CSV/Parquet manifest
-        (columns ``path,label[,group]``, paths relative to the manifest), a list of image
+        (columns ``path,label[,group][,split]``, paths relative to the manifest), a list of image
         paths, a uint8 array (N, H, W[, C]), or a Hugging Face ``datasets.Dataset`` with
         ``image`` and ``label`` columns.
     labels: (N,) ints or class-name strings, required for lists and arrays.
@@ -274,7 +277,7 @@ def _from_manifest(manifest: Path, *, root: Path, class_names=None) -> ImageTabl
     frame = _read_manifest(manifest)
     missing_columns = {"path", "label"} - set(frame.columns)
     if missing_columns:
-        raise ValueError(f"manifest {manifest} must have columns path,label[,group]; "
+        raise ValueError(f"manifest {manifest} must have columns path,label[,group][,split]; "
                          f"missing {sorted(missing_columns)}, found {list(frame.columns)}")
     line = 2 if manifest.suffix.lower() == ".csv" else 0  # CSV line of row 0 (after the header)
     empty = frame["path"].isna() | frame["label"].isna()
@@ -290,7 +293,14 @@ def _from_manifest(manifest: Path, *, root: Path, class_names=None) -> ImageTabl
                          f"{'; ...' if len(missing) > 3 else ''}")
     labels, names = _encode_labels(frame["label"].to_numpy(), class_names, f"manifest {manifest}")
     groups = frame["group"].to_numpy() if "group" in frame.columns else None
-    return ImageTable(paths=paths, labels=labels, class_names=names, groups=groups)
+    splits = None
+    if "split" in frame.columns:
+        if frame["split"].isna().any():
+            row = int(np.flatnonzero(frame["split"].isna().to_numpy())[0])
+            raise ValueError(f"manifest {manifest} row {row}{_line(line, row)} has an empty split")
+        splits = frame["split"].astype(str).to_numpy(dtype=object)
+    return ImageTable(paths=paths, labels=labels, class_names=names, groups=groups,
+                      splits=splits)
 
 
 def _line(first_line: int, row: int) -> str:

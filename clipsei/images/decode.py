@@ -5,6 +5,7 @@ and the part of open_clip's preprocess that is cheapest there.
 from __future__ import annotations
 
 import functools
+import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 from .cache import array_key, hash_bytes
 from .data import ImageDecodeError, ImageTable, array_to_image, decode_image_bytes, to_rgb
 from .intensity import apply_intensity
+from .properties import PROPERTY_NAMES, compute_image_properties
 
 
 @dataclass(frozen=True)
@@ -59,43 +61,67 @@ class PilToUint8:
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Rows ``rows`` of a table -> (row, image tensor or None, content hash, reason)."""
+    """Rows ``rows`` of a table -> (row, image tensor or None, content hash, reason,
+    properties): the image's :func:`~clipsei.images.properties.compute_image_properties`
+    before any intensity change (NaN when ``properties`` is False or it failed)."""
 
     def __init__(self, table: ImageTable, rows: np.ndarray, preprocess, draft_size=None,
-                 intensity: str = "none"):
+                 intensity: str = "none", properties: bool = True):
         self.table, self.rows, self.preprocess = table, rows, preprocess
         self.draft_size, self.intensity = draft_size, intensity
+        self.properties = properties
 
     def __len__(self) -> int:
         return int(self.rows.size)
 
     def __getitem__(self, position: int):
         row = int(self.rows[position])
+        no_properties = np.full(len(PROPERTY_NAMES), np.nan, dtype=np.float32)
         try:
-            image, content_hash = self._read(row)
+            image, content_hash, size = self._read(row)
+            properties = (compute_image_properties(image, size=size) if self.properties
+                          else no_properties)
             image = apply_intensity(image, self.intensity)
-            return row, self.preprocess(image), content_hash, ""
+            return row, self.preprocess(image), content_hash, "", properties
         except FileNotFoundError:
-            return row, None, "", "file not found"
+            return row, None, "", "file not found", no_properties
         except ImageDecodeError as err:
-            return row, None, "", str(err)
+            return row, None, "", str(err), no_properties
         except Exception as err:  # noqa: BLE001 - any per-image failure is reported, not fatal
-            return row, None, "", f"{type(err).__name__}: {err}"
+            return row, None, "", f"{type(err).__name__}: {err}", no_properties
 
     def _read(self, row: int):
+        """-> (RGB image, content hash, (width, height) as stored, before any draft)."""
         if self.table.paths is not None:
             with open(self.table.paths[row], "rb") as handle:
                 data = handle.read()
-            return decode_image_bytes(data, min_size=self.draft_size), hash_bytes(data)
+            image = decode_image_bytes(data, min_size=self.draft_size)
+            return image, hash_bytes(data), _stored_size(data, image)
         item = self.table.images[row]
         if isinstance(item, np.ndarray):
-            return array_to_image(item), array_key(item)
-        return to_rgb(item), array_key(np.asarray(item))
+            image = array_to_image(item)
+            return image, array_key(item), image.size
+        image = to_rgb(item)
+        return image, array_key(np.asarray(item)), image.size
+
+
+def _stored_size(data: bytes, image) -> tuple:
+    """(width, height) of the encoded image (its header only), turned as ``image`` is (EXIF)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as header:
+        width, height = header.size
+    if (width > height) != (image.width > image.height) and width != height:
+        width, height = height, width
+    return width, height
 
 
 def collate_images(items):
-    """-> (rows, (B, 3, H, W) tensor or None, content hashes, [(row, reason)] of failures)."""
+    """-> (rows, (B, 3, H, W) tensor or None, content hashes, [(row, reason)] of failures,
+    (B, P) float32 image properties of the rows)."""
     good = [item for item in items if item[1] is not None]
     batch = torch.stack([item[1] for item in good]) if good else None
+    properties = (np.stack([item[4] for item in good]) if good
+                  else np.zeros((0, len(PROPERTY_NAMES)), np.float32))
     return ([item[0] for item in good], batch, [item[2] for item in good],
-            [(item[0], item[3]) for item in items if item[1] is None])
+            [(item[0], item[3]) for item in items if item[1] is None], properties)

@@ -27,6 +27,7 @@ from .cache import (EmbeddingCache, array_key, file_key, from_stored, hash_bytes
 from .data import ImageTable, load_image_table
 from .decode import ImageDataset, collate_images, split_preprocess
 from .intensity import check_intensity
+from .properties import PROPERTY_NAMES, properties_frame
 from .weights import resolve_weights, check_weights_available, hash_weights
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,10 @@ class EmbeddingResult:
     embeddings: (M, D) float32, unit L2 norm. indices: (M,) int64 rows of ``table``.
     failures: DataFrame (index, path, reason), one row per image that could not be embedded.
     n_cached / n_encoded: how many of the M came from the cache / went through the model.
+    content_hashes: (M,) SHA-256 of each file's bytes (or an array image's pixels); "" where
+        an old cache entry has none. properties: DataFrame (M rows, columns
+        :data:`clipsei.images.properties.PROPERTY_NAMES`) of statistics taken while decoding;
+        NaN for rows that were not decoded this time and whose cache entry has none.
     """
 
     embeddings: np.ndarray
@@ -80,6 +85,8 @@ class EmbeddingResult:
     table: ImageTable
     n_cached: int = 0
     n_encoded: int = 0
+    content_hashes: list | None = None
+    properties: pd.DataFrame | None = None
 
     @property
     def labels(self) -> np.ndarray:
@@ -196,7 +203,7 @@ def _autocast(device: torch.device):
 def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_size: int = 64,
                  num_workers: int | None = None, progress: bool = True,
                  flush_every: int = 1024, flush_seconds: float = 30.0, jpeg_draft: bool = True,
-                 intensity: str = "none") -> EmbeddingResult:
+                 intensity: str = "none", properties: bool = True) -> EmbeddingResult:
     """Embed every image of an ``ImageTable`` (or of a source ``load_image_table`` accepts).
 
     Every returned row goes through float16 (what the cache stores) and back to unit norm, so
@@ -213,6 +220,9 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
         values to 0-255 before the preprocess (for images that use few grey levels, such as
         medical exports stored as 0-2; see :func:`clipsei.images.intensity.window_intensity`).
         Part of the cache's key.
+    properties: take cheap image statistics (brightness, contrast, sharpness...; see
+        :mod:`clipsei.images.properties`) of each image as it is decoded; they are cached
+        with its embedding.
     """
     table = table_or_source if isinstance(table_or_source, ImageTable) else (
         load_image_table(table_or_source))
@@ -226,8 +236,13 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
         flush_seconds=flush_seconds, dim=model.embed_dim)
     embeddings = np.zeros((len(table), model.embed_dim), np.float32)
     done = np.zeros(len(table), dtype=bool)
+    hashes_all = np.full(len(table), "", dtype=object)
+    stats = np.full((len(table), len(PROPERTY_NAMES)), np.nan, dtype=np.float32)
     if cache is not None:
         _fill_from_cache(cache, table, keys, embeddings, done)
+        cached = np.flatnonzero(done)
+        hashes_all[cached], stats[cached] = cache.lookup_extras(
+            [keys[i] for i in cached], len(PROPERTY_NAMES))
     n_cached = int(done.sum())
     todo = np.asarray([i for i in range(len(table)) if keys[i] is not None and not done[i]],
                       dtype=np.int64)
@@ -235,7 +250,7 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
     if num_workers is None:
         num_workers = _default_num_workers(model.device, todo.size, int(batch_size))
     loader = torch.utils.data.DataLoader(
-        ImageDataset(table, todo, plan.on_worker, draft_size, intensity),
+        ImageDataset(table, todo, plan.on_worker, draft_size, intensity, properties),
         batch_size=int(batch_size), num_workers=int(num_workers), collate_fn=collate_images,
         pin_memory=model.device.type == "cuda")
     with contextlib.ExitStack() as stack:
@@ -244,19 +259,22 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
             stack.enter_context(cache)  # flushes what is buffered on every exit, Ctrl-C included
         bar = stack.enter_context(tqdm(total=int(todo.size), unit="img", desc="embedding",
                                        disable=not progress, dynamic_ncols=True))
-        for batch_rows, batch, hashes, failed in loader:
+        for batch_rows, batch, hashes, failed, batch_stats in loader:
             failures.extend(failed)
             if batch_rows:
                 embeddings[batch_rows] = _encode_and_store(batch, batch_rows, hashes, model,
-                                                           cache, table, keys)
+                                                           cache, table, keys, batch_stats)
                 done[batch_rows] = True
+                hashes_all[batch_rows], stats[batch_rows] = hashes, batch_stats
             bar.update(len(batch_rows) + len(failed))
     indices = np.flatnonzero(done).astype(np.int64)
     failures_frame = pd.DataFrame(
         [(i, table.describe(i), reason) for i, reason in sorted(failures)],
         columns=["index", "path", "reason"])
     return EmbeddingResult(embeddings=embeddings[indices], indices=indices, failures=failures_frame,
-                           table=table, n_cached=n_cached, n_encoded=indices.size - n_cached)
+                           table=table, n_cached=n_cached, n_encoded=indices.size - n_cached,
+                           content_hashes=hashes_all[indices].tolist(),
+                           properties=properties_frame(stats[indices]))
 
 
 def _image_cache_fields(model: ClipModel, draft_size, intensity: str) -> dict:
@@ -289,11 +307,14 @@ def _fill_from_cache(cache: EmbeddingCache, table: ImageTable, keys: list,
     _warn_changed(cache, table, keys, rows[~found])
 
 
-def _encode_and_store(batch, rows: list, hashes: list, model: ClipModel, cache, table, keys):
-    """Encode one batch -> (B, D) float32 rounded through float16 as stored; cache it if any."""
+def _encode_and_store(batch, rows: list, hashes: list, model: ClipModel, cache, table, keys,
+                      properties=None):
+    """Encode one batch -> (B, D) float32 rounded through float16 as stored; cache it (with
+    its (B, P) image properties) if any."""
     new = _encode_image_batch(batch, model)
     if cache is not None:
-        cache.add([keys[i] for i in rows], [table.describe(i) for i in rows], hashes, new)
+        cache.add([keys[i] for i in rows], [table.describe(i) for i in rows], hashes, new,
+                  properties)
     return from_stored(to_stored(new))
 
 

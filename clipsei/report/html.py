@@ -74,6 +74,7 @@ def render_report(issues, *, class_names=None, entropy_history=None, agreement_h
     n_stretched = 0
     if images is not None or "path" in issues:
         rows = thumbnail_rows(issues, neighbor_ids, page_size, max_thumbnails)
+        rows += _issue_rows(payload["columns"], set(rows), max_thumbnails - len(rows))
         source = images if images is not None else issues["path"].to_numpy()
         payload["thumbs"], n_stretched = encode_thumbnails(source, rows, thumbnail_size)
     warnings = summary.get("warnings", issues.attrs.get("warnings")) or []
@@ -142,6 +143,7 @@ def _payload(issues, class_names, entropy_history, agreement_history, neighbor_i
         "flag": issues["is_label_issue"].astype(bool).astype(int).tolist(),
         "rank": issues["rank"].astype(int).tolist(),
     }
+    columns.update(_data_issue_columns(issues))
     root = ""
     if "path" in issues:
         root, columns["path"] = _relative_paths(issues["path"].astype(str).tolist())
@@ -158,6 +160,25 @@ def _payload(issues, class_names, entropy_history, agreement_history, neighbor_i
     payload = {"classes": class_names, "columns": columns, "thumbs": {},
                "pageSize": int(page_size), "trajectoryRange": trajectory_range}
     return payload, root
+
+
+def _data_issue_columns(issues) -> dict:
+    """``issues``: {issue type: row ids} of every non-empty ``is_<type>`` column other than
+    the label flag; ``dgroup``: duplicate set per row (-1 none), when the table has one."""
+    flagged = {column[3:]: np.flatnonzero(issues[column].astype(bool).to_numpy()).tolist()
+               for column in issues.columns
+               if column.startswith("is_") and column != "is_label_issue"}
+    columns = {"issues": {name: rows for name, rows in flagged.items() if rows}}
+    if "duplicate_group" in issues:
+        columns["dgroup"] = issues["duplicate_group"].astype(int).tolist()
+    return columns
+
+
+def _issue_rows(columns: dict, chosen: set, limit: int) -> list:
+    """Rows of the data-issue filters not yet in ``chosen``, at most ``limit``."""
+    extra = {row: None for rows in columns.get("issues", {}).values() for row in rows
+             if row not in chosen}
+    return list(extra)[:max(limit, 0)]
 
 
 def _relative_paths(paths: list) -> tuple:

@@ -91,14 +91,24 @@
     return td;
   }
 
+  // duplicate sets are shown side by side: the other members instead of the neighbours
+  function duplicateIds(i) {
+    if (!state.groupView || !C.dgroup || C.dgroup[i] < 0) return null;
+    const ids = [];
+    for (let j = 0; j < N; j++) if (j !== i && C.dgroup[j] === C.dgroup[i]) ids.push(j);
+    return ids;
+  }
+
   function neighbourCell(i) {
     const td = el("td");
     const box = el("div", "neighbours");
-    const ids = C.nbr ? C.nbr[i] : [];
+    const members = duplicateIds(i);
+    if (members) box.appendChild(el("span", "lab", "same set:"));
+    const ids = members || (C.nbr ? C.nbr[i] : []);
     ids.forEach((j, m) => {
       if (j < 0) return;
       const cell = el("div", "neighbour");
-      cell.title = (C.path ? C.path[j] : "#" + j) + "\ncosine " + fmt(C.nsim ? C.nsim[i][m] : null, 3);
+      cell.title = (C.path ? C.path[j] : "#" + j) + (members ? "" : "\ncosine " + fmt(C.nsim ? C.nsim[i][m] : null, 3));
       cell.appendChild(thumb(j));
       const agrees = C.given[j] === C.suggested[i];
       cell.appendChild(el("span", "lab " + (agrees ? "agree" : "differ"), className(C.given[j])));
@@ -129,7 +139,8 @@
   }
 
   function matches(i, f) {
-    if (f.flaggedOnly && !C.flag[i]) return false;
+    if (f.issue && !f.issue.has(i)) return false;
+    if (!f.issue && f.flaggedOnly && !C.flag[i]) return false;
     if (f.cls >= 0 && C.given[i] !== f.cls && C.suggested[i] !== f.cls) return false;
     if (C.score[i] > f.maxScore) return false;
     if (f.text && !(C.path ? C.path[i] : "").toLowerCase().includes(f.text)) return false;
@@ -143,7 +154,11 @@
   };
 
   function applyFilters() {
+    const issue = document.getElementById("f-issue").value;
+    const issueRows = issue && C.issues && C.issues[issue] ? new Set(C.issues[issue]) : null;
+    state.groupView = Boolean(issueRows) && /duplicate|leakage/.test(issue);
     const f = {
+      issue: issueRows,
       flaggedOnly: document.getElementById("f-view").value === "flagged",
       cls: Number(document.getElementById("f-class").value),
       maxScore: Number(document.getElementById("f-score").value || 1),
@@ -154,6 +169,7 @@
     const rows = [];
     for (let i = 0; i < N; i++) if (matches(i, f)) rows.push(i);
     rows.sort((a, b) => {
+      if (state.groupView && C.dgroup[a] !== C.dgroup[b]) return C.dgroup[a] - C.dgroup[b];
       const ka = key(a), kb = key(b);
       return sign * (ka < kb ? -1 : ka > kb ? 1 : C.rank[a] - C.rank[b]);
     });
@@ -186,8 +202,14 @@
       option.value = String(k);
       select.appendChild(option);
     });
+    const issueSelect = document.getElementById("f-issue");
+    Object.keys(C.issues || {}).forEach((name) => {
+      const option = el("option", "", name.replace(/_/g, " ") + " (" + C.issues[name].length + ")");
+      option.value = name;
+      issueSelect.appendChild(option);
+    });
     if (!C.flag.some((v) => v)) document.getElementById("f-view").value = "all";
-    for (const id of ["f-view", "f-class", "f-score", "f-path", "f-sort", "f-desc"]) {
+    for (const id of ["f-issue", "f-view", "f-class", "f-score", "f-path", "f-sort", "f-desc"]) {
       document.getElementById(id).addEventListener("input", applyFilters);
     }
     const turn = (step) => () => { state.page += step; render(); window.scrollTo(0, document.querySelector(".review").offsetTop); };
