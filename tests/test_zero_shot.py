@@ -117,3 +117,12 @@ def test_real_text_path_with_tiny_clip(tiny_clip, write_images, tmp_path):
     prior = default.issues.attrs["zero_shot_prior"]
     assert 0 <= prior["share"] <= 1 and prior["temperature"] > 0
     assert np.isfinite(default.issues["zero_shot_prob_score"]).all()
+
+
+def test_zero_shot_with_text_unrelated_to_the_labels_flags_nothing():
+    rng = np.random.default_rng(0)
+    embeddings, labels = rng.standard_normal((400, 32)), rng.integers(0, 2, 400)
+    with pytest.warns(UserWarning, match="no class information"):
+        issues = find_label_issues(embeddings, labels, method="zero_shot",
+                                   class_embeddings=rng.standard_normal((2, 32)))
+    assert not issues["is_label_issue"].any()

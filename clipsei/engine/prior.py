@@ -3,7 +3,9 @@
 The given labels are fitted as a product of experts, ``log p(y) = a * log p_default(y) +
 b * log p_text(y) + const`` (softmax over the K classes, ``a, b >= 0``), where ``p_default``
 are the default's held-out class probabilities and ``p_text`` the zero-shot posterior. The
-prior's share ``b / (a + b)`` is its weight in the fused label score. It counts only where
+prior's share ``s = b / (a + b)`` mixes the fitted product's given-label probability into
+the fused label score: ``(1 - s) * fused + s * percentile(p_product(y))``; the weights ``a, b``
+keep each expert's scale, so a weak prior moves the product little. It counts only where
 adding it raises the held-out likelihood of the given labels by more than twice its
 standard error over cross-fitted folds; otherwise the share is 0 and the default unchanged.
 """
@@ -65,7 +67,14 @@ def fit_expert_weights(experts, labels) -> np.ndarray:
     return result.x
 
 
+def _stack_experts(default_probs, text_log_probs) -> np.ndarray:
+    """(2, N, K) float64 log-probabilities: the default's (clipped away from 0), the text's."""
+    return np.stack([np.log(np.clip(np.asarray(default_probs, dtype=np.float64), _EPS, 1.0)),
+                     np.asarray(text_log_probs, dtype=np.float64)])
+
+
 def _heldout_log_likelihoods(experts, labels, weights):
+    """(N,) the given labels' log-probabilities under the product with ``weights``."""
     logits = np.tensordot(weights, experts, axes=1)
     return log_softmax(logits)[np.arange(labels.size), labels]
 
@@ -81,8 +90,7 @@ def fit_prior_weight(default_probs, text_log_probs, labels, *, n_folds: int = 5,
     :data:`MIN_GAIN_Z` standard errors.
     """
     labels = np.asarray(labels, dtype=np.int64)
-    experts = np.stack([np.log(np.clip(np.asarray(default_probs, dtype=np.float64), _EPS, 1.0)),
-                        np.asarray(text_log_probs, dtype=np.float64)])
+    experts = _stack_experts(default_probs, text_log_probs)
     rng = np.random.default_rng(random_state)
     folds = rng.permutation(labels.size) % max(2, min(n_folds, labels.size))
     gains = np.empty(labels.size)
@@ -103,20 +111,22 @@ def fit_prior_weight(default_probs, text_log_probs, labels, *, n_folds: int = 5,
 @dataclass(frozen=True)
 class ZeroShotPrior:
     """The zero-shot prior of one fit: given_prob (N,) the given label's zero-shot
-    probability, temperature its softmax's T, weight the learned :class:`PriorWeight`."""
+    probability, temperature its softmax's T, weight the learned :class:`PriorWeight`,
+    product_log_prob (N,) the given label's log-probability under the fitted product."""
 
     given_prob: np.ndarray
     temperature: float
     weight: PriorWeight
+    product_log_prob: np.ndarray
 
     def apply(self, label_scores) -> np.ndarray:
-        """(N,) ``(1 - share) * label_scores + share * percentile(given_prob)``; the scores
-        unchanged where the share is 0."""
+        """(N,) ``(1 - share) * label_scores + share * percentile(product_log_prob)``; the
+        scores unchanged where the share is 0."""
         share = self.weight.share
         if share == 0.0:
             return label_scores
-        return (1.0 - share) * label_scores + share * percentile_of(self.given_prob,
-                                                                    self.given_prob)
+        product = self.product_log_prob
+        return (1.0 - share) * label_scores + share * percentile_of(product, product)
 
     def as_dict(self) -> dict:
         """JSON-ready summary: the temperature and the weights."""
@@ -131,5 +141,8 @@ def compute_zero_shot_prior(embeddings, labels, class_embeddings, default_probs,
     zero_shot = compute_zero_shot(embeddings, labels, class_embeddings)
     weight = fit_prior_weight(default_probs, zero_shot.log_probs, labels,
                               random_state=random_state)
+    experts = _stack_experts(default_probs, zero_shot.log_probs)
+    product = _heldout_log_likelihoods(experts, zero_shot.labels,
+                                       np.array([weight.default_weight, weight.text_weight]))
     return ZeroShotPrior(given_prob=zero_shot.given_prob, temperature=zero_shot.temperature,
-                         weight=weight)
+                         weight=weight, product_log_prob=product)
