@@ -126,3 +126,17 @@ def test_zero_shot_with_text_unrelated_to_the_labels_flags_nothing():
         issues = find_label_issues(embeddings, labels, method="zero_shot",
                                    class_embeddings=rng.standard_normal((2, 32)))
     assert not issues["is_label_issue"].any()
+
+
+def test_cli_bench_takes_the_text_side(blobs, tmp_path, capsys):
+    from clipsei.cli import main
+
+    path = tmp_path / "blobs.npz"
+    np.savez(path, features=blobs.embeddings, labels=blobs.labels,
+             true_labels=blobs.true_labels, text_features=_prototypes(blobs))
+    assert main(["bench", str(path), "--methods", "zero_shot,knn"]) == 0
+    assert "zero_shot" in capsys.readouterr().out
+    np.savez(path, features=blobs.embeddings, labels=blobs.labels,
+             true_labels=blobs.true_labels)
+    assert main(["bench", str(path), "--methods", "zero_shot"]) == 2
+    assert "'zero_shot' needs text_features" in capsys.readouterr().err

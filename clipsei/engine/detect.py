@@ -302,7 +302,7 @@ def find_label_issues(embeddings, labels, *, class_embeddings=None, other_embedd
     Returns a DataFrame, one row per sample in input order: ``given_label``,
     ``predicted_label``, ``suggested_label``, ``suggested_confidence``, ``label_score`` in
     [0, 1] (lower = more likely mislabeled), ``is_label_issue``, ``error_probability``
-    (default method), ``rank`` (1 = most suspicious), ``knn_agreement``, per-method scores and
+    (default and ``"zero_shot"``), ``rank`` (1 = most suspicious), ``knn_agreement``, per-method scores and
     ``conflicting_duplicate`` (-1 or a row); ``attrs`` as :func:`clipsei.engine.table.issues_attrs`.
     """
     detector = LabelIssueDetector(**options)
