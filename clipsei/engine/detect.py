@@ -302,8 +302,9 @@ def find_label_issues(embeddings, labels, *, class_embeddings=None, other_embedd
     Returns a DataFrame, one row per sample in input order: ``given_label``,
     ``predicted_label``, ``suggested_label``, ``suggested_confidence``, ``label_score`` in
     [0, 1] (lower = more likely mislabeled), ``is_label_issue``, ``error_probability``
-    (default and ``"zero_shot"``), ``rank`` (1 = most suspicious), ``knn_agreement``, per-method scores and
-    ``conflicting_duplicate`` (-1 or a row); ``attrs`` as :func:`clipsei.engine.table.issues_attrs`.
+    (default and ``"zero_shot"``), ``rank`` (1 = most suspicious), ``knn_agreement``,
+    per-method scores and ``conflicting_duplicate`` (-1 or a row); ``attrs`` as
+    :func:`clipsei.engine.table.issues_attrs` plus ``zero_shot_prior`` (dict or None).
     """
     detector = LabelIssueDetector(**options)
     detector.fit(embeddings, labels, class_embeddings=class_embeddings,

@@ -1,9 +1,9 @@
 """Fusion: every signal of a fit in one typed record, repeats averaged, and label scores.
 
 A label score is in [0, 1], lower = more likely mislabeled. The default (``"fused"``) is the
-weighted mean of five signals' percentiles, mixed with the zero-shot prior's percentile at
-the share learned from the data where class text is given (:mod:`clipsei.engine.prior`); a reference method maps its one raw score
-monotonically into [0, 1] (AUROC and flags unchanged).
+weighted mean of five signals' percentiles, mixed with the zero-shot prior at the share
+learned from the data where class text is given (:mod:`clipsei.engine.prior`); a reference
+method maps its one raw score monotonically into [0, 1] (AUROC and flags unchanged).
 """
 
 from __future__ import annotations
@@ -103,8 +103,8 @@ def compute_label_scores(signals: Signals, *, score: str, n_classes: int) -> Lab
         if signals.prior is not None:  # its learned share; 0 leaves the scores as they are
             fused = signals.prior.apply(fused)
         # the threshold samples' scale is the AUM percentile, the one component they have
-        return LabelScores(fused,
-                           percentile_of(real.aum, real.aum), percentile_of(real.aum, threshold.aum))
+        return LabelScores(fused, percentile_of(real.aum, real.aum),
+                           percentile_of(real.aum, threshold.aum))
     transform = _reference_transform(score, np.log(n_classes + 1))  # heads have K + 1 classes
     label_scores = transform(getattr(real, score))
     return LabelScores(label_scores, label_scores, transform(getattr(threshold, score)))
