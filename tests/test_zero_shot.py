@@ -95,6 +95,7 @@ def test_bench_runs_zero_shot_with_text(blobs):
                   methods="zero_shot")
 
 
+@pytest.mark.filterwarnings("ignore:nothing was flagged")  # random weights: may carry no signal
 def test_real_text_path_with_tiny_clip(tiny_clip, write_images, tmp_path):
     """Real prompt embeddings (random weights: behaviour, not quality) through a scan."""
     from clipsei.images.embed import embed_images
