@@ -437,7 +437,7 @@ def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default c -> c+1 mod K)")
     parser.add_argument("--methods", default=None,
                         help="comma-separated subset of clipsei,sei_paper,aum,entropy_integral,"
-                             "cleanlab,knn (default all)")
+                             "cleanlab,knn and, with text_features, zero_shot (default all)")
     parser.add_argument("--json", default=None, metavar="OUT", help="also write the result as JSON")
 
 

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 _ARRAYS = ("entropy_history", "agreement_history", "neighbor_ids", "neighbor_sims")
 _ATTRS = ("cutoff", "class_cutoffs", "estimated_error_rate", "flagged_share_per_class",
-          "estimated_errors_per_class", "method", "warnings", "class_signal")
+          "estimated_errors_per_class", "method", "warnings", "class_signal", "zero_shot_prior")
 RANDOM_WEIGHTS_WARNING = ("the CLIP model has RANDOM weights (pretrained 'none'): its embeddings "
                           "carry no learned features, so these flags are not findings; scan "
                           "again with pretrained weights")

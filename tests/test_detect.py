@@ -10,7 +10,7 @@ from clipsei.engine.options import head_options
 from clipsei.evaluation.synthetic import make_noisy_blobs
 
 # methods that score embeddings alone ("sei_prompt" needs a text model: test_prompt_head.py)
-EMBEDDING_METHODS = sorted(set(METHODS) - {"sei_prompt"})
+EMBEDDING_METHODS = sorted(set(METHODS) - {"sei_prompt", "zero_shot"})  # need text: own tests
 COLUMNS = ["given_label", "predicted_label", "suggested_label", "suggested_confidence",
            "label_score", "is_label_issue", "rank", "knn_agreement", "sei_score", "aum_score",
            "entropy_integral", "given_prob_score", "forgetting_score", "conflicting_duplicate"]

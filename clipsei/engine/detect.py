@@ -1,7 +1,9 @@
 """Find label issues: the orchestrator of the engine's stages and its one method registry.
 
 ``"clipsei"`` (default) fuses held-out heads, a pruned held-out round, in-sample AUM, the
-neighbour vote and Bayes error probabilities. The reference methods use in-sample
+neighbour vote and Bayes error probabilities (with class text, also the zero-shot prior at a
+share learned from the data). ``"zero_shot"`` scores with the image-text softmax alone. The
+reference methods use in-sample
 threshold-sample runs only: ``"sei_paper"`` (Li et al. 2026), ``"aum"`` (Pleiss et al. 2020)
 and ``"entropy_integral"``; ``"sei_prompt"`` is the paper's SEI with prompt-tuned heads
 (:mod:`clipsei.engine.prompt_head`) and the threshold samples relabelled to the "other" prompt.
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -30,8 +32,12 @@ from .neighbors import (compute_neighbor_votes, find_conflicting_duplicates, fin
                         warn_exact_duplicates)
 from .noise_model import count_errors_per_class
 from .prompt_head import prepare_prompt_task
+from .prior import compute_zero_shot_prior
 from .table import build_issues_table, issues_attrs
 from .threshold import draw_threshold_slices, run_threshold_samples
+from .zero_shot import compute_zero_shot, flag_zero_shot
+
+ZERO_SHOT = "zero_shot"
 
 
 @dataclass(frozen=True)
@@ -50,12 +56,13 @@ METHODS = {
     "aum": _MethodSpec("aum", "percentile"),
     "entropy_integral": _MethodSpec("entropy_integral", "mean"),
     "sei_prompt": _MethodSpec("sei", "mean", prompt=True),
+    "zero_shot": _MethodSpec(ZERO_SHOT, COUNT_RULE),
 }
 _FITTED = ("issues_", "entropy_history_", "agreement_history_", "given_prob_history_",
            "neighbor_ids_", "neighbor_sims_", "cutoff_", "class_cutoffs_", "threshold_scores_",
            "flagged_share_per_class_", "estimated_errors_per_class_", "estimated_error_rate_",
            "class_signal_", "duplicate_pairs_", "pred_probs_", "heldout_logit_scale_",
-           "n_repeats_")
+           "n_repeats_", "zero_shot_prior_")
 
 
 class LabelIssueDetector:
@@ -74,6 +81,8 @@ class LabelIssueDetector:
     n_neighbors : k of the neighbour vote (at most N - 1 is used); duplicate_similarity :
         cosine from which differently labelled samples are conflicting duplicates.
     device : ``"auto"``, ``"cpu"`` or ``"cuda"``; random_state : None, int or Generator.
+    text_prior : with class_embeddings, let the default learn the zero-shot prior's share
+        (:mod:`clipsei.engine.prior`); False leaves it out.
 
     Fitted attributes: the names in ``_FITTED``; ``issues_`` as :func:`find_label_issues`
     returns it, the others as in ``issues_.attrs`` or (N, ...) arrays: pred_probs (N, K),
@@ -85,7 +94,8 @@ class LabelIssueDetector:
                  threshold_fraction: float | None = None, n_threshold_runs: int = 2,
                  cutoff: str | None = None, cutoff_percentile: float | None = None,
                  n_folds: int = 5, n_repeats: int | None = None, n_neighbors: int = 10,
-                 duplicate_similarity: float = 0.98, device="auto", random_state=0):
+                 duplicate_similarity: float = 0.98, device="auto", random_state=0,
+                 text_prior: bool = True):
         self.method = method
         self.n_epochs = n_epochs
         self.batch_size = batch_size
@@ -101,6 +111,7 @@ class LabelIssueDetector:
         self.duplicate_similarity = duplicate_similarity
         self.device = device
         self.random_state = random_state
+        self.text_prior = text_prior
 
     def __getattr__(self, name):
         if name in _FITTED:
@@ -128,6 +139,8 @@ class LabelIssueDetector:
         _options.check_params(params, METHODS)
         resolve_device(self.device)
         spec = METHODS[self.method]
+        if spec.score == ZERO_SHOT:
+            _check_zero_shot_options(class_embeddings, self.cutoff)
         inputs = check_fit_inputs(embeddings, labels, class_embeddings, other_embedding)
         y, n_classes = inputs.labels, inputs.classes.present.size
         features = prepare_features(inputs.embeddings, inputs.head_init, n_classes=n_classes,
@@ -144,7 +157,10 @@ class LabelIssueDetector:
         warn_exact_duplicates(self.neighbor_sims_)
         votes = compute_neighbor_votes(self.neighbor_ids_, self.neighbor_sims_, y,
                                        n_classes=n_classes)
-        self.heldout_logit_scale_ = None
+        self.heldout_logit_scale_, self.zero_shot_prior_ = None, None
+        if spec.score == ZERO_SHOT:
+            self._fit_zero_shot(inputs, votes)
+            return self
         if spec.heldout:
             self.heldout_logit_scale_ = select_logit_scale(
                 features.heldout, y, n_classes=n_classes, class_embeddings=features.heldout_init,
@@ -152,7 +168,13 @@ class LabelIssueDetector:
                 **_options.head_options(params, min(y.size, SCALE_SELECTION_MAX_SAMPLES)))
         repeats = [self._fit_signals(spec, features, y, votes, rng, prompt_task)
                    for _ in range(self.n_repeats_)]
-        self._finish(spec, Signals.mean_of(repeats), inputs)
+        signals = Signals.mean_of(repeats)
+        if spec.heldout and self.text_prior and inputs.head_init is not None:
+            prior = compute_zero_shot_prior(
+                inputs.embeddings, y, inputs.head_init[:n_classes], signals.heldout.probs,
+                random_state=int(rng.integers(2**31)))
+            signals, self.zero_shot_prior_ = replace(signals, prior=prior), prior.as_dict()
+        self._finish(spec, signals, inputs)
         return self
 
     def _fit_signals(self, spec, features, y, votes, rng, prompt_task=None) -> Signals:
@@ -219,6 +241,46 @@ class LabelIssueDetector:
             knn_agreement=signals.knn, scores=signals.score_columns(y),
             duplicate_pairs=self.duplicate_pairs_, error_probs=flags.error_probability)
         self.issues_.attrs.update(issues_attrs(self, flags.counts, warning_lines))
+        self.issues_.attrs["zero_shot_prior"] = self.zero_shot_prior_
+
+    def _fit_zero_shot(self, inputs, votes) -> None:
+        """``method="zero_shot"``: scores, flags and the table from the image-text softmax
+        alone; the histories are its one "epoch" (1, N)."""
+        y, classes = inputs.labels, inputs.classes
+        n_classes = classes.present.size
+        zero_shot = compute_zero_shot(inputs.embeddings, y, inputs.head_init[:n_classes])
+        label_scores, flags = flag_zero_shot(zero_shot, n_classes=n_classes)
+        signal = compute_class_signal([zero_shot.probs], y)
+        if not signal.informative:
+            warnings.warn(signal.warning, UserWarning, stacklevel=3)
+            flags = flags.without_flags(label_scores, y)
+        probs, knn = zero_shot.probs, votes[np.arange(y.size), y]
+        self.n_repeats_, self.threshold_scores_ = 1, np.empty(0)
+        self.entropy_history_ = np.abs(zero_shot.signed_entropy)[None].astype(np.float16)
+        self.agreement_history_ = (probs.argmax(axis=1) == y)[None]
+        self.given_prob_history_ = zero_shot.given_prob[None].astype(np.float16)
+        self.pred_probs_ = classes.expand_columns(probs)
+        self.cutoff_, self.class_cutoffs_ = flags.cutoff, classes.expand(flags.class_cutoffs,
+                                                                         np.nan)
+        class_errors = count_errors_per_class(probs, y)
+        self.estimated_errors_per_class_ = classes.expand(class_errors, 0)
+        self.estimated_error_rate_ = flags.counts.confident_learning / y.size
+        self.flagged_share_per_class_ = classes.expand(compute_flagged_share_per_class(
+            flags.is_label_issue, y, n_classes=n_classes), np.nan)
+        self.class_signal_ = signal.as_dict()
+        self.duplicate_pairs_ = find_conflicting_duplicates(
+            self.neighbor_ids_, self.neighbor_sims_, y, min_similarity=self.duplicate_similarity)
+        predicted = classes.original(probs.argmax(axis=1))
+        self.issues_ = build_issues_table(
+            labels=inputs.original_labels, label_scores=label_scores,
+            is_label_issue=flags.is_label_issue, predicted_label=predicted,
+            suggested_label=predicted, pred_probs=probs, knn_agreement=knn,
+            scores={"zero_shot_prob": zero_shot.given_prob, "zero_shot_margin": zero_shot.margin,
+                    "zero_shot_signed_entropy": zero_shot.signed_entropy},
+            duplicate_pairs=self.duplicate_pairs_, error_probs=flags.error_probability)
+        self.issues_.attrs.update(issues_attrs(self, flags.counts,
+                                               [signal.warning] if signal.warning else []))
+        self.issues_.attrs["zero_shot_temperature"] = zero_shot.temperature
 
 
 class SEIDetector(LabelIssueDetector):
@@ -228,6 +290,15 @@ class SEIDetector(LabelIssueDetector):
         warnings.warn("SEIDetector is deprecated; use LabelIssueDetector", DeprecationWarning,
                       stacklevel=2)
         super().__init__(**params)
+
+
+def _check_zero_shot_options(class_embeddings, cutoff) -> None:
+    if class_embeddings is None:
+        raise ValueError("method='zero_shot' needs class_embeddings (K, D), the class text "
+                         "embeddings (e.g. a scan's prompt set); got None")
+    if cutoff not in (None, COUNT_RULE):
+        raise ValueError(f"method='zero_shot' has no threshold samples: cutoff must be None or "
+                         f"{COUNT_RULE!r}; got {cutoff!r}")
 
 
 def check_detector_options(**options) -> None:
@@ -247,8 +318,9 @@ def find_label_issues(embeddings, labels, *, class_embeddings=None, other_embedd
     Returns a DataFrame, one row per sample in input order: ``given_label``,
     ``predicted_label``, ``suggested_label``, ``suggested_confidence``, ``label_score`` in
     [0, 1] (lower = more likely mislabeled), ``is_label_issue``, ``error_probability``
-    (default method), ``rank`` (1 = most suspicious), ``knn_agreement``, per-method scores and
-    ``conflicting_duplicate`` (-1 or a row); ``attrs`` as :func:`clipsei.engine.table.issues_attrs`.
+    (default and ``"zero_shot"``), ``rank`` (1 = most suspicious), ``knn_agreement``,
+    per-method scores and ``conflicting_duplicate`` (-1 or a row); ``attrs`` as
+    :func:`clipsei.engine.table.issues_attrs` plus ``zero_shot_prior`` (dict or None).
     """
     detector = LabelIssueDetector(**options)
     detector.fit(embeddings, labels, class_embeddings=class_embeddings,

@@ -17,14 +17,17 @@ COUNT_RULE = "count"  # flag as many as confident learning counts (or the expect
 class FlagCounts:
     """How many samples look mislabeled: ``threshold`` (below the threshold samples' mean),
     ``confident_learning`` (the sum of its per-class counts) and, with Bayes error
-    probabilities, ``expected_f1`` (see :func:`compute_expected_f1_count`)."""
+    probabilities, ``expected_f1`` (see :func:`compute_expected_f1_count`). ``threshold`` is
+    None for a method without threshold samples (``"zero_shot"``)."""
 
-    threshold: int
+    threshold: int | None
     confident_learning: int
     expected_f1: int | None = None
 
     def as_dict(self) -> dict:
-        counts = {"threshold": self.threshold, "confident_learning": self.confident_learning}
+        counts = {"confident_learning": self.confident_learning}
+        if self.threshold is not None:
+            counts = {"threshold": self.threshold, **counts}
         if self.expected_f1 is not None:
             counts["expected_f1"] = self.expected_f1
         return counts

@@ -1,8 +1,9 @@
 """Fusion: every signal of a fit in one typed record, repeats averaged, and label scores.
 
 A label score is in [0, 1], lower = more likely mislabeled. The default (``"fused"``) is the
-weighted mean of five signals' percentiles; a reference method maps its one raw score
-monotonically into [0, 1] (AUROC and flags unchanged).
+weighted mean of five signals' percentiles, mixed with the zero-shot prior at the share
+learned from the data where class text is given (:mod:`clipsei.engine.prior`); a reference
+method maps its one raw score monotonically into [0, 1] (AUROC and flags unchanged).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .heldout import HeldoutScores
+from .prior import ZeroShotPrior
 from .ranks import fuse_percentiles, percentile_of
 from .threshold import ThresholdRunScores
 
@@ -28,12 +30,14 @@ class Signals:
     threshold_runs : in-sample scores from the threshold-sample runs.
     heldout : the held-out rounds' scores, or None for methods without them.
     votes : (N, K) float32 neighbour votes; knn : (N,) their share for the given label.
+    prior : the zero-shot prior where class text was given to the default, else None.
     """
 
     threshold_runs: ThresholdRunScores
     heldout: HeldoutScores | None
     votes: np.ndarray
     knn: np.ndarray
+    prior: ZeroShotPrior | None = None
 
     @classmethod
     def mean_of(cls, repeats) -> "Signals":
@@ -73,6 +77,8 @@ class Signals:
             columns["heldout_margin"] = self.heldout.margin
             columns["pruned_heldout_margin"] = self.heldout.pruned_margin
             columns["bayes_label_prob"] = self.heldout.bayes_label_prob
+        if self.prior is not None:
+            columns["zero_shot_prob"] = self.prior.given_prob
         return columns
 
 
@@ -93,9 +99,12 @@ def compute_label_scores(signals: Signals, *, score: str, n_classes: int) -> Lab
         heldout = signals.heldout
         components = (heldout.margin, heldout.pruned_margin, real.aum, signals.knn,
                       heldout.bayes_label_prob)
+        fused = fuse_percentiles(components, FUSION_WEIGHTS)
+        if signals.prior is not None:  # its learned share; 0 leaves the scores as they are
+            fused = signals.prior.apply(fused)
         # the threshold samples' scale is the AUM percentile, the one component they have
-        return LabelScores(fuse_percentiles(components, FUSION_WEIGHTS),
-                           percentile_of(real.aum, real.aum), percentile_of(real.aum, threshold.aum))
+        return LabelScores(fused, percentile_of(real.aum, real.aum),
+                           percentile_of(real.aum, threshold.aum))
     transform = _reference_transform(score, np.log(n_classes + 1))  # heads have K + 1 classes
     label_scores = transform(getattr(real, score))
     return LabelScores(label_scores, label_scores, transform(getattr(threshold, score)))

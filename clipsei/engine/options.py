@@ -65,6 +65,8 @@ def check_params(params: dict, methods) -> None:
         raise ValueError("threshold_fraction * n_threshold_runs must be in (0, 1]; got "
                          f"{fraction} * {params['n_threshold_runs']}")
     check_random_state(params["random_state"])
+    if not isinstance(params.get("text_prior", True), bool):
+        raise TypeError(f"text_prior must be a bool; got {params['text_prior']!r}")
 
 
 def n_repeats_for(n_repeats, *, repeats_by_default: bool, n_samples: int) -> int:

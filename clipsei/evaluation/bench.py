@@ -5,7 +5,9 @@ per method, AUROC and AUPRC of its score against the true error mask, precision/
 its own automatic flags, precision at k = the true number of errors, and wall seconds.
 
 Methods: ``clipsei``, ``sei_paper``, ``aum`` and ``entropy_integral`` come from the scoring
-engine (:func:`clipsei.find_label_issues`); ``cleanlab`` (confident learning on 5-fold
+engine (:func:`clipsei.find_label_issues`), which gets the ``text_features`` (K, D) as class
+embeddings where given; ``zero_shot`` (the engine's image-text softmax alone) needs them and
+joins the default list where they are given; ``cleanlab`` (confident learning on 5-fold
 out-of-sample logistic-regression probabilities) and ``knn`` (SimiFeat-style neighbour vote,
 Zhu et al. 2022) are independent baselines implemented here with scikit-learn/cleanlab/numpy.
 Scores follow the package convention: lower = more likely mislabeled.
@@ -28,6 +30,7 @@ logger = logging.getLogger(__name__)
 ENGINE_METHODS = ("clipsei", "sei_paper", "aum", "entropy_integral")
 BASELINE_METHODS = ("cleanlab", "knn")
 METHODS = ENGINE_METHODS + BASELINE_METHODS
+TEXT_METHODS = ("zero_shot",)  # engine methods that need text_features
 _EXTRA = "pip install 'clipsei[bench]'"
 
 
@@ -96,7 +99,7 @@ def run_bench(features, labels, *, true_labels=None, noise: str | None = None,
     """
     features = check_embeddings(features, name="features")
     labels = check_labels(labels, n_samples=features.shape[0])
-    methods = _check_methods(methods)
+    methods = _check_methods(methods, has_text=text_features is not None)
     if text_features is not None:
         text_features = check_embeddings(text_features, name="text_features")
         _check_text_features(text_features, features, labels, name="text_features")
@@ -127,23 +130,27 @@ def run_bench(features, labels, *, true_labels=None, noise: str | None = None,
     return result
 
 
-def _check_methods(methods) -> tuple:
+def _check_methods(methods, *, has_text: bool = False) -> tuple:
     if methods is None:
-        return METHODS
+        return METHODS + TEXT_METHODS if has_text else METHODS
     if isinstance(methods, str):
         methods = [name.strip() for name in methods.split(",") if name.strip()]
     methods = tuple(methods)
     if not methods:
-        raise ValueError(f"methods must name at least one of {list(METHODS)}; got none")
+        raise ValueError(f"methods must name at least one of {list(METHODS + TEXT_METHODS)}; "
+                         "got none")
     for name in methods:
-        check_option(name, METHODS, name="methods")
+        check_option(name, METHODS + TEXT_METHODS, name="methods")
+        if name in TEXT_METHODS and not has_text:
+            raise ValueError(f"method {name!r} needs text_features (K, D), the class text "
+                             "embeddings (an .npz key); got none")
     return methods
 
 
 def score_method(name: str, features, labels, *, seed: int = 0, text_features=None):
     """Return ``(scores, flags)``: (N,) floats, lower = more likely mislabeled, and (N,) bools,
     the method's own automatic flags. Trusts validated input."""
-    check_option(name, METHODS, name="method")
+    check_option(name, METHODS + TEXT_METHODS, name="method")
     if name == "cleanlab":
         return score_cleanlab(features, labels, random_state=seed)
     if name == "knn":

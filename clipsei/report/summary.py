@@ -48,6 +48,7 @@ def build_summary(issues: pd.DataFrame, failures: pd.DataFrame, class_names: lis
                        "cutoff": class_cutoffs[k]} for k, name in enumerate(names)],
         "warnings": [*notes, *(attrs.get("warnings") or [])],
         "class_signal": _jsonable(attrs.get("class_signal")),
+        "zero_shot_prior": _jsonable(attrs.get("zero_shot_prior")),
         "confusion": {"rows": "given", "columns": "suggested", "classes": names,
                       "counts": confusion.to_numpy().tolist()},
         "failures": failures.to_dict(orient="records"),
