@@ -20,7 +20,9 @@ from .._validation import NotFittedError, check_random_state
 from . import options as _options
 from .class_signal import compute_class_signal
 from .features import prepare_features
-from .flagging import COUNT_RULE, compute_flagged_share_per_class, flag_issues
+from .calibration import calibrate_error_probabilities
+from .flagging import (COUNT_RULE, FlagChoice, as_trusted_mask, compute_flagged_share_per_class,
+                       decision_attrs, flag_issues)
 from .fusion import FUSED, Signals, compute_label_scores
 from .heads import SCALE_SELECTION_MAX_SAMPLES, select_logit_scale
 from .heldout import run_heldout_rounds
@@ -67,6 +69,9 @@ class LabelIssueDetector:
         or ``"count"``. n_folds : folds of the held-out heads.
     n_repeats : runs of the stochastic stages averaged; None: up to 3 on small sets for the
         default, 1 for reference methods.
+    target_precision : flag as many as keep the expected precision at least this (the
+        default method's calibrated error probabilities); max_flags : flag at most this many,
+        the most likely first (alone: exactly this many); None: the expected-F1 count.
     n_neighbors : k of the neighbour vote (at most N - 1 is used); duplicate_similarity :
         cosine from which differently labelled samples are conflicting duplicates.
     device : ``"auto"``, ``"cpu"`` or ``"cuda"``; random_state : None, int or Generator.
@@ -81,7 +86,8 @@ class LabelIssueDetector:
                  threshold_fraction: float | None = None, n_threshold_runs: int = 2,
                  cutoff: str | None = None, cutoff_percentile: float | None = None,
                  n_folds: int = 5, n_repeats: int | None = None, n_neighbors: int = 10,
-                 duplicate_similarity: float = 0.98, device="auto", random_state=0):
+                 duplicate_similarity: float = 0.98, device="auto", random_state=0,
+                 target_precision: float | None = None, max_flags: int | None = None):
         self.method = method
         self.n_epochs = n_epochs
         self.batch_size = batch_size
@@ -97,6 +103,8 @@ class LabelIssueDetector:
         self.duplicate_similarity = duplicate_similarity
         self.device = device
         self.random_state = random_state
+        self.target_precision = target_precision
+        self.max_flags = max_flags
 
     def __getattr__(self, name):
         if name in _FITTED:
@@ -110,18 +118,20 @@ class LabelIssueDetector:
         return {key: getattr(self, key) for key in keys}
 
     def fit(self, embeddings, labels, *, class_embeddings=None, other_embedding=None,
-            groups=None) -> "LabelIssueDetector":
+            groups=None, trusted=None) -> "LabelIssueDetector":
         """Score every sample of ``embeddings`` (N, D) against its given ``labels`` (N,).
 
         class_embeddings : (K, D) class-prompt text embeddings or None (the in-sample heads
         start from them); other_embedding : (D,) text of the threshold samples' extra class;
         groups : (N,) or None, e.g. patient ids; neighbours from one's own group are ignored.
+        trusted : (N,) bool mask or row indices of labels a person verified: never flagged.
         """
         params = self.get_params()
         _options.check_params(params, METHODS)
         resolve_device(self.device)
         spec = METHODS[self.method]
         inputs = check_fit_inputs(embeddings, labels, class_embeddings, other_embedding)
+        trusted = as_trusted_mask(trusted, inputs.labels.size)
         y, n_classes = inputs.labels, inputs.classes.present.size
         features = prepare_features(inputs.embeddings, inputs.head_init, n_classes=n_classes,
                                     standardize=spec.heldout)
@@ -142,7 +152,7 @@ class LabelIssueDetector:
                 **_options.head_options(params, min(y.size, SCALE_SELECTION_MAX_SAMPLES)))
         repeats = [self._fit_signals(spec, features, y, votes, rng)
                    for _ in range(self.n_repeats_)]
-        self._finish(spec, Signals.mean_of(repeats), inputs)
+        self._finish(spec, Signals.mean_of(repeats), inputs, rng, trusted)
         return self
 
     def _fit_signals(self, spec, features, y, votes, rng) -> Signals:
@@ -163,25 +173,33 @@ class LabelIssueDetector:
                 logit_scale=self.heldout_logit_scale_, **head_options)
         return Signals(threshold_runs=runs, heldout=heldout, votes=votes, knn=knn)
 
-    def _finish(self, spec, signals: Signals, inputs) -> None:
+    def _finish(self, spec, signals: Signals, inputs, rng, trusted) -> None:
         """Label scores -> class signal -> flags -> the issues table and fitted attributes."""
         y, classes = inputs.labels, inputs.classes
         n_classes = classes.present.size
         scores = compute_label_scores(signals, score=spec.score, n_classes=n_classes)
         pred_probs = signals.pred_probs
         class_errors = count_errors_per_class(pred_probs, y)
+        calibration = (None if signals.heldout is None else
+                       calibrate_error_probabilities(signals.heldout.probs, y, rng=rng))
         flags = flag_issues(
             scores.label_scores, y, n_classes=n_classes, rule=self.cutoff or spec.cutoff_rule,
             percentile=(spec.percentile if self.cutoff_percentile is None
                         else self.cutoff_percentile),
             threshold_reference=scores.threshold_reference,
             threshold_scores=scores.threshold_scores, class_error_counts=class_errors,
-            error_probs=signals.error_probs)
+            error_probs=None if calibration is None else calibration.error_probs,
+            choice=FlagChoice(self.target_precision, self.max_flags, trusted))
         signal = compute_class_signal(signals.out_of_sample_probs, y)
         warning_lines = [signal.warning] if signal.warning else []
         if not signal.informative:
             warnings.warn(signal.warning, UserWarning, stacklevel=3)
             flags = flags.without_flags(scores.label_scores, y)
+        decision = decision_attrs(
+            flags, None if calibration is None else calibration.error_rate,
+            error_rate_low=None if calibration is None else calibration.error_rate_low,
+            informative=signal.informative)
+        warning_lines += decision.pop("notes")
         self.pred_probs_ = classes.expand_columns(pred_probs)
         self.threshold_scores_ = scores.threshold_scores
         self.cutoff_ = flags.cutoff
@@ -203,6 +221,7 @@ class LabelIssueDetector:
             knn_agreement=signals.knn, scores=signals.score_columns(y),
             duplicate_pairs=self.duplicate_pairs_, error_probs=flags.error_probability)
         self.issues_.attrs.update(issues_attrs(self, flags.counts, warning_lines))
+        self.issues_.attrs.update(decision)
 
 
 class SEIDetector(LabelIssueDetector):

@@ -1,0 +1,98 @@
+"""Calibrated error probabilities: P(the given label is wrong), from 0% to 40% noise.
+
+Held-out class probabilities never depend on a sample's own label, so the probability they
+give a *wrong* label can be simulated exactly: relabel every sample to another class drawn
+at random and read off the probability of that label. These pseudo-errors show what the
+held-out given-label probability ``z`` of a mislabeled sample looks like (``f1``); the real
+samples show its mixture ``f = (1 - pi) f0 + pi f1`` over clean (``f0``) and mislabeled
+ones. Mixture proportion estimation (Scott et al. 2013; Elkan and Noto 2008) then gives the
+error rate ``pi <= min_t F(t) / F1(t)``, an upper bound that is tight where low ``z`` holds
+no clean sample, and Bayes' rule the posterior ``P(wrong | z) = pi f1(z) / f(z)``, with the
+density ratio from an isotonic (monotone) classifier of real against pseudo-error ``z``.
+No count of confident learning enters, so there is no floor: on a clean set ``pi`` -> 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# the tail cutoffs t of the rate estimate: pseudo-error quantiles up to their median
+TAIL_QUANTILES = np.linspace(0.02, 0.5, 25)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """error_probs : (N,) calibrated P(given label wrong); error_rate : the estimated rate
+    ``pi`` (the mean of ``error_probs`` up to clipping); error_rate_low : a lower end for it
+    (one standard error of the count below); n_pseudo : pseudo-errors drawn."""
+
+    error_probs: np.ndarray
+    error_rate: float
+    error_rate_low: float
+    n_pseudo: int
+
+
+def draw_pseudo_error_probs(class_probs, labels, rng, *, n_draws: int = 2) -> np.ndarray:
+    """(n_draws * N,) the held-out probability of a wrong label: each sample relabelled
+    ``n_draws`` times to another class drawn uniformly. class_probs : (N, K); labels : (N,)."""
+    class_probs = np.asarray(class_probs, dtype=np.float64)
+    n_samples, n_classes = class_probs.shape
+    rows = np.tile(np.arange(n_samples), n_draws)
+    shift = rng.integers(1, n_classes, size=rows.size)  # never the given label
+    return class_probs[rows, (np.asarray(labels)[rows] + shift) % n_classes]
+
+
+def estimate_rate_from_tails(label_probs, pseudo_probs) -> tuple:
+    """The error rate and a lower end for it, ``(pi, pi_low)``.
+
+    ``pi = min_t (k(t) + sqrt(k(t) + 1)) / (N F1(t))``, an upper bound on the rate at every
+    cutoff ``t`` among :data:`TAIL_QUANTILES` of the pseudo-errors' ``pseudo_probs``
+    (``F1(t)`` the share of them at or below ``t``), ``k(t)`` the number of the N real
+    ``label_probs`` at or below. The ``sqrt`` (about one standard error of ``k``) keeps the
+    minimum from picking a tail that holds no real sample by chance (Scott 2015).
+    ``pi_low`` is ``(k - sqrt(k + 1)) / (N F1)`` at the same cutoff, at least 0: where it is
+    near 0 the data are consistent with no error at all."""
+    label_probs = np.sort(np.asarray(label_probs, dtype=np.float64))
+    pseudo_probs = np.sort(np.asarray(pseudo_probs, dtype=np.float64))
+    cutoffs = np.quantile(pseudo_probs, TAIL_QUANTILES)
+    below = np.searchsorted(label_probs, cutoffs, side="right")
+    scale = label_probs.size * np.searchsorted(pseudo_probs, cutoffs, side="right") / pseudo_probs.size
+    spread = np.sqrt(below + 1.0)
+    best = int(np.argmin((below + spread) / scale))
+    return (float(np.clip((below[best] + spread[best]) / scale[best], 0.0, 1.0)),
+            float(np.clip((below[best] - spread[best]) / scale[best], 0.0, 1.0)))
+
+
+def compute_posterior(label_probs, pseudo_probs, error_rate: float) -> np.ndarray:
+    """(N,) ``P(wrong | z) = pi f1(z) / f(z)`` at the real ``label_probs`` (N,), the density
+    ratio ``f1 / f`` from an isotonic fit of "is a pseudo-error" on ``z`` (non-increasing),
+    weighted so that both groups count equally; clipped to [0, 1]."""
+    from sklearn.isotonic import IsotonicRegression
+
+    label_probs = np.asarray(label_probs, dtype=np.float64)
+    pseudo_probs = np.asarray(pseudo_probs, dtype=np.float64)
+    if error_rate <= 0:
+        return np.zeros(label_probs.size)
+    values = np.concatenate([label_probs, pseudo_probs])
+    targets = np.r_[np.zeros(label_probs.size), np.ones(pseudo_probs.size)]
+    weights = np.r_[np.full(label_probs.size, 1.0 / label_probs.size),
+                    np.full(pseudo_probs.size, 1.0 / pseudo_probs.size)]
+    share = IsotonicRegression(increasing=False, y_min=0.0, y_max=1.0,
+                               out_of_bounds="clip").fit(values, targets, sample_weight=weights)
+    pseudo_share = share.predict(label_probs)
+    ratio = pseudo_share / np.maximum(1.0 - pseudo_share, 1e-12)  # f1 / f
+    return np.clip(error_rate * ratio, 0.0, 1.0)
+
+
+def calibrate_error_probabilities(class_probs, labels, *, rng, n_draws: int = 2
+                                  ) -> Calibration:
+    """Calibrated (N,) error probabilities from held-out ``class_probs`` (N, K) (rows that
+    never saw their own label) and the given ``labels`` (N,); see the module docstring."""
+    class_probs = np.asarray(class_probs, dtype=np.float64)
+    labels = np.asarray(labels)
+    label_probs = class_probs[np.arange(labels.size), labels]
+    pseudo = draw_pseudo_error_probs(class_probs, labels, rng, n_draws=n_draws)
+    rate, low = estimate_rate_from_tails(label_probs, pseudo)
+    return Calibration(compute_posterior(label_probs, pseudo, rate), rate, low, int(pseudo.size))
