@@ -47,12 +47,9 @@ def test_pseudo_errors_never_take_the_given_label():
 def test_rate_from_tails_is_zero_where_no_real_sample_scores_like_an_error():
     pseudo = np.linspace(0.0, 0.2, 1000)
     # no real sample below the pseudo-errors' median: one count's worth, 1 / (0.5 * 500)
-    rate, low = estimate_rate_from_tails(np.linspace(0.5, 1.0, 500), pseudo)
-    assert rate == pytest.approx(0.004) and low == 0
+    assert estimate_rate_from_tails(np.linspace(0.5, 1.0, 500), pseudo) == pytest.approx(0.004)
     mixed = np.r_[np.linspace(0.5, 1.0, 450), np.linspace(0.0, 0.2, 50)]
-    rate, low = estimate_rate_from_tails(mixed, pseudo)
-    assert low < 0.1 <= rate <= 0.1 + np.sqrt(26) / 250 + 1e-9  # + 1 s.e.
-    assert low == pytest.approx(0.1 - np.sqrt(26) / 250)
+    assert 0.1 <= estimate_rate_from_tails(mixed, pseudo) <= 0.1 + np.sqrt(26) / 250 + 1e-9
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +58,15 @@ def clean_blobs():
                             random_state=1)
 
 
-def test_clean_set_is_called_clean_and_nearly_nothing_is_flagged(clean_blobs):
+def test_clean_set_gets_nearly_no_flags(clean_blobs):
     issues = find_label_issues(clean_blobs.embeddings, clean_blobs.labels, n_epochs=5)
     attrs = issues.attrs
     # confident learning counts overlapping classes' hard samples as errors; the calibrated
     # rate does not, and the flags follow the calibrated probabilities
     assert attrs["error_counts"]["confident_learning"] >= 5
-    assert issues["is_label_issue"].sum() <= 3 and attrs["calibrated_error_rate_low"] < 0.001
-    assert any("consistent with zero" in line for line in attrs["warnings"])
+    assert issues["is_label_issue"].sum() <= 3
+    # 200 images resolve a rate of about 2 / 200: the bound is at its floor
+    assert attrs["calibrated_error_rate"] <= 0.015
     assert attrs["expected_errors_flagged"] + attrs["expected_errors_unflagged"] < 3
 
 

@@ -132,7 +132,7 @@ def test_trusted_rows_are_never_flagged():
 
 def test_decision_attrs_and_clean_note():
     flags = _flags_of(None)
-    attrs = decision_attrs(flags, 0.3, error_rate_low=0.2)
+    attrs = decision_attrs(flags, 0.3)
     assert attrs["expected_errors_flagged"] == pytest.approx(1.85)
     assert attrs["expected_errors_unflagged"] == pytest.approx(0.3) and attrs["notes"] == []
     clean = decision_attrs(_flags_of(None, error_probs=np.zeros(7)), 0.0)

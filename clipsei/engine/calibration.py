@@ -25,12 +25,10 @@ TAIL_QUANTILES = np.linspace(0.02, 0.5, 25)
 @dataclass(frozen=True)
 class Calibration:
     """error_probs : (N,) calibrated P(given label wrong); error_rate : the estimated rate
-    ``pi`` (the mean of ``error_probs`` up to clipping); error_rate_low : a lower end for it
-    (one standard error of the count below); n_pseudo : pseudo-errors drawn."""
+    ``pi`` (the mean of ``error_probs`` up to clipping); n_pseudo : pseudo-errors drawn."""
 
     error_probs: np.ndarray
     error_rate: float
-    error_rate_low: float
     n_pseudo: int
 
 
@@ -44,25 +42,21 @@ def draw_pseudo_error_probs(class_probs, labels, rng, *, n_draws: int = 2) -> np
     return class_probs[rows, (np.asarray(labels)[rows] + shift) % n_classes]
 
 
-def estimate_rate_from_tails(label_probs, pseudo_probs) -> tuple:
-    """The error rate and a lower end for it, ``(pi, pi_low)``.
+def estimate_rate_from_tails(label_probs, pseudo_probs) -> float:
+    """The error rate ``pi = min_t (k(t) + sqrt(k(t) + 1)) / (N F1(t))``.
 
-    ``pi = min_t (k(t) + sqrt(k(t) + 1)) / (N F1(t))``, an upper bound on the rate at every
-    cutoff ``t`` among :data:`TAIL_QUANTILES` of the pseudo-errors' ``pseudo_probs``
-    (``F1(t)`` the share of them at or below ``t``), ``k(t)`` the number of the N real
-    ``label_probs`` at or below. The ``sqrt`` (about one standard error of ``k``) keeps the
-    minimum from picking a tail that holds no real sample by chance (Scott 2015).
-    ``pi_low`` is ``(k - sqrt(k + 1)) / (N F1)`` at the same cutoff, at least 0: where it is
-    near 0 the data are consistent with no error at all."""
+    Each term bounds the rate from above at a cutoff ``t`` among :data:`TAIL_QUANTILES` of
+    the pseudo-errors' ``pseudo_probs`` (``F1(t)`` the share of them at or below ``t``),
+    ``k(t)`` the number of the N real ``label_probs`` at or below. The ``sqrt`` (about one
+    standard error of ``k``) keeps the minimum from picking a tail that holds no real sample
+    by chance (Scott 2015); it also sets the resolution, ``2 / N`` on a clean set."""
     label_probs = np.sort(np.asarray(label_probs, dtype=np.float64))
     pseudo_probs = np.sort(np.asarray(pseudo_probs, dtype=np.float64))
     cutoffs = np.quantile(pseudo_probs, TAIL_QUANTILES)
     below = np.searchsorted(label_probs, cutoffs, side="right")
-    scale = label_probs.size * np.searchsorted(pseudo_probs, cutoffs, side="right") / pseudo_probs.size
-    spread = np.sqrt(below + 1.0)
-    best = int(np.argmin((below + spread) / scale))
-    return (float(np.clip((below[best] + spread[best]) / scale[best], 0.0, 1.0)),
-            float(np.clip((below[best] - spread[best]) / scale[best], 0.0, 1.0)))
+    pseudo = np.searchsorted(pseudo_probs, cutoffs, side="right") / pseudo_probs.size
+    bounds = (below + np.sqrt(below + 1.0)) / (label_probs.size * pseudo)
+    return float(np.clip(bounds.min(), 0.0, 1.0))
 
 
 def compute_posterior(label_probs, pseudo_probs, error_rate: float) -> np.ndarray:
@@ -94,5 +88,5 @@ def calibrate_error_probabilities(class_probs, labels, *, rng, n_draws: int = 2
     labels = np.asarray(labels)
     label_probs = class_probs[np.arange(labels.size), labels]
     pseudo = draw_pseudo_error_probs(class_probs, labels, rng, n_draws=n_draws)
-    rate, low = estimate_rate_from_tails(label_probs, pseudo)
-    return Calibration(compute_posterior(label_probs, pseudo, rate), rate, low, int(pseudo.size))
+    rate = estimate_rate_from_tails(label_probs, pseudo)
+    return Calibration(compute_posterior(label_probs, pseudo, rate), rate, int(pseudo.size))

@@ -195,10 +195,8 @@ class LabelIssueDetector:
         if not signal.informative:
             warnings.warn(signal.warning, UserWarning, stacklevel=3)
             flags = flags.without_flags(scores.label_scores, y)
-        decision = decision_attrs(
-            flags, None if calibration is None else calibration.error_rate,
-            error_rate_low=None if calibration is None else calibration.error_rate_low,
-            informative=signal.informative)
+        decision = decision_attrs(flags, None if calibration is None else calibration.error_rate,
+                                  informative=signal.informative)
         warning_lines += decision.pop("notes")
         self.pred_probs_ = classes.expand_columns(pred_probs)
         self.threshold_scores_ = scores.threshold_scores

@@ -10,8 +10,7 @@ from .._validation import check_option
 from .ranks import rank_by_score
 
 CUTOFF_RULES = ("mean", "percentile")
-# a lower end of the error rate below the lowest rate audited in a curated set (MNIST, 0.15%)
-# is "consistent with zero"
+# an error rate below the lowest audited in a curated set (MNIST, 0.15%): "consistent with zero"
 CLEAN_RATE = 0.001
 COUNT_RULE = "count"  # the expected-F1 count of calibrated error probabilities (else confident
 # learning's count)
@@ -259,26 +258,22 @@ def compute_flagged_share_per_class(is_label_issue, labels, *, n_classes: int) -
         return np.where(counts > 0, flagged / counts, np.nan)
 
 
-def decision_attrs(flags: Flags, error_rate, *, error_rate_low=None,
-                   informative: bool = True) -> dict:
-    """``issues.attrs`` of the decision: ``calibrated_error_rate`` and its lower end
-    ``calibrated_error_rate_low`` (floats or None), ``expected_errors_flagged`` /
-    ``expected_errors_unflagged`` (sums of the calibrated error probabilities; None without
-    them) and ``notes`` (user-facing lines: the clean-set note when the lower end is below
-    :data:`CLEAN_RATE`)."""
+def decision_attrs(flags: Flags, error_rate, *, informative: bool = True) -> dict:
+    """``issues.attrs`` of the decision: ``calibrated_error_rate`` (float or None),
+    ``expected_errors_flagged`` / ``expected_errors_unflagged`` (sums of the calibrated
+    error probabilities; None without them) and ``notes`` (user-facing lines: the clean-set
+    note when the rate is below :data:`CLEAN_RATE`)."""
     if flags.error_probability is None or error_rate is None:
-        return {"calibrated_error_rate": None, "calibrated_error_rate_low": None,
-                "expected_errors_flagged": None, "expected_errors_unflagged": None, "notes": []}
+        return {"calibrated_error_rate": None, "expected_errors_flagged": None,
+                "expected_errors_unflagged": None, "notes": []}
     flagged, unflagged = compute_expected_errors(flags.error_probability, flags.is_label_issue)
     n_flagged, n_samples = int(flags.is_label_issue.sum()), flags.is_label_issue.size
-    low = 0.0 if error_rate_low is None else float(error_rate_low)
     notes = []
-    if informative and low < CLEAN_RATE:
+    if informative and error_rate < CLEAN_RATE:
         shown = ("nothing is flagged" if n_flagged == 0 else
                  f"the {n_flagged} flagged images are the likeliest candidates, not findings")
         notes.append(f"The estimated error rate is consistent with zero (at most "
-                     f"{error_rate:.1%}, about {flagged + unflagged:.0f} of {n_samples} "
-                     f"labels): this may well be a clean dataset, and {shown}.")
-    return {"calibrated_error_rate": float(error_rate), "calibrated_error_rate_low": low,
-            "expected_errors_flagged": flagged, "expected_errors_unflagged": unflagged,
-            "notes": notes}
+                     f"{error_rate:.2%}, about {flagged + unflagged:.0f} of {n_samples} "
+                     f"labels): this looks like a clean dataset, and {shown}.")
+    return {"calibrated_error_rate": float(error_rate), "expected_errors_flagged": flagged,
+            "expected_errors_unflagged": unflagged, "notes": notes}
