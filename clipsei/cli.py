@@ -248,21 +248,33 @@ def _add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", help="detector method (default: the engine's)")
     parser.add_argument("--n-epochs", type=_positive_int, help="epochs of head training")
     parser.add_argument("--random-state", type=int, default=0)
+    parser.add_argument("--precision", dest="target_precision", type=float, metavar="P",
+                        help="flag as many as keep the expected precision >= P (e.g. 0.9)")
+    parser.add_argument("--review-budget", dest="max_flags", type=_non_negative_int,
+                        metavar="N", help="flag the N likeliest errors (at most N with --precision)")
+    parser.add_argument("--trusted", metavar="MANIFEST.csv", default=None,
+                        help="CSV with a path column: verified images, never flagged")
 
 
 def _run_scan(args) -> int:
     from .pipeline import load_images, load_model, scan
 
     _check_outputs(args, "--out", "--cache")
-    options = {key: getattr(args, key) for key in ("method", "n_epochs")
-               if getattr(args, key) is not None}
+    options = {key: getattr(args, key) for key in ("method", "n_epochs", "target_precision",
+                                                   "max_flags") if getattr(args, key) is not None}
     from . import check_detector_options
 
     check_detector_options(**options)  # a bad option fails before the model loads
     manifest = _manifest(args)
-    load_images(args.source, manifest=manifest)  # bad input fails before the model loads
+    table = load_images(args.source, manifest=manifest)  # bad input fails before the model loads
+    trusted = None
+    if args.trusted is not None:
+        from .images.trusted import find_trusted_rows
+
+        trusted = find_trusted_rows(args.trusted, table.paths, source=args.source)
     model = load_model(args.model, args.pretrained, device=args.device)
     result = scan(args.source, manifest=manifest, model=model, prompts=args.prompts,
+                  trusted=trusted,
                   cache_dir=args.cache, out=args.out, random_state=args.random_state,
                   batch_size=args.batch_size, progress=_progress(args),
                   intensity=args.intensity, **options)
@@ -279,6 +291,9 @@ def _print_scan_summary(summary: dict, out) -> None:
     print(f"flagged {summary['n_flagged']} ({summary['flagged_fraction']:.1%}) as likely "
           f"mislabeled; {cutoff}"
           + (f"; estimated label errors {rate:.1%}" if rate is not None else ""))
+    if summary.get("expected_errors_flagged") is not None:
+        print(f"expected real errors: {summary['expected_errors_flagged']:.0f} among the flags, "
+              f"{summary['expected_errors_unflagged']:.0f} left unflagged")
     print(f"wrote {out}/issues.csv, summary.json and report.html")
     _print_warnings(summary.get("warnings"))
 

@@ -214,6 +214,11 @@ def _stats_html(issues, summary: dict) -> str:
              ("flagged", f"{n_flagged:,} ({n_flagged / len(issues):.1%})", " flag")]
     if noise is not None:
         stats.append(("estimated label errors", f"{noise:.1%}", ""))
+    expected = (issues.attrs.get("expected_errors_flagged"),
+                issues.attrs.get("expected_errors_unflagged"))
+    if None not in expected:
+        stats.append(("expected real errors among the flags", f"{expected[0]:,.0f}", ""))
+        stats.append(("expected errors left unflagged", f"{expected[1]:,.0f}", ""))
     if cutoff is not None:
         stats.append(("cutoff on label score", f"{cutoff:.3f}", ""))
     elif issues.attrs.get("class_cutoffs"):
