@@ -287,7 +287,8 @@ def _print_scan_summary(summary: dict, out) -> None:
           f"({summary['n_failed']} unreadable, listed in failures.csv)")
     cutoff = (f"cutoff {summary['cutoff']:.3f} on label_score" if summary["cutoff"] is not None
               else "one cutoff on label_score per class, in summary.json")
-    rate = summary.get("estimated_error_rate")
+    rate = summary.get("calibrated_error_rate")  # calibrated where there is one
+    rate = summary.get("estimated_error_rate") if rate is None else rate
     print(f"flagged {summary['n_flagged']} ({summary['flagged_fraction']:.1%}) as likely "
           f"mislabeled; {cutoff}"
           + (f"; estimated label errors {rate:.1%}" if rate is not None else ""))

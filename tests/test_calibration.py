@@ -98,3 +98,17 @@ def test_user_controls_pass_through(blobs):
 def test_bad_flag_options(blobs, options, match):
     with pytest.raises(ValueError, match=match):
         find_label_issues(blobs.embeddings, blobs.labels, **options)
+
+
+def test_scan_report_and_summary_state_expected_errors(blobs, tmp_path):
+    from clipsei import scan_embeddings
+
+    result = scan_embeddings(blobs.embeddings, blobs.labels, out=tmp_path / "out", n_epochs=5,
+                             trusted=np.flatnonzero(blobs.is_flipped)[:2])
+    summary = result.summary
+    assert summary["expected_errors_flagged"] > 0 and summary["expected_errors_unflagged"] >= 0
+    assert 0 < summary["calibrated_error_rate"] < 0.5
+    assert not result.issues["is_label_issue"].to_numpy()[np.flatnonzero(blobs.is_flipped)[:2]].any()
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "expected real errors among the flags" in page and "expected errors left unflagged" in page
+    assert f"{summary['calibrated_error_rate']:.1%}" in page

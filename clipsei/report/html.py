@@ -209,7 +209,8 @@ def _subtitle(root: str, summary: dict) -> str:
 def _stats_html(issues, summary: dict) -> str:
     n_flagged = int(issues["is_label_issue"].sum())
     cutoff = issues.attrs.get("cutoff")
-    noise = issues.attrs.get("estimated_error_rate")
+    noise = issues.attrs.get("calibrated_error_rate")  # calibrated where there is one
+    noise = issues.attrs.get("estimated_error_rate") if noise is None else noise
     stats = [("images scored", f"{len(issues):,}", ""),
              ("flagged", f"{n_flagged:,} ({n_flagged / len(issues):.1%})", " flag")]
     if noise is not None:
