@@ -44,6 +44,38 @@ def test_pseudo_errors_never_take_the_given_label():
     assert pseudo.shape == (20,) and np.allclose(pseudo, 0.1 / 3)
 
 
+def test_pseudo_errors_follow_the_noise_transitions():
+    rng = np.random.default_rng(0)
+    probs = np.tile([0.01, 0.11, 0.21], (6, 1))  # each class's probability tells it apart
+    transitions = np.array([[0.8, 0.2, 0.0], [0.0, 1.0, 0.0], [0.1, 0.1, 0.8]])
+    pseudo = draw_pseudo_error_probs(probs, np.array([0, 0, 1, 1, 2, 2]), rng,
+                                     transitions=transitions, n_draws=100).reshape(100, 6)
+    assert set(pseudo[:, 0]) == {0.11}  # class 0 goes wrong only as class 1
+    assert set(pseudo[:, 2]) == {0.01, 0.21}  # no off-diagonal mass: uniform
+    assert set(pseudo[:, 4]) == {0.01, 0.11}
+
+
+def test_confusion_noise_rate_with_transitions():
+    """Pair flips c -> c + 1 between classes that look alike are less extreme than random
+    wrong labels; the noise model's direction recovers their rate, uniform draws miss it."""
+    rng = np.random.default_rng(0)
+    n_samples, rate, n_classes = 4000, 0.1, 4
+    true = rng.integers(0, n_classes, n_samples)
+    logits = 4.0 * np.eye(n_classes)[true] + 1.5 * rng.standard_normal((n_samples, n_classes))
+    logits[np.arange(n_samples), (true + 1) % n_classes] += 2.0  # c looks a little like c + 1
+    clean = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    transitions = (1 - rate) * np.eye(n_classes) + rate * np.roll(np.eye(n_classes), 1, axis=1)
+    labels = true.copy()
+    flipped = rng.random(n_samples) < rate
+    labels[flipped] = (true[flipped] + 1) % n_classes
+    probs = clean @ transitions
+    directed = calibrate_error_probabilities(probs, labels, rng=rng, transitions=transitions)
+    uniform = calibrate_error_probabilities(probs, labels, rng=rng)
+    truth = flipped.mean()
+    assert abs(directed.error_rate - truth) < abs(uniform.error_rate - truth)
+    assert abs(directed.error_rate - truth) <= 0.25 * truth
+
+
 def test_rate_from_tails_is_zero_where_no_real_sample_scores_like_an_error():
     pseudo = np.linspace(0.0, 0.2, 1000)
     # no real sample below the pseudo-errors' median: one count's worth, 1 / (0.5 * 500)

@@ -1,8 +1,9 @@
 """Calibrated error probabilities: P(the given label is wrong), from 0% to 40% noise.
 
 Held-out class probabilities never depend on a sample's own label, so the probability they
-give a *wrong* label can be simulated exactly: relabel every sample to another class drawn
-at random and read off the probability of that label. These pseudo-errors show what the
+give a *wrong* label can be simulated exactly: relabel every sample to another class, drawn
+as the noise model's transitions say a label of its class goes wrong (confident learning's
+``T``: cat -> dog more often than cat -> truck), and read off the probability of that label. These pseudo-errors show what the
 held-out given-label probability ``z`` of a mislabeled sample looks like (``f1``); the real
 samples show its mixture ``f = (1 - pi) f0 + pi f1`` over clean (``f0``) and mislabeled
 ones. Mixture proportion estimation (Scott et al. 2013; Elkan and Noto 2008) then gives the
@@ -32,14 +33,29 @@ class Calibration:
     n_pseudo: int
 
 
-def draw_pseudo_error_probs(class_probs, labels, rng, *, n_draws: int = 2) -> np.ndarray:
-    """(n_draws * N,) the held-out probability of a wrong label: each sample relabelled
-    ``n_draws`` times to another class drawn uniformly. class_probs : (N, K); labels : (N,)."""
+def draw_pseudo_error_probs(class_probs, labels, rng, *, transitions=None,
+                            n_draws: int = 2) -> np.ndarray:
+    """(n_draws * N,) the held-out probability of a wrong label.
+
+    Each sample is relabelled ``n_draws`` times to another class: uniformly, or with (K, K)
+    ``transitions`` ``T[c, g] = P(given g | true c)`` along row ``y`` of ``T`` without its
+    diagonal (uniformly where it has no off-diagonal mass), so the pseudo-errors go wrong
+    as the noise model says labels do. Only the direction is taken from ``T``: its rates
+    count the heads' own mistakes as noise. class_probs : (N, K); labels : (N,).
+    """
     class_probs = np.asarray(class_probs, dtype=np.float64)
+    labels = np.asarray(labels)
     n_samples, n_classes = class_probs.shape
+    weights = (np.ones((n_classes, n_classes)) if transitions is None
+               else np.array(transitions, dtype=np.float64))
+    np.fill_diagonal(weights, 0.0)
+    empty = weights.sum(axis=1) <= 0
+    weights[empty] = 1.0 - np.eye(n_classes)[empty]
+    cumulative = np.cumsum(weights / weights.sum(axis=1, keepdims=True), axis=1)
     rows = np.tile(np.arange(n_samples), n_draws)
-    shift = rng.integers(1, n_classes, size=rows.size)  # never the given label
-    return class_probs[rows, (np.asarray(labels)[rows] + shift) % n_classes]
+    draws = rng.random(rows.size)[:, None]
+    wrong = np.minimum((cumulative[labels[rows]] < draws).sum(axis=1), n_classes - 1)
+    return class_probs[rows, wrong]
 
 
 def estimate_rate_from_tails(label_probs, pseudo_probs) -> float:
@@ -80,13 +96,16 @@ def compute_posterior(label_probs, pseudo_probs, error_rate: float) -> np.ndarra
     return np.clip(error_rate * ratio, 0.0, 1.0)
 
 
-def calibrate_error_probabilities(class_probs, labels, *, rng, n_draws: int = 2
-                                  ) -> Calibration:
+def calibrate_error_probabilities(class_probs, labels, *, rng, transitions=None,
+                                  n_draws: int = 2) -> Calibration:
     """Calibrated (N,) error probabilities from held-out ``class_probs`` (N, K) (rows that
-    never saw their own label) and the given ``labels`` (N,); see the module docstring."""
+    never saw their own label) and the given ``labels`` (N,); the pseudo-errors' wrong
+    labels follow the noise model's ``transitions`` (K, K) where given (see the module
+    docstring)."""
     class_probs = np.asarray(class_probs, dtype=np.float64)
     labels = np.asarray(labels)
     label_probs = class_probs[np.arange(labels.size), labels]
-    pseudo = draw_pseudo_error_probs(class_probs, labels, rng, n_draws=n_draws)
+    pseudo = draw_pseudo_error_probs(class_probs, labels, rng, transitions=transitions,
+                                     n_draws=n_draws)
     rate = estimate_rate_from_tails(label_probs, pseudo)
     return Calibration(compute_posterior(label_probs, pseudo, rate), rate, int(pseudo.size))

@@ -29,7 +29,7 @@ from .heldout import run_heldout_rounds
 from .inputs import check_fit_inputs
 from .neighbors import (compute_neighbor_votes, find_conflicting_duplicates, find_neighbors,
                         warn_exact_duplicates)
-from .noise_model import count_errors_per_class
+from .noise_model import count_errors_per_class, estimate_label_transitions
 from .table import build_issues_table, issues_attrs
 from .threshold import draw_threshold_slices, run_threshold_samples
 
@@ -180,8 +180,9 @@ class LabelIssueDetector:
         scores = compute_label_scores(signals, score=spec.score, n_classes=n_classes)
         pred_probs = signals.pred_probs
         class_errors = count_errors_per_class(pred_probs, y)
-        calibration = (None if signals.heldout is None else
-                       calibrate_error_probabilities(signals.heldout.probs, y, rng=rng))
+        calibration = (None if signals.heldout is None else calibrate_error_probabilities(
+            signals.heldout.probs, y, rng=rng,
+            transitions=estimate_label_transitions(pred_probs, y)))
         flags = flag_issues(
             scores.label_scores, y, n_classes=n_classes, rule=self.cutoff or spec.cutoff_rule,
             percentile=(spec.percentile if self.cutoff_percentile is None
