@@ -253,6 +253,12 @@ def _add_scan_arguments(parser: argparse.ArgumentParser) -> None:
                              "pairs that disagree, instead of label errors")
     parser.add_argument("--n-neighbors", type=_positive_int, default=10,
                         help="neighbours per modality with --captions (default %(default)s)")
+    parser.add_argument("--precision", dest="target_precision", type=float, metavar="P",
+                        help="flag as many as keep the expected precision >= P (e.g. 0.9)")
+    parser.add_argument("--review-budget", dest="max_flags", type=_non_negative_int,
+                        metavar="N", help="flag the N likeliest errors (at most N with --precision)")
+    parser.add_argument("--trusted", metavar="MANIFEST.csv", default=None,
+                        help="CSV with a path column: verified images, never flagged")
 
 
 def _run_scan(args) -> int:
@@ -261,15 +267,21 @@ def _run_scan(args) -> int:
     if args.captions:
         return _run_caption_scan(args)
     _check_outputs(args, "--out", "--cache")
-    options = {key: getattr(args, key) for key in ("method", "n_epochs")
-               if getattr(args, key) is not None}
+    options = {key: getattr(args, key) for key in ("method", "n_epochs", "target_precision",
+                                                   "max_flags") if getattr(args, key) is not None}
     from . import check_detector_options
 
     check_detector_options(**options)  # a bad option fails before the model loads
     manifest = _manifest(args)
-    load_images(args.source, manifest=manifest)  # bad input fails before the model loads
+    table = load_images(args.source, manifest=manifest)  # bad input fails before the model loads
+    trusted = None
+    if args.trusted is not None:
+        from .images.trusted import find_trusted_rows
+
+        trusted = find_trusted_rows(args.trusted, table.paths, source=args.source)
     model = load_model(args.model, args.pretrained, device=args.device)
     result = scan(args.source, manifest=manifest, model=model, prompts=args.prompts,
+                  trusted=trusted,
                   cache_dir=args.cache, out=args.out, random_state=args.random_state,
                   batch_size=args.batch_size, progress=_progress(args),
                   intensity=args.intensity, **options)
@@ -305,7 +317,8 @@ def _print_scan_summary(summary: dict, out) -> None:
           f"({summary['n_failed']} unreadable, listed in failures.csv)")
     cutoff = (f"cutoff {summary['cutoff']:.3f} on label_score" if summary["cutoff"] is not None
               else "one cutoff on label_score per class, in summary.json")
-    rate = summary.get("estimated_error_rate")
+    rate = summary.get("calibrated_error_rate")  # calibrated where there is one
+    rate = summary.get("estimated_error_rate") if rate is None else rate
     print(f"flagged {summary['n_flagged']} ({summary['flagged_fraction']:.1%}) as likely "
           f"mislabeled; {cutoff}"
           + (f"; estimated label errors {rate:.1%}" if rate is not None else ""))
@@ -313,6 +326,9 @@ def _print_scan_summary(summary: dict, out) -> None:
              if v and k not in ("label_issue", "n_duplicate_groups")}
     if found:
         print("other issues: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in found.items()))
+    if summary.get("expected_errors_flagged") is not None:
+        print(f"expected real errors: {summary['expected_errors_flagged']:.0f} among the flags, "
+              f"{summary['expected_errors_unflagged']:.0f} left unflagged")
     print(f"wrote {out}/issues.csv, summary.json and report.html")
     _print_warnings(summary.get("warnings"))
 

@@ -26,7 +26,8 @@ from .report.summary import build_summary
 logger = logging.getLogger(__name__)
 
 _ARRAYS = ("entropy_history", "agreement_history", "neighbor_ids", "neighbor_sims")
-_ATTRS = ("cutoff", "class_cutoffs", "estimated_error_rate", "flagged_share_per_class",
+_ATTRS = ("calibrated_error_rate", "expected_errors_flagged", "expected_errors_unflagged",
+          "cutoff", "class_cutoffs", "estimated_error_rate", "flagged_share_per_class",
           "estimated_errors_per_class", "method", "warnings", "class_signal", "zero_shot_prior")
 RANDOM_WEIGHTS_WARNING = ("the CLIP model has RANDOM weights (pretrained 'none'): its embeddings "
                           "carry no learned features, so these flags are not findings; scan "
@@ -171,7 +172,7 @@ def _read_issues(directory: Path) -> pd.DataFrame:
 def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
          pretrained="laion2b_s34b_b79k", prompts="generic", cache_dir=None, out=None,
          device="auto", random_state=0, batch_size=64, progress=True, intensity="none",
-         **detector_options) -> ScanResult:
+         trusted=None, **detector_options) -> ScanResult:
     """Find suspected label errors in a folder, manifest, list of paths or image array.
 
     source: as :func:`clipsei.load_image_table` (a folder per class, a manifest
@@ -184,9 +185,12 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
         (:func:`clipsei.images.embed.embed_images`; for dark medical images with few grey levels).
     cache_dir: embedding cache (re-runs skip unchanged images). out: when given, the
         result is also saved there (:meth:`ScanResult.save`); both are checked before any work.
-    detector_options: passed to :class:`clipsei.LabelIssueDetector` (``method``, ``n_epochs``...);
-        its ``device`` defaults to the CLIP model's.
+    trusted: (N,) bool mask or indices of the source's images whose labels a person verified
+        (never flagged).
+    detector_options: passed to :class:`clipsei.LabelIssueDetector` (``method``, ``n_epochs``,
+        ``target_precision``, ``max_flags``...); its ``device`` defaults to the CLIP model's.
     """
+    from .engine.flagging import as_trusted_mask
     from .images.embed import ClipModel, embed_images, load_clip_model
     from .images.prompts import encode_class_prompts, encode_other_prompt
 
@@ -198,6 +202,7 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
     timings: dict = {}
     with _timed(timings, "load_images"):
         table = load_images(source, labels=labels, manifest=manifest)
+    trusted = as_trusted_mask(trusted, len(table))
     with _timed(timings, "load_model"):
         clip = model if isinstance(model, ClipModel) else load_clip_model(
             model, pretrained, device=device)
@@ -223,7 +228,7 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
         images=None if table.images is None else _Rows(table.images, rows),
         class_embeddings=class_embeddings, other_embedding=other_embedding,
         failures=embedded.failures[["path", "reason"]], n_images=len(table), settings=settings,
-        timings=timings, out=out, random_state=random_state,
+        timings=timings, out=out, random_state=random_state, trusted=trusted[rows],
         splits=None if table.splits is None else np.asarray(table.splits)[rows],
         content_hashes=embedded.content_hashes, properties=embedded.properties,
         notes=[RANDOM_WEIGHTS_WARNING] if _is_random(clip) else [], text_model=clip,
@@ -301,7 +306,8 @@ def _is_random(clip) -> bool:
 
 def scan_embeddings(embeddings, labels, *, paths=None, class_names=None, class_embeddings=None,
                     other_embedding=None, groups=None, images=None, out=None, random_state=0,
-                    splits=None, content_hashes=None, **detector_options) -> ScanResult:
+                    splits=None, content_hashes=None, trusted=None,
+                    **detector_options) -> ScanResult:
     """Like :func:`scan`, from precomputed embeddings (N, D) and labels (N,) ints in [0, K).
 
     paths (N file paths) give the report its thumbnails, or ``images`` (N uint8 arrays or
@@ -315,13 +321,14 @@ def scan_embeddings(embeddings, labels, *, paths=None, class_names=None, class_e
                         groups=groups, images=images, out=out, random_state=random_state,
                         failures=pd.DataFrame(columns=["path", "reason"]), n_images=None,
                         settings={"source": "embeddings"}, timings={}, notes=[],
-                        splits=splits, content_hashes=content_hashes, **detector_options)
+                        splits=splits, content_hashes=content_hashes, trusted=trusted,
+                        **detector_options)
 
 
 def _scan_arrays(embeddings, labels, *, paths, class_names, class_embeddings, other_embedding,
                  groups, images, out, random_state, failures, n_images, settings, timings,
                  notes, splits=None, content_hashes=None, properties=None, text_model=None,
-                 prompt_set="generic", **detector_options) -> ScanResult:
+                 prompt_set="generic", trusted=None, **detector_options) -> ScanResult:
     from .data_issues import add_data_issues, count_data_issues, find_data_issues
     from .engine.detect import LabelIssueDetector
 
@@ -334,7 +341,8 @@ def _scan_arrays(embeddings, labels, *, paths, class_names, class_embeddings, ot
         warnings.simplefilter("always")
         detector = LabelIssueDetector(random_state=random_state, **detector_options).fit(
             embeddings, labels, class_embeddings=class_embeddings,
-            other_embedding=other_embedding, groups=groups, text_model=text_model,
+            other_embedding=other_embedding, groups=groups, trusted=trusted,
+            text_model=text_model,
             class_names=class_names, prompt_set=prompt_set)  # the text side of "sei_prompt"
     carried = set(detector.issues_.attrs.get("warnings") or [])
     for caught_warning in caught:  # the summary carries the engine's own warnings: say them once

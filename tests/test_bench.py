@@ -150,6 +150,18 @@ def test_metrics_perfect_and_hand_computed():
     assert metrics["p_at_noise"] == 0.5  # lowest two: samples 1 and 3
 
 
+def test_best_cutoff_f1_and_precision_at_k():
+    is_error = np.zeros(200, dtype=bool)
+    is_error[[0, 1, 2, 50]] = True
+    scores = np.linspace(0, 1, 200)  # errors at ranks 1, 2, 3 and 51
+    metrics = compute_detection_metrics(scores, np.zeros(200, bool), is_error)
+    assert metrics["best_f1"] == pytest.approx(2 * 3 / (3 + 4))  # flag the lowest three
+    assert metrics["p_at_10"] == pytest.approx(0.3) and metrics["p_at_50"] == pytest.approx(0.06)
+    assert metrics["p_at_100"] == pytest.approx(0.04) and metrics["f1"] == 0
+    clean = compute_detection_metrics(scores, np.zeros(200, bool), np.zeros(200, bool))
+    assert clean["best_f1"] is None and clean["p_at_10"] is None
+
+
 def test_metrics_match_sklearn(rng):
     from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 

@@ -23,16 +23,18 @@ from .._validation import NotFittedError, check_random_state
 from . import options as _options
 from .class_signal import compute_class_signal
 from .features import prepare_features
-from .flagging import COUNT_RULE, compute_flagged_share_per_class, flag_issues
+from .calibration import calibrate_error_probabilities
+from .flagging import (COUNT_RULE, FlagChoice, as_trusted_mask, compute_flagged_share_per_class,
+                       decision_attrs, flag_issues)
 from .fusion import FUSED, Signals, compute_label_scores
 from .heads import SCALE_SELECTION_MAX_SAMPLES, select_logit_scale
 from .heldout import run_heldout_rounds
 from .inputs import check_fit_inputs
 from .neighbors import (compute_neighbor_votes, find_conflicting_duplicates, find_neighbors,
                         warn_exact_duplicates)
-from .noise_model import count_errors_per_class
-from .prompt_head import prepare_prompt_task
+from .noise_model import count_errors_per_class, estimate_label_transitions
 from .prior import compute_zero_shot_prior
+from .prompt_head import prepare_prompt_task
 from .table import build_issues_table, issues_attrs
 from .threshold import draw_threshold_slices, run_threshold_samples
 from .zero_shot import compute_zero_shot, flag_zero_shot
@@ -78,6 +80,9 @@ class LabelIssueDetector:
         or ``"count"``. n_folds : folds of the held-out heads.
     n_repeats : runs of the stochastic stages averaged; None: up to 3 on small sets for the
         default, 1 for reference methods.
+    target_precision : flag as many as keep the expected precision at least this (the
+        default method's calibrated error probabilities); max_flags : flag at most this many,
+        the most likely first (alone: exactly this many); None: the expected-F1 count.
     n_neighbors : k of the neighbour vote (at most N - 1 is used); duplicate_similarity :
         cosine from which differently labelled samples are conflicting duplicates.
     device : ``"auto"``, ``"cpu"`` or ``"cuda"``; random_state : None, int or Generator.
@@ -95,7 +100,8 @@ class LabelIssueDetector:
                  cutoff: str | None = None, cutoff_percentile: float | None = None,
                  n_folds: int = 5, n_repeats: int | None = None, n_neighbors: int = 10,
                  duplicate_similarity: float = 0.98, device="auto", random_state=0,
-                 text_prior: bool = True):
+                 text_prior: bool = True, target_precision: float | None = None,
+                 max_flags: int | None = None):
         self.method = method
         self.n_epochs = n_epochs
         self.batch_size = batch_size
@@ -112,6 +118,8 @@ class LabelIssueDetector:
         self.device = device
         self.random_state = random_state
         self.text_prior = text_prior
+        self.target_precision = target_precision
+        self.max_flags = max_flags
 
     def __getattr__(self, name):
         if name in _FITTED:
@@ -125,13 +133,14 @@ class LabelIssueDetector:
         return {key: getattr(self, key) for key in keys}
 
     def fit(self, embeddings, labels, *, class_embeddings=None, other_embedding=None,
-            groups=None, text_model=None, class_names=None,
+            groups=None, trusted=None, text_model=None, class_names=None,
             prompt_set="generic") -> "LabelIssueDetector":
         """Score every sample of ``embeddings`` (N, D) against its given ``labels`` (N,).
 
         class_embeddings : (K, D) class-prompt text embeddings or None (the in-sample heads
         start from them); other_embedding : (D,) text of the threshold samples' extra class;
         groups : (N,) or None, e.g. patient ids; neighbours from one's own group are ignored.
+        trusted : (N,) bool mask or row indices of labels a person verified: never flagged.
         text_model, class_names, prompt_set : a ClipModel, the K class names and the prompt
         set whose ``other_class`` is the extra prompt; used by ``"sei_prompt"`` only.
         """
@@ -142,6 +151,7 @@ class LabelIssueDetector:
         if spec.score == ZERO_SHOT:
             _check_zero_shot_options(class_embeddings, self.cutoff)
         inputs = check_fit_inputs(embeddings, labels, class_embeddings, other_embedding)
+        trusted = as_trusted_mask(trusted, inputs.labels.size)
         y, n_classes = inputs.labels, inputs.classes.present.size
         features = prepare_features(inputs.embeddings, inputs.head_init, n_classes=n_classes,
                                     standardize=spec.heldout)
@@ -159,7 +169,7 @@ class LabelIssueDetector:
                                        n_classes=n_classes)
         self.heldout_logit_scale_, self.zero_shot_prior_ = None, None
         if spec.score == ZERO_SHOT:
-            self._fit_zero_shot(inputs, votes)
+            self._fit_zero_shot(inputs, votes, trusted)
             return self
         if spec.heldout:
             self.heldout_logit_scale_ = select_logit_scale(
@@ -174,7 +184,7 @@ class LabelIssueDetector:
                 inputs.embeddings, y, inputs.head_init[:n_classes], signals.heldout.probs,
                 random_state=int(rng.integers(2**31)))
             signals, self.zero_shot_prior_ = replace(signals, prior=prior), prior.as_dict()
-        self._finish(spec, signals, inputs)
+        self._finish(spec, signals, inputs, rng, trusted)
         return self
 
     def _fit_signals(self, spec, features, y, votes, rng, prompt_task=None) -> Signals:
@@ -201,25 +211,32 @@ class LabelIssueDetector:
                 logit_scale=self.heldout_logit_scale_, **head_options)
         return Signals(threshold_runs=runs, heldout=heldout, votes=votes, knn=knn)
 
-    def _finish(self, spec, signals: Signals, inputs) -> None:
+    def _finish(self, spec, signals: Signals, inputs, rng, trusted) -> None:
         """Label scores -> class signal -> flags -> the issues table and fitted attributes."""
         y, classes = inputs.labels, inputs.classes
         n_classes = classes.present.size
         scores = compute_label_scores(signals, score=spec.score, n_classes=n_classes)
         pred_probs = signals.pred_probs
         class_errors = count_errors_per_class(pred_probs, y)
+        calibration = (None if signals.heldout is None else calibrate_error_probabilities(
+            signals.heldout.probs, y, rng=rng,
+            transitions=estimate_label_transitions(pred_probs, y)))
         flags = flag_issues(
             scores.label_scores, y, n_classes=n_classes, rule=self.cutoff or spec.cutoff_rule,
             percentile=(spec.percentile if self.cutoff_percentile is None
                         else self.cutoff_percentile),
             threshold_reference=scores.threshold_reference,
             threshold_scores=scores.threshold_scores, class_error_counts=class_errors,
-            error_probs=signals.error_probs)
+            error_probs=None if calibration is None else calibration.error_probs,
+            choice=FlagChoice(self.target_precision, self.max_flags, trusted))
         signal = compute_class_signal(signals.out_of_sample_probs, y)
         warning_lines = [signal.warning] if signal.warning else []
         if not signal.informative:
             warnings.warn(signal.warning, UserWarning, stacklevel=3)
             flags = flags.without_flags(scores.label_scores, y)
+        decision = decision_attrs(flags, None if calibration is None else calibration.error_rate,
+                                  informative=signal.informative)
+        warning_lines += decision.pop("notes")
         self.pred_probs_ = classes.expand_columns(pred_probs)
         self.threshold_scores_ = scores.threshold_scores
         self.cutoff_ = flags.cutoff
@@ -241,19 +258,24 @@ class LabelIssueDetector:
             knn_agreement=signals.knn, scores=signals.score_columns(y),
             duplicate_pairs=self.duplicate_pairs_, error_probs=flags.error_probability)
         self.issues_.attrs.update(issues_attrs(self, flags.counts, warning_lines))
+        self.issues_.attrs.update(decision)
         self.issues_.attrs["zero_shot_prior"] = self.zero_shot_prior_
 
-    def _fit_zero_shot(self, inputs, votes) -> None:
+    def _fit_zero_shot(self, inputs, votes, trusted) -> None:
         """``method="zero_shot"``: scores, flags and the table from the image-text softmax
         alone; the histories are its one "epoch" (1, N)."""
         y, classes = inputs.labels, inputs.classes
         n_classes = classes.present.size
         zero_shot = compute_zero_shot(inputs.embeddings, y, inputs.head_init[:n_classes])
-        label_scores, flags = flag_zero_shot(zero_shot, n_classes=n_classes)
+        label_scores, flags, calibration = flag_zero_shot(
+            zero_shot, n_classes=n_classes, rng=check_random_state(self.random_state),
+            choice=FlagChoice(self.target_precision, self.max_flags, trusted))
         signal = compute_class_signal([zero_shot.probs], y)
         if not signal.informative:
             warnings.warn(signal.warning, UserWarning, stacklevel=3)
             flags = flags.without_flags(label_scores, y)
+        decision = decision_attrs(flags, calibration.error_rate, informative=signal.informative)
+        notes = decision.pop("notes")
         probs, knn = zero_shot.probs, votes[np.arange(y.size), y]
         self.n_repeats_, self.threshold_scores_ = 1, np.empty(0)
         self.entropy_history_ = np.abs(zero_shot.signed_entropy)[None].astype(np.float16)
@@ -278,8 +300,9 @@ class LabelIssueDetector:
             scores={"zero_shot_prob": zero_shot.given_prob, "zero_shot_margin": zero_shot.margin,
                     "zero_shot_signed_entropy": zero_shot.signed_entropy},
             duplicate_pairs=self.duplicate_pairs_, error_probs=flags.error_probability)
-        self.issues_.attrs.update(issues_attrs(self, flags.counts,
-                                               [signal.warning] if signal.warning else []))
+        self.issues_.attrs.update(issues_attrs(
+            self, flags.counts, ([signal.warning] if signal.warning else []) + notes))
+        self.issues_.attrs.update(decision)
         self.issues_.attrs["zero_shot_temperature"] = zero_shot.temperature
 
 

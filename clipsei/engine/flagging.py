@@ -10,7 +10,10 @@ from .._validation import check_option
 from .ranks import rank_by_score
 
 CUTOFF_RULES = ("mean", "percentile")
-COUNT_RULE = "count"  # flag as many as confident learning counts (or the expected-F1 count)
+# an error rate below the lowest audited in a curated set (MNIST, 0.15%): "consistent with zero"
+CLEAN_RATE = 0.001
+COUNT_RULE = "count"  # the expected-F1 count of calibrated error probabilities (else confident
+# learning's count)
 
 
 @dataclass(frozen=True)
@@ -54,36 +57,114 @@ class Flags:
 
 def flag_issues(label_scores, labels, *, n_classes: int, rule: str, percentile: float,
                 threshold_reference, threshold_scores, class_error_counts,
-                error_probs=None) -> Flags:
+                error_probs=None, choice: "FlagChoice | None" = None) -> Flags:
     """Flags on (N,) ``label_scores`` under ``rule`` (:data:`CUTOFF_RULES` or ``"count"``).
 
     threshold_reference : (N,) real samples on the threshold samples' scale; threshold_scores
-    : (T,) the threshold samples'; class_error_counts : (K,) confident learning's per-class
-    counts; error_probs : (N,) Bayes error probabilities or None. With ``"count"`` and
-    ``error_probs`` each class gets its own cutoff: the largest aligned error probabilities
-    are flagged, as many as the larger of the confident-learning and expected-F1 counts.
+    : (T,) the threshold samples' (None for a method without them); class_error_counts : (K,) confident learning's per-class
+    counts (reported); error_probs : (N,) calibrated error probabilities or None. With
+    ``"count"`` and ``error_probs`` each class gets its own cutoff: the largest aligned
+    error probabilities are flagged, as many as :func:`choose_flag_count` says.
+    ``choice`` (:class:`FlagChoice`): the user's target precision, review budget and
+    verified (never flagged) rows.
     """
+    choice = choice or FlagChoice()
+    trusted = choice.trusted_mask(labels.size)
     counts = FlagCounts(
-        threshold=int((threshold_reference < compute_cutoff(threshold_scores)).sum()),
+        threshold=None if threshold_scores is None else
+        int((threshold_reference < compute_cutoff(threshold_scores)).sum()),
         confident_learning=int(np.sum(class_error_counts)))
-    aligned = None
     if error_probs is not None:
-        aligned = align_error_probabilities(error_probs, label_scores, labels, class_error_counts)
-        flag_order = np.lexsort((label_scores, -aligned))  # ties: lower score first
-        counts = replace(counts, expected_f1=compute_expected_f1_count(aligned,
-                                                                       np.argsort(flag_order)))
-    if rule == COUNT_RULE and aligned is not None:
+        aligned = np.zeros(labels.size)
+        aligned[~trusted] = align_error_probabilities(error_probs[~trusted],
+                                                      label_scores[~trusted], labels[~trusted])
+        flag_order = np.lexsort((label_scores, -aligned, trusted))  # ties: lower score first
+        counts = replace(counts, expected_f1=compute_expected_f1_count(
+            aligned, np.argsort(flag_order)))
+    if rule == COUNT_RULE and error_probs is not None:
         is_issue = np.zeros(labels.size, dtype=bool)
-        is_issue[flag_order[:max(counts.confident_learning, counts.expected_f1)]] = True
+        n_flagged = choose_flag_count(aligned[flag_order], counts.expected_f1, choice,
+                                      n_candidates=int((~trusted).sum()))
+        is_issue[flag_order[:n_flagged]] = True
         class_cutoffs = compute_class_cutoffs(label_scores, labels, is_issue, n_classes=n_classes)
         return Flags(is_issue, float("nan"), class_cutoffs, aligned, counts)
-    if rule == COUNT_RULE:  # exactly the counted number; ties broken by row order
-        is_issue = rank_by_score(label_scores) <= counts.confident_learning
-        cutoff = compute_cutoff_for_count(label_scores, counts.confident_learning)
+    if rule == COUNT_RULE or choice.max_flags is not None:
+        n_flagged = (counts.confident_learning if choice.max_flags is None
+                     else min(choice.max_flags, int((~trusted).sum())))
+        order = np.lexsort((np.arange(labels.size), label_scores, trusted))  # ties: row order
+        is_issue = np.zeros(labels.size, dtype=bool)
+        is_issue[order[:n_flagged]] = True
+        cutoff = compute_cutoff_for_count(label_scores, n_flagged)
     else:
         cutoff = compute_cutoff(threshold_scores, rule=rule, percentile=percentile)
-        is_issue = label_scores < cutoff
-    return Flags(is_issue, cutoff, np.full(n_classes, cutoff), aligned, counts)
+        is_issue = (label_scores < cutoff) & ~trusted
+    return Flags(is_issue, cutoff, np.full(n_classes, cutoff), None, counts)
+
+
+@dataclass(frozen=True)
+class FlagChoice:
+    """What the user asked for. target_precision : flag as many as keep the expected
+    precision at least this (needs error probabilities); max_flags : at most this many, the
+    most likely first (alone: exactly this many); trusted : (N,) bool or indices of verified
+    rows, never flagged."""
+
+    target_precision: float | None = None
+    max_flags: int | None = None
+    trusted: object = None
+
+    def trusted_mask(self, n_samples: int) -> np.ndarray:
+        """(N,) bool: the verified rows."""
+        return as_trusted_mask(self.trusted, n_samples)
+
+
+def as_trusted_mask(trusted, n_samples: int) -> np.ndarray:
+    """(N,) bool from None, an (N,) bool mask or row indices; a one-line ``ValueError``
+    names what is wrong."""
+    mask = np.zeros(n_samples, dtype=bool)
+    if trusted is None:
+        return mask
+    values = np.asarray(trusted)
+    if values.dtype == bool:
+        if values.shape != (n_samples,):
+            raise ValueError(f"trusted must be a ({n_samples},) bool mask or row indices; got "
+                             f"a bool array of shape {values.shape}")
+        return values.copy()
+    if values.ndim != 1 or (values.size and not np.issubdtype(values.dtype, np.integer)):
+        raise ValueError(f"trusted must be a ({n_samples},) bool mask or row indices; got "
+                         f"{values.dtype} of shape {values.shape}")
+    if values.size and (values.min() < 0 or values.max() >= n_samples):
+        raise ValueError(f"trusted indices must be in [0, {n_samples}); got {values.min()} .. "
+                         f"{values.max()}")
+    mask[values] = True
+    return mask
+
+
+def choose_flag_count(ordered_probs, expected_f1_count: int, choice: FlagChoice, *,
+                      n_candidates: int) -> int:
+    """How many of the (N,) ``ordered_probs`` (calibrated, most likely first) to flag.
+
+    By default the expected-F1 count; with ``choice.target_precision`` the largest count
+    whose expected precision (the mean of the flagged probabilities) reaches it; with
+    ``choice.max_flags`` at most that many (alone: that many). Never more than
+    ``n_candidates`` (the rows not verified)."""
+    count = expected_f1_count
+    if choice.target_precision is not None:
+        precision = np.cumsum(ordered_probs) / np.arange(1, ordered_probs.size + 1)
+        reaching = np.flatnonzero(precision >= choice.target_precision)
+        count = int(reaching[-1]) + 1 if reaching.size else 0
+    elif choice.max_flags is not None:
+        count = choice.max_flags
+    if choice.max_flags is not None:
+        count = min(count, choice.max_flags)
+    return int(min(count, n_candidates))
+
+
+def compute_expected_errors(error_probs, is_label_issue) -> tuple:
+    """(expected real errors among the flagged rows, expected errors left unflagged): the
+    sums of the (N,) calibrated ``error_probs`` over each side of the (N,) bool flags."""
+    error_probs = np.asarray(error_probs, dtype=np.float64)
+    is_label_issue = np.asarray(is_label_issue, dtype=bool)
+    return float(error_probs[is_label_issue].sum()), float(error_probs[~is_label_issue].sum())
 
 
 def compute_cutoff(threshold_scores, *, rule: str = "mean", percentile: float = 99.0) -> float:
@@ -125,18 +206,16 @@ def compute_expected_f1_count(error_probs, label_scores) -> int:
     return min(int(np.argmax(expected_f1)) + 1, n_above_mean)
 
 
-def align_error_probabilities(error_probs, label_scores, labels, class_error_counts
-                              ) -> np.ndarray:
+def align_error_probabilities(error_probs, label_scores, labels) -> np.ndarray:
     """(N,) error probabilities re-dealt within each given class in ``label_scores`` order.
 
-    Within given class ``j`` the (N,) ``error_probs`` are first scaled down, never up, so
-    that they sum to at most ``class_error_counts[j]`` (confident learning's count for the
-    class, (K,)); then the class's largest probability goes to its lowest score, the
-    second largest to its second lowest, and so on. Each class keeps the *levels* of its
-    probabilities (a minority label that is often wrong keeps its higher ones) while the
-    order inside the class is the score's, which ranks errors better than the
-    probabilities alone. Flagging the largest aligned probabilities therefore flags, in
-    each class, that class's lowest scores: a per-class cutoff on ``label_scores``.
+    Within given class ``j`` the class's largest probability goes to its lowest score, the
+    second largest to its second lowest, and so on. Each class keeps the *levels* (and the
+    sum: the expected number of errors) of its probabilities (a minority label that is often
+    wrong keeps its higher ones) while the order inside the class is the score's, which ranks
+    errors better than the probabilities alone. Flagging the largest aligned probabilities
+    therefore flags, in each class, that class's lowest scores: a per-class cutoff on
+    ``label_scores``.
     """
     error_probs = np.asarray(error_probs, dtype=np.float64)
     label_scores = np.asarray(label_scores)
@@ -144,10 +223,8 @@ def align_error_probabilities(error_probs, label_scores, labels, class_error_cou
     aligned = np.empty_like(error_probs)
     for label in np.unique(labels):
         rows = np.flatnonzero(labels == label)
-        total = error_probs[rows].sum()
-        scale = min(1.0, class_error_counts[label] / total) if total > 0 else 1.0
         by_score = rows[np.argsort(label_scores[rows], kind="stable")]
-        aligned[by_score] = np.sort(error_probs[rows])[::-1] * scale
+        aligned[by_score] = np.sort(error_probs[rows])[::-1]
     return aligned
 
 
@@ -183,3 +260,24 @@ def compute_flagged_share_per_class(is_label_issue, labels, *, n_classes: int) -
     flagged = np.bincount(labels[np.asarray(is_label_issue, dtype=bool)], minlength=n_classes)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, flagged / counts, np.nan)
+
+
+def decision_attrs(flags: Flags, error_rate, *, informative: bool = True) -> dict:
+    """``issues.attrs`` of the decision: ``calibrated_error_rate`` (float or None),
+    ``expected_errors_flagged`` / ``expected_errors_unflagged`` (sums of the calibrated
+    error probabilities; None without them) and ``notes`` (user-facing lines: the clean-set
+    note when the rate is below :data:`CLEAN_RATE`)."""
+    if flags.error_probability is None or error_rate is None:
+        return {"calibrated_error_rate": None, "expected_errors_flagged": None,
+                "expected_errors_unflagged": None, "notes": []}
+    flagged, unflagged = compute_expected_errors(flags.error_probability, flags.is_label_issue)
+    n_flagged, n_samples = int(flags.is_label_issue.sum()), flags.is_label_issue.size
+    notes = []
+    if informative and error_rate < CLEAN_RATE:
+        shown = ("nothing is flagged" if n_flagged == 0 else
+                 f"the {n_flagged} flagged images are the likeliest candidates, not findings")
+        notes.append(f"The estimated error rate is consistent with zero (at most "
+                     f"{error_rate:.2%}, about {flagged + unflagged:.0f} of {n_samples} "
+                     f"labels): this looks like a clean dataset, and {shown}.")
+    return {"calibrated_error_rate": float(error_rate), "expected_errors_flagged": flagged,
+            "expected_errors_unflagged": unflagged, "notes": notes}

@@ -58,6 +58,11 @@ def check_params(params: dict, methods) -> None:
     _real_in(params, "threshold_fraction", 0, 1, optional=True, open_low=True)
     _real_in(params, "cutoff_percentile", 0, 100, optional=True)
     _real_in(params, "duplicate_similarity", -1, 1)
+    _real_in(params, "target_precision", 0, 1, optional=True, open_low=True)
+    _int_at_least(params, "max_flags", 0, optional=True)
+    if params["target_precision"] is not None and not methods[params["method"]].heldout:
+        raise ValueError(f"target_precision needs error probabilities, which method "
+                         f"{params['method']!r} does not give; use method='clipsei' or max_flags")
     if params["cutoff"] is not None:
         check_option(params["cutoff"], CUTOFF_RULES + (COUNT_RULE,), name="cutoff")
     fraction = params["threshold_fraction"]

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .features import unit_rows
-from .flagging import (FlagCounts, Flags, align_error_probabilities, compute_class_cutoffs,
-                       compute_expected_f1_count)
-from .noise_model import (compute_error_probabilities, count_errors_per_class,
-                          estimate_label_transitions)
+from .calibration import Calibration, calibrate_error_probabilities
+from .flagging import COUNT_RULE, FlagChoice, Flags, flag_issues
+from .noise_model import count_errors_per_class, estimate_label_transitions
 
 # search range of log T: T from about 0.05 to 22,000 (CLIP's own is 100 on cosines)
 _LOG_T_BOUNDS = (-3.0, 10.0)
@@ -104,25 +103,22 @@ def compute_zero_shot(embeddings, labels, class_embeddings) -> ZeroShot:
                     log_probs=log_softmax(temperature * cosines), labels=labels)
 
 
-def flag_zero_shot(zero_shot: ZeroShot, *, n_classes: int) -> tuple[np.ndarray, Flags]:
-    """Label scores and flags of ``method="zero_shot"``.
+def flag_zero_shot(zero_shot: ZeroShot, *, n_classes: int, rng,
+                   choice: FlagChoice) -> tuple[np.ndarray, Flags, Calibration]:
+    """Label scores, flags and calibration of ``method="zero_shot"``.
 
     The label score is the given label's zero-shot probability. The zero-shot posterior never
-    saw a label (only its one temperature did), so confident learning's count and Bayes error
-    probabilities apply to it as to held-out heads: in each given class the lowest scores are
-    flagged, as many as the larger of the confident-learning and expected-F1 counts.
-    Returns ``(label_scores (N,), flags)``.
+    saw a label (only its one temperature did), so it is calibrated and flagged as held-out
+    heads are (:func:`clipsei.engine.calibration.calibrate_error_probabilities`,
+    :func:`clipsei.engine.flagging.flag_issues` with the count rule). Returns
+    ``(label_scores (N,), flags, calibration)``.
     """
     probs, labels = np.exp(zero_shot.log_probs), zero_shot.labels
     label_scores = zero_shot.given_prob
-    class_errors = count_errors_per_class(probs, labels)
-    error_probs = compute_error_probabilities(probs, labels,
-                                              estimate_label_transitions(probs, labels))
-    aligned = align_error_probabilities(error_probs, label_scores, labels, class_errors)
-    flag_order = np.lexsort((label_scores, -aligned))
-    counts = FlagCounts(threshold=None, confident_learning=int(class_errors.sum()),
-                        expected_f1=compute_expected_f1_count(aligned, np.argsort(flag_order)))
-    is_issue = np.zeros(labels.size, dtype=bool)
-    is_issue[flag_order[:max(counts.confident_learning, counts.expected_f1)]] = True
-    class_cutoffs = compute_class_cutoffs(label_scores, labels, is_issue, n_classes=n_classes)
-    return label_scores, Flags(is_issue, float("nan"), class_cutoffs, aligned, counts)
+    transitions = estimate_label_transitions(probs, labels)
+    calibration = calibrate_error_probabilities(probs, labels, rng=rng, transitions=transitions)
+    flags = flag_issues(label_scores, labels, n_classes=n_classes, rule=COUNT_RULE,
+                        percentile=99.0, threshold_reference=None, threshold_scores=None,
+                        class_error_counts=count_errors_per_class(probs, labels),
+                        error_probs=calibration.error_probs, choice=choice)
+    return label_scores, flags, calibration

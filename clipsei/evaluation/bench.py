@@ -32,6 +32,7 @@ BASELINE_METHODS = ("cleanlab", "knn")
 METHODS = ENGINE_METHODS + BASELINE_METHODS
 TEXT_METHODS = ("zero_shot",)  # engine methods that need text_features
 _EXTRA = "pip install 'clipsei[bench]'"
+PRECISION_AT = (10, 50, 100)
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,8 @@ def run_bench(features, labels, *, true_labels=None, noise: str | None = None,
     at ``rate`` with ``seed`` (``mapping``/``confusion`` as in
     :func:`clipsei.evaluation.noise.inject_label_noise`). ``methods`` defaults to :data:`METHODS`.
     Returns ``{"n", "k", "noise", "noise_rate", "n_errors", "seed", "methods": {name: {"auroc",
-    "auprc", "precision", "recall", "f1", "p_at_noise", "seconds", "n_flagged"}}}``.
+    "auprc", "precision", "recall", "f1", "p_at_noise", "best_f1", "p_at_10", "p_at_50",
+    "p_at_100", "seconds", "n_flagged"}}}``.
     """
     features = check_embeddings(features, name="features")
     labels = check_labels(labels, n_samples=features.shape[0])
@@ -121,9 +123,11 @@ def run_bench(features, labels, *, true_labels=None, noise: str | None = None,
               "seed": int(seed), "methods": {}}
     for name in methods:
         start = time.perf_counter()
-        scores, flags = score_method(name, features, given, seed=seed,
-                                     text_features=text_features)
+        scores, flags, error_probs = _score_with_probabilities(
+            name, features, given, seed=seed, text_features=text_features)
         metrics = compute_detection_metrics(scores, flags, is_error)
+        if error_probs is not None:
+            metrics.update(compute_calibration_metrics(error_probs, is_error))
         metrics["seconds"] = round(time.perf_counter() - start, 4)
         logger.info("%s: %s", name, metrics)
         result["methods"][name] = metrics
@@ -150,17 +154,47 @@ def _check_methods(methods, *, has_text: bool = False) -> tuple:
 def score_method(name: str, features, labels, *, seed: int = 0, text_features=None):
     """Return ``(scores, flags)``: (N,) floats, lower = more likely mislabeled, and (N,) bools,
     the method's own automatic flags. Trusts validated input."""
+    return _score_with_probabilities(name, features, labels, seed=seed,
+                                     text_features=text_features)[:2]
+
+
+def _score_with_probabilities(name, features, labels, *, seed, text_features):
+    """``(scores, flags, error_probs)``: as :func:`score_method`, plus the (N,) error
+    probabilities of an engine method that gives them (else None)."""
     check_option(name, METHODS + TEXT_METHODS, name="method")
     if name == "cleanlab":
-        return score_cleanlab(features, labels, random_state=seed)
+        return (*score_cleanlab(features, labels, random_state=seed), None)
     if name == "knn":
-        return score_knn(features, labels)
+        return (*score_knn(features, labels), None)
     from ..engine.detect import find_label_issues
 
     table = find_label_issues(features, labels, method=name, class_embeddings=text_features,
                               random_state=seed)
+    error_probs = (np.asarray(table["error_probability"], dtype=float)
+                   if "error_probability" in table else None)
     return (np.asarray(table["label_score"], dtype=float),
-            np.asarray(table["is_label_issue"], dtype=bool))
+            np.asarray(table["is_label_issue"], dtype=bool), error_probs)
+
+
+def compute_calibration_metrics(error_probs, is_error, *, n_bins: int = 10) -> dict:
+    """How well (N,) ``error_probs`` match the (N,) bool ``is_error`` mask.
+
+    Returns ``ece`` (expected calibration error: the count-weighted mean gap between each
+    bin's mean probability and its share of errors, over ``n_bins`` equal-width bins),
+    ``expected_errors`` (the probabilities' sum, to compare with the true count) and
+    ``reliability``: per non-empty bin ``[mean probability, share wrong, count]``.
+    """
+    error_probs = np.asarray(error_probs, dtype=float)
+    is_error = np.asarray(is_error, dtype=bool)
+    bins = np.minimum((error_probs * n_bins).astype(int), n_bins - 1)
+    reliability, gap = [], 0.0
+    for b in np.unique(bins):
+        rows = bins == b
+        mean_p, share = float(error_probs[rows].mean()), float(is_error[rows].mean())
+        reliability.append([mean_p, share, int(rows.sum())])
+        gap += rows.sum() * abs(mean_p - share)
+    return {"ece": float(gap / error_probs.size), "expected_errors": float(error_probs.sum()),
+            "reliability": reliability}
 
 
 def score_cleanlab(features, labels, *, random_state=0, C="auto"):
@@ -230,7 +264,9 @@ def compute_detection_metrics(scores, flags, is_error) -> dict:
 
     ``scores``: lower = more likely mislabeled (so ``-scores`` is the positive-class score).
     AUROC/AUPRC are ``None`` when the mask holds a single class; precision of an empty flag
-    set is 0. ``p_at_noise`` = precision among the ``is_error.sum()`` lowest scores.
+    set is 0. ``p_at_noise`` = precision among the ``is_error.sum()`` lowest scores,
+    ``p_at_<k>`` among the k lowest (k in :data:`PRECISION_AT`: a reviewer's fixed budget) and
+    ``best_f1`` the F1 of the best cutoff on the ranking (None without errors).
     """
     try:
         from sklearn.metrics import average_precision_score, roc_auc_score
@@ -249,14 +285,27 @@ def compute_detection_metrics(scores, flags, is_error) -> dict:
     precision = hits / n_flagged if n_flagged else 0.0
     recall = hits / n_errors if n_errors else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    top = np.argsort(scores, kind="stable")[:n_errors]
-    return {
+    order = np.argsort(scores, kind="stable")
+    metrics = {
         "auroc": float(roc_auc_score(is_error, -scores)) if both else None,
         "auprc": float(average_precision_score(is_error, -scores)) if both else None,
         "precision": precision, "recall": recall, "f1": f1,
-        "p_at_noise": float(is_error[top].mean()) if n_errors else None,
+        "p_at_noise": float(is_error[order[:n_errors]].mean()) if n_errors else None,
         "n_flagged": n_flagged,
+        "best_f1": compute_best_cutoff_f1(scores, is_error) if n_errors else None,
     }
+    for k in PRECISION_AT:
+        metrics[f"p_at_{k}"] = float(is_error[order[:k]].mean()) if n_errors else None
+    return metrics
+
+
+def compute_best_cutoff_f1(scores, is_error) -> float:
+    """The F1 of the best single cutoff on ``scores`` (N,) (flag the m lowest, best m >= 1)
+    against the (N,) bool ``is_error``: what the ranking allows any count rule to reach."""
+    is_error = np.asarray(is_error, dtype=bool)
+    hits = np.cumsum(is_error[np.argsort(np.asarray(scores, dtype=float), kind="stable")])
+    f1 = 2 * hits / (np.arange(1, hits.size + 1) + is_error.sum())
+    return float(f1.max())
 
 
 def format_bench_table(result: dict) -> str:

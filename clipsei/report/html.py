@@ -230,11 +230,17 @@ def _subtitle(root: str, summary: dict) -> str:
 def _stats_html(issues, summary: dict) -> str:
     n_flagged = int(issues["is_label_issue"].sum())
     cutoff = issues.attrs.get("cutoff")
-    noise = issues.attrs.get("estimated_error_rate")
+    noise = issues.attrs.get("calibrated_error_rate")  # calibrated where there is one
+    noise = issues.attrs.get("estimated_error_rate") if noise is None else noise
     stats = [("images scored", f"{len(issues):,}", ""),
              ("flagged", f"{n_flagged:,} ({n_flagged / len(issues):.1%})", " flag")]
     if noise is not None:
         stats.append(("estimated label errors", f"{noise:.1%}", ""))
+    expected = (issues.attrs.get("expected_errors_flagged"),
+                issues.attrs.get("expected_errors_unflagged"))
+    if None not in expected:
+        stats.append(("expected real errors among the flags", f"{expected[0]:,.0f}", ""))
+        stats.append(("expected errors left unflagged", f"{expected[1]:,.0f}", ""))
     if cutoff is not None:
         stats.append(("cutoff on label score", f"{cutoff:.3f}", ""))
     elif issues.attrs.get("class_cutoffs"):

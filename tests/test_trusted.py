@@ -1,0 +1,51 @@
+"""Verified labels: find_trusted_rows and the scan CLI's --trusted, --precision, --review-budget."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clipsei.cli import main
+from clipsei.images.trusted import find_trusted_rows
+
+TINY = ["--model", "clipsei-tiny", "--pretrained", "none", "--n-epochs", "3"]
+
+
+def test_find_trusted_rows(tmp_path):
+    paths = [str(tmp_path / "images" / f"{k}.png") for k in range(4)]
+    manifest = tmp_path / "checked.csv"
+    pd.DataFrame({"path": ["images/2.png", paths[0]]}).to_csv(manifest, index=False)
+    np.testing.assert_array_equal(find_trusted_rows(manifest, paths), [1, 0, 1, 0])
+    pd.DataFrame({"path": ["images/9.png"]}).to_csv(manifest, index=False)
+    with pytest.raises(ValueError, match=r"checked.csv, row 2: images/9.png is not one of"):
+        find_trusted_rows(manifest, paths)
+    pd.DataFrame({"file": ["x"]}).to_csv(manifest, index=False)
+    with pytest.raises(ValueError, match="needs a 'path' column"):
+        find_trusted_rows(manifest, paths)
+    with pytest.raises(FileNotFoundError, match="trusted manifest not found"):
+        find_trusted_rows(tmp_path / "missing.csv", paths)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_scan_cli_flag_controls(tmp_path, write_images, capsys):
+    write_images(tmp_path / "images", n_per_class=5, classes=("cat", "dog"))
+    checked = sorted((tmp_path / "images" / "cat").iterdir())[:2]
+    manifest = tmp_path / "checked.csv"
+    pd.DataFrame({"path": [str(p) for p in checked]}).to_csv(manifest, index=False)
+    out = tmp_path / "out"
+    assert main(["scan", str(tmp_path / "images"), *TINY, "--out", str(out), "--precision",
+                 "0.8", "--review-budget", "3", "--trusted", str(manifest)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["detector"]["target_precision"] == 0.8
+    assert summary["settings"]["detector"]["max_flags"] == 3
+    assert summary["n_flagged"] <= 3
+    assert {"expected_errors_flagged", "expected_errors_unflagged"} <= set(summary)
+    issues = pd.read_csv(out / "issues.csv")
+    assert not issues.loc[issues["path"].isin([str(p) for p in checked]), "is_label_issue"].any()
+    capsys.readouterr()
+    assert main(["scan", str(tmp_path / "images"), *TINY, "--out", str(tmp_path / "o2"),
+                 "--precision", "1.5"]) == 2
+    assert "target_precision must be a number in (0, 1]" in capsys.readouterr().err
