@@ -216,8 +216,8 @@ def _train(embeddings, plans, class_embeddings, settings, device) -> list:
     n_classes, n_epochs = settings["n_classes"], settings["n_epochs"]
     generators = [torch.Generator().manual_seed(plan.seed) for plan in plans]
     weight = torch.stack([_initial_weights(n_classes, inputs.shape[1], class_embeddings, gen)
-                          for gen in generators]).to(device).requires_grad_()
-    bias = torch.zeros(len(plans), n_classes, device=device, requires_grad=True)
+                          for gen in generators]).to(device)
+    bias = torch.zeros(len(plans), n_classes, device=device)
     velocity = [torch.zeros_like(weight), torch.zeros_like(bias)]
     scales = torch.tensor([plan.logit_scale for plan in plans], device=device).view(-1, 1, 1)
     targets = torch.as_tensor(np.stack([plan.labels for plan in plans]),
@@ -228,18 +228,12 @@ def _train(embeddings, plans, class_embeddings, settings, device) -> list:
         lr = settings["lr"] * (1 + np.cos(np.pi * epoch / max(n_epochs, 1))) / 2
         for batch, weights, active in _epoch_batches(plans, generators, settings["batch_size"],
                                                      device):
-            logits = torch.bmm(scales * inputs[batch], torch.nn.functional.normalize(
-                weight, dim=2).transpose(1, 2)) + bias[:, None]
-            losses = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, n_classes), targets.gather(1, batch).reshape(-1),
-                reduction="none")
-            grads = torch.autograd.grad((losses.view(batch.shape) * weights).sum(),
-                                        (weight, bias))
+            grads = _gradients(inputs[batch], targets.gather(1, batch), weights, weight, bias,
+                               scales)
             _momentum_step((weight, bias), grads, velocity, active, lr)
-        with torch.no_grad():
-            unit_weight = torch.nn.functional.normalize(weight, dim=2)
-            for head, recorder in enumerate(recorders):
-                recorder.record(epoch, inputs, unit_weight[head], bias[head], float(scales[head]))
+        unit_weight = torch.nn.functional.normalize(weight, dim=2)
+        for head, recorder in enumerate(recorders):
+            recorder.record(epoch, inputs, unit_weight[head], bias[head], float(scales[head]))
     return [recorder.dynamics() for recorder in recorders]
 
 
@@ -261,7 +255,22 @@ def _epoch_batches(plans, generators, batch_size, device):
         yield padded[:, step], weights[:, step], counts[:, step, 0] > 0
 
 
-@torch.no_grad()
+def _gradients(batch_inputs, batch_targets, row_weights, weight, bias, scales):
+    """Gradients of ``sum_h sum_i row_weights[h, i] * cross_entropy`` with respect to the
+    stacked ``weight`` (H, K, D) and ``bias`` (H, K) of cosine heads, in closed form (the
+    heads' losses are independent, so each head gets the gradient of its own mean loss)."""
+    norms = weight.norm(dim=2, keepdim=True).clamp_min(1e-12)  # as F.normalize's eps
+    unit = weight / norms
+    logits = torch.bmm(batch_inputs, unit.transpose(1, 2)) * scales + bias[:, None]
+    residual = torch.softmax(logits, dim=2)
+    residual.scatter_add_(2, batch_targets[..., None],
+                          -torch.ones_like(batch_targets[..., None], dtype=residual.dtype))
+    residual *= row_weights[..., None]
+    unit_grad = torch.bmm(residual.transpose(1, 2), batch_inputs) * scales
+    weight_grad = (unit_grad - unit * (unit_grad * unit).sum(dim=2, keepdim=True)) / norms
+    return weight_grad, residual.sum(dim=1)
+
+
 def _momentum_step(params, grads, velocity, active, lr: float) -> None:
     """SGD with momentum 0.9 (as ``torch.optim.SGD``), only for the ``active`` heads."""
     for param, grad, buffer in zip(params, grads, velocity):
@@ -274,7 +283,10 @@ class _Recorder:
     """One head's per-epoch statistics on its recorded rows."""
 
     def __init__(self, plan: HeadPlan, n_epochs: int, n_classes: int):
-        self.rows = torch.as_tensor(plan.record_rows, dtype=torch.long)
+        every_row = np.array_equal(plan.record_rows, np.arange(plan.labels.size))
+        # all rows recorded (threshold runs): read them in place, without a gathered copy
+        self.rows = None if every_row else torch.as_tensor(plan.record_rows, dtype=torch.long)
+        self.n_rows = plan.record_rows.size
         self.labels = plan.labels[plan.record_rows]
         shape = (n_epochs, plan.record_rows.size)
         self.history = {name: np.empty(shape, np.float16)
@@ -284,10 +296,11 @@ class _Recorder:
         self.n_epochs = n_epochs
 
     def record(self, epoch, inputs, unit_weight, bias, scale: float, chunk: int = 8192) -> None:
-        rows = self.rows.to(inputs.device)
-        logits = torch.cat([(scale * inputs[rows[start:start + chunk]] @ unit_weight.T
-                             + bias).cpu()
-                            for start in range(0, rows.numel(), chunk)])
+        rows = None if self.rows is None else self.rows.to(inputs.device)
+        logits = torch.cat([
+            (scale * (inputs[start:start + chunk] if rows is None
+                      else inputs[rows[start:start + chunk]]) @ unit_weight.T + bias).cpu()
+            for start in range(0, self.n_rows, chunk)])
         stats = compute_epoch_statistics(logits, self.labels)
         for name in self.history:
             self.history[name][epoch] = stats[name]
