@@ -201,7 +201,7 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
         images=None if table.images is None else _Rows(table.images, rows),
         class_embeddings=class_embeddings, other_embedding=other_embedding,
         failures=embedded.failures[["path", "reason"]], n_images=len(table), settings=settings,
-        timings=timings, out=out, random_state=random_state,
+        timings=timings, out=out, random_state=random_state, progress=progress,
         notes=[RANDOM_WEIGHTS_WARNING] if _is_random(clip) else [], **detector_options)
 
 
@@ -294,7 +294,8 @@ def scan_embeddings(embeddings, labels, *, paths=None, class_names=None, class_e
 
 def _scan_arrays(embeddings, labels, *, paths, class_names, class_embeddings, other_embedding,
                  groups, images, out, random_state, failures, n_images, settings, timings,
-                 notes, **detector_options) -> ScanResult:
+                 notes, progress=False, **detector_options) -> ScanResult:
+    from ._progress import progress_bars
     from .engine.detect import LabelIssueDetector
 
     labels = np.asarray(labels)
@@ -306,7 +307,7 @@ def _scan_arrays(embeddings, labels, *, paths, class_names, class_embeddings, ot
         warnings.simplefilter("always")
         detector = LabelIssueDetector(random_state=random_state, **detector_options).fit(
             embeddings, labels, class_embeddings=class_embeddings,
-            other_embedding=other_embedding, groups=groups)
+            other_embedding=other_embedding, groups=groups, progress=progress_bars(progress))
     carried = set(detector.issues_.attrs.get("warnings") or [])
     for caught_warning in caught:  # the summary carries the engine's own warnings: say them once
         if str(caught_warning.message) not in carried:

@@ -28,6 +28,7 @@ from .inputs import check_fit_inputs
 from .neighbors import (compute_neighbor_votes, find_conflicting_duplicates, find_neighbors,
                         warn_exact_duplicates)
 from .noise_model import count_errors_per_class
+from .progress import StageProgress
 from .table import build_issues_table, issues_attrs
 from .threshold import draw_threshold_slices, run_threshold_samples
 
@@ -110,12 +111,14 @@ class LabelIssueDetector:
         return {key: getattr(self, key) for key in keys}
 
     def fit(self, embeddings, labels, *, class_embeddings=None, other_embedding=None,
-            groups=None) -> "LabelIssueDetector":
+            groups=None, progress=None) -> "LabelIssueDetector":
         """Score every sample of ``embeddings`` (N, D) against its given ``labels`` (N,).
 
         class_embeddings : (K, D) class-prompt text embeddings or None (the in-sample heads
         start from them); other_embedding : (D,) text of the threshold samples' extra class;
         groups : (N,) or None, e.g. patient ids; neighbours from one's own group are ignored.
+        progress : None or a callback ``(stage, done, total)`` for the neighbour search and the
+        heads (see :mod:`clipsei.engine.progress`).
         """
         params = self.get_params()
         _options.check_params(params, METHODS)
@@ -130,25 +133,28 @@ class LabelIssueDetector:
         rng = check_random_state(self.random_state)
         self.neighbor_ids_, self.neighbor_sims_ = find_neighbors(
             features.heldout, n_neighbors=min(self.n_neighbors, y.size - 1), groups=groups,
-            random_state=int(rng.integers(2**31)))
+            random_state=int(rng.integers(2**31)), progress=progress)
         warn_exact_duplicates(self.neighbor_sims_)
         votes = compute_neighbor_votes(self.neighbor_ids_, self.neighbor_sims_, y,
                                        n_classes=n_classes)
         self.heldout_logit_scale_ = None
+        batches = spec.heldout + self.n_repeats_ * (1 + 2 * spec.heldout)  # train_heads calls
+        on_epoch = StageProgress(progress, "heads", batches * self.n_epochs).advance
         if spec.heldout:
             self.heldout_logit_scale_ = select_logit_scale(
                 features.heldout, y, n_classes=n_classes, class_embeddings=features.heldout_init,
-                random_state=rng, n_folds=self.n_folds,
+                random_state=rng, n_folds=self.n_folds, on_epoch=on_epoch,
                 **_options.head_options(params, min(y.size, SCALE_SELECTION_MAX_SAMPLES)))
-        repeats = [self._fit_signals(spec, features, y, votes, rng)
+        repeats = [self._fit_signals(spec, features, y, votes, rng, on_epoch)
                    for _ in range(self.n_repeats_)]
         self._finish(spec, Signals.mean_of(repeats), inputs)
         return self
 
-    def _fit_signals(self, spec, features, y, votes, rng) -> Signals:
+    def _fit_signals(self, spec, features, y, votes, rng, on_epoch) -> Signals:
         """One repeat of the stochastic stages: threshold runs, then the held-out rounds."""
         n_classes = votes.shape[1]
-        head_options = _options.head_options(self.get_params(), y.size)
+        head_options = dict(_options.head_options(self.get_params(), y.size),
+                            on_epoch=on_epoch)
         fraction = _options.threshold_fraction_for(self.threshold_fraction, n_classes)
         slices = draw_threshold_slices(y.size, fraction, self.n_threshold_runs, rng)
         runs = run_threshold_samples(

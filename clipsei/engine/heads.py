@@ -76,17 +76,18 @@ def plan_head(labels, rng, *, fit_rows=None, record_rows=None,
 
 def train_heads(embeddings: np.ndarray, plans, *, n_classes: int,
                 class_embeddings: np.ndarray | None = None, n_epochs: int = 10,
-                batch_size: int = 256, lr: float = 0.1, device="auto") -> list:
+                batch_size: int = 256, lr: float = 0.1, device="auto", on_epoch=None) -> list:
     """Train independent cosine heads together: stacked weights (H, K, D), batched matmuls
     and one optimiser step for all, each head with its own seed, rows and labels.
 
     Each head draws the same initial weights and minibatch order as if trained alone
-    (see :func:`train_head` for the settings); returns one :class:`TrainingDynamics` per plan.
+    (see :func:`train_head` for the settings); ``on_epoch`` (or None) is called with no
+    argument after every epoch. Returns one :class:`TrainingDynamics` per plan.
     """
     device = resolve_device(device)
     settings = dict(n_classes=n_classes, n_epochs=n_epochs, batch_size=batch_size, lr=lr)
     with _single_thread_on_cpu(device):
-        return _train(embeddings, list(plans), class_embeddings, settings, device)
+        return _train(embeddings, list(plans), class_embeddings, settings, device, on_epoch)
 
 
 def train_head(embeddings: np.ndarray, labels: np.ndarray, *, n_classes: int,
@@ -211,7 +212,7 @@ def _single_thread_on_cpu(device: torch.device):
         torch.set_num_threads(previous)
 
 
-def _train(embeddings, plans, class_embeddings, settings, device) -> list:
+def _train(embeddings, plans, class_embeddings, settings, device, on_epoch) -> list:
     inputs = torch.as_tensor(embeddings, dtype=torch.float32).to(device)
     n_classes, n_epochs = settings["n_classes"], settings["n_epochs"]
     generators = [torch.Generator().manual_seed(plan.seed) for plan in plans]
@@ -234,6 +235,8 @@ def _train(embeddings, plans, class_embeddings, settings, device) -> list:
         unit_weight = torch.nn.functional.normalize(weight, dim=2)
         for head, recorder in enumerate(recorders):
             recorder.record(epoch, inputs, unit_weight[head], bias[head], float(scales[head]))
+        if on_epoch is not None:
+            on_epoch()
     return [recorder.dynamics() for recorder in recorders]
 
 

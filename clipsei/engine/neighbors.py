@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .._validation import check_embeddings
+from .progress import StageProgress
 
 EXACT_MAX_SAMPLES = 20_000
 
@@ -51,7 +52,7 @@ def _build_index(embeddings: np.ndarray, *, exact: bool, n_probe: int, random_st
 
 def find_neighbors(embeddings, *, n_neighbors: int = 10, groups=None,
                    exact_max_samples: int = EXACT_MAX_SAMPLES, n_probe: int = 8,
-                   random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                   random_state: int = 0, progress=None) -> tuple[np.ndarray, np.ndarray]:
     """The ``n_neighbors`` most similar other samples of every sample.
 
     Parameters
@@ -61,6 +62,8 @@ def find_neighbors(embeddings, *, n_neighbors: int = 10, groups=None,
     groups : (N,) array or None; neighbours sharing the query's group are excluded.
     exact_max_samples : above this N an approximate IVF index is used.
     n_probe : IVF lists searched per query (approximate index only).
+    progress : None or a callback ``(stage, done, total)`` told the rows searched
+        (see :mod:`clipsei.engine.progress`).
 
     Returns
     -------
@@ -80,10 +83,11 @@ def find_neighbors(embeddings, *, n_neighbors: int = 10, groups=None,
         group_codes = pd.factorize(groups)[0]
     index = _build_index(embeddings, exact=n_samples <= exact_max_samples, n_probe=n_probe,
                          random_state=random_state)
-    return _search_excluding(index, embeddings, n_neighbors, group_codes)
+    counter = StageProgress(progress, "neighbours", n_samples)
+    return _search_excluding(index, embeddings, n_neighbors, group_codes, counter)
 
 
-def _search_excluding(index, embeddings, n_neighbors, group_codes):
+def _search_excluding(index, embeddings, n_neighbors, group_codes, counter):
     """Search k + extra, drop self (and same-group) ids, widen until k remain or none left."""
     n_samples = embeddings.shape[0]
     neighbor_ids = np.full((n_samples, n_neighbors), -1, dtype=np.int64)
@@ -92,7 +96,7 @@ def _search_excluding(index, embeddings, n_neighbors, group_codes):
     n_search = n_neighbors + 1
     while pending.size:
         n_search = min(n_search, n_samples)
-        sims, ids = index.search(embeddings[pending], n_search)
+        sims, ids = _search_in_blocks(index, embeddings, pending, n_search, counter)
         keep = (ids >= 0) & (ids != pending[:, None])
         if group_codes is not None:
             keep &= group_codes[np.maximum(ids, 0)] != group_codes[pending][:, None]
@@ -103,8 +107,20 @@ def _search_excluding(index, embeddings, n_neighbors, group_codes):
             neighbor_ids[pending[row], : chosen.size] = ids[row, chosen]
             neighbor_sims[pending[row], : chosen.size] = sims[row, chosen]
         pending = pending[~done]
+        counter.done -= pending.size  # rows searched again with a wider k are not done yet
         n_search *= 4
     return neighbor_ids, neighbor_sims
+
+
+def _search_in_blocks(index, embeddings, rows, n_search, counter, block: int = 16384):
+    """``index.search`` of ``embeddings[rows]`` a block at a time, counting the rows done."""
+    sims, ids = [], []
+    for start in range(0, rows.size, block):
+        found = index.search(embeddings[rows[start:start + block]], n_search)
+        sims.append(found[0])
+        ids.append(found[1])
+        counter.advance(min(block, rows.size - start))
+    return np.concatenate(sims), np.concatenate(ids)
 
 
 def compute_neighbor_votes(neighbor_ids, neighbor_sims, labels, *, n_classes: int) -> np.ndarray:
