@@ -261,8 +261,11 @@ def _run_scan(args) -> int:
     check_detector_options(**options)  # a bad option fails before the model loads
     manifest = _manifest(args)
     load_images(args.source, manifest=manifest)  # bad input fails before the model loads
-    model = load_model(args.model, args.pretrained, device=args.device)
-    result = scan(args.source, manifest=manifest, model=model, prompts=args.prompts,
+    # with a cache, scan() loads the model only if some embedding is missing from it
+    model = args.model if args.cache else load_model(args.model, args.pretrained,
+                                                     device=args.device)
+    result = scan(args.source, manifest=manifest, model=model, pretrained=args.pretrained,
+                  device=args.device, prompts=args.prompts,
                   cache_dir=args.cache, out=args.out, random_state=args.random_state,
                   batch_size=args.batch_size, progress=_progress(args),
                   intensity=args.intensity, **options)

@@ -165,8 +165,9 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
     detector_options: passed to :class:`clipsei.LabelIssueDetector` (``method``, ``n_epochs``...);
         its ``device`` defaults to the CLIP model's.
     """
-    from .images.embed import ClipModel, embed_images, load_clip_model
+    from .images.embed import ClipModel, embed_images
     from .images.prompts import encode_class_prompts, encode_other_prompt
+    from .images.rescan import weights_loaded
 
     _check_outputs(out, cache_dir)
     if isinstance(labels, (str, os.PathLike)):
@@ -177,8 +178,9 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
     with _timed(timings, "load_images"):
         table = load_images(source, labels=labels, manifest=manifest)
     with _timed(timings, "load_model"):
-        clip = model if isinstance(model, ClipModel) else load_clip_model(
-            model, pretrained, device=device)
+        clip = model if isinstance(model, ClipModel) else (
+            _model_from_cache(model, pretrained, cache_dir, table, prompts, intensity, device)
+            or load_model(model, pretrained, device=device))
     with _timed(timings, "embed"):
         embedded = embed_images(table, clip, cache_dir=cache_dir, batch_size=batch_size,
                                 progress=progress, intensity=intensity)
@@ -193,7 +195,7 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
     detector_options.setdefault("device", str(clip.device))  # heads train where CLIP ran
     settings = {"source": str(source), "model": clip.name, "pretrained": clip.pretrained,
                 "prompts": prompts, "device": str(clip.device), "weights_id": clip.weights_id,
-                "intensity": intensity}
+                "intensity": intensity, "model_loaded": weights_loaded(clip)}
     return _scan_arrays(
         embedded.embeddings, embedded.labels, class_names=table.class_names,
         paths=None if table.paths is None else [table.paths[i] for i in rows],
@@ -203,6 +205,16 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
         failures=embedded.failures[["path", "reason"]], n_images=len(table), settings=settings,
         timings=timings, out=out, random_state=random_state, progress=progress,
         notes=[RANDOM_WEIGHTS_WARNING] if _is_random(clip) else [], **detector_options)
+
+
+def _model_from_cache(name, pretrained, cache_dir, table, prompts, intensity, device):
+    """A weightless stand-in when ``cache_dir`` holds every embedding the scan needs, else
+    None (see :func:`clipsei.images.rescan.find_cached_model`)."""
+    from .images.rescan import find_cached_model
+
+    return find_cached_model(name, pretrained, cache_dir=cache_dir, table=table,
+                             class_names=table.class_names, prompt_set=prompts,
+                             intensity=intensity, device=device)
 
 
 def load_images(source, *, labels=None, manifest=None):
