@@ -23,6 +23,7 @@ class _StageBars:
         bar.update(done - bar.n)
         if done >= total:
             bar.close()
+            del self._bars[stage]  # a stage run again (a wider search) gets a new bar
 
 
 def progress_bars(enabled: bool = True):

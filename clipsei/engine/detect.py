@@ -25,7 +25,7 @@ from .fusion import FUSED, Signals, compute_label_scores
 from .heads import SCALE_SELECTION_MAX_SAMPLES, select_logit_scale
 from .heldout import run_heldout_rounds
 from .inputs import check_fit_inputs
-from .neighbors import (compute_neighbor_votes, find_conflicting_duplicates, find_neighbors,
+from .neighbors import (compute_neighbor_votes, find_conflicting_duplicates, search_neighbors,
                         warn_exact_duplicates)
 from .noise_model import count_errors_per_class
 from .progress import StageProgress
@@ -52,7 +52,7 @@ _FITTED = ("issues_", "entropy_history_", "agreement_history_", "given_prob_hist
            "neighbor_ids_", "neighbor_sims_", "cutoff_", "class_cutoffs_", "threshold_scores_",
            "flagged_share_per_class_", "estimated_errors_per_class_", "estimated_error_rate_",
            "class_signal_", "duplicate_pairs_", "pred_probs_", "heldout_logit_scale_",
-           "n_repeats_")
+           "n_repeats_", "neighbor_search_")
 
 
 class LabelIssueDetector:
@@ -131,9 +131,11 @@ class LabelIssueDetector:
         self.n_repeats_ = _options.n_repeats_for(self.n_repeats, repeats_by_default=spec.heldout,
                                                  n_samples=y.size)
         rng = check_random_state(self.random_state)
-        self.neighbor_ids_, self.neighbor_sims_ = find_neighbors(
+        search = search_neighbors(
             features.heldout, n_neighbors=min(self.n_neighbors, y.size - 1), groups=groups,
             random_state=int(rng.integers(2**31)), progress=progress)
+        self.neighbor_ids_, self.neighbor_sims_ = search.neighbor_ids, search.neighbor_sims
+        self.neighbor_search_ = search.as_dict()
         warn_exact_duplicates(self.neighbor_sims_)
         votes = compute_neighbor_votes(self.neighbor_ids_, self.neighbor_sims_, y,
                                        n_classes=n_classes)
@@ -209,6 +211,7 @@ class LabelIssueDetector:
             knn_agreement=signals.knn, scores=signals.score_columns(y),
             duplicate_pairs=self.duplicate_pairs_, error_probs=flags.error_probability)
         self.issues_.attrs.update(issues_attrs(self, flags.counts, warning_lines))
+        self.issues_.attrs["neighbors"] = self.neighbor_search_  # index, n_probe, recall@k
 
 
 class SEIDetector(LabelIssueDetector):
