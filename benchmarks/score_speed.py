@@ -102,8 +102,10 @@ def main(argv=None) -> int:
                                   k=detector.n_neighbors, seed=0)
     from sklearn.metrics import roc_auc_score
     auroc = roc_auc_score(flipped, -detector.issues_["label_score"])
+    search = detector.neighbor_search_
     index = ("exact IndexFlatIP" if args.n_samples <= EXACT_MAX_SAMPLES
-             else "IndexIVFScalarQuantizer (8-bit)")
+             else f"IndexIVFScalarQuantizer (8-bit), n_probe {search['n_probe']}, its own "
+                  f"recall estimate {search['recall_at_k']:.3f}")
     gpu_memory = ""
     if device.type == "cuda":
         import torch
