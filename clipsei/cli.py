@@ -279,9 +279,11 @@ def _run_scan(args) -> int:
         from .images.trusted import find_trusted_rows
 
         trusted = find_trusted_rows(args.trusted, table.paths, source=args.source)
-    model = load_model(args.model, args.pretrained, device=args.device)
-    result = scan(args.source, manifest=manifest, model=model, prompts=args.prompts,
-                  trusted=trusted,
+    # with a cache, scan() loads the model only if some embedding is missing from it
+    model = args.model if args.cache else load_model(args.model, args.pretrained,
+                                                     device=args.device)
+    result = scan(args.source, manifest=manifest, model=model, pretrained=args.pretrained,
+                  device=args.device, prompts=args.prompts, trusted=trusted,
                   cache_dir=args.cache, out=args.out, random_state=args.random_state,
                   batch_size=args.batch_size, progress=_progress(args),
                   intensity=args.intensity, **options)

@@ -191,8 +191,9 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
         ``target_precision``, ``max_flags``...); its ``device`` defaults to the CLIP model's.
     """
     from .engine.flagging import as_trusted_mask
-    from .images.embed import ClipModel, embed_images, load_clip_model
+    from .images.embed import ClipModel, embed_images
     from .images.prompts import encode_class_prompts, encode_other_prompt
+    from .images.rescan import weights_loaded
 
     _check_outputs(out, cache_dir)
     if isinstance(labels, (str, os.PathLike)):
@@ -204,8 +205,11 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
         table = load_images(source, labels=labels, manifest=manifest)
     trusted = as_trusted_mask(trusted, len(table))
     with _timed(timings, "load_model"):
-        clip = model if isinstance(model, ClipModel) else load_clip_model(
-            model, pretrained, device=device)
+        needs_weights = detector_options.get("method") == "sei_prompt"  # runs the text tower
+        clip = model if isinstance(model, ClipModel) else (
+            (None if needs_weights else _model_from_cache(
+                model, pretrained, cache_dir, table, prompts, intensity, device))
+            or load_model(model, pretrained, device=device))
     with _timed(timings, "embed"):
         embedded = embed_images(table, clip, cache_dir=cache_dir, batch_size=batch_size,
                                 progress=progress, intensity=intensity)
@@ -220,7 +224,7 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
     detector_options.setdefault("device", str(clip.device))  # heads train where CLIP ran
     settings = {"source": str(source), "model": clip.name, "pretrained": clip.pretrained,
                 "prompts": prompts, "device": str(clip.device), "weights_id": clip.weights_id,
-                "intensity": intensity}
+                "intensity": intensity, "model_loaded": weights_loaded(clip)}
     return _scan_arrays(
         embedded.embeddings, embedded.labels, class_names=table.class_names,
         paths=None if table.paths is None else [table.paths[i] for i in rows],
@@ -229,10 +233,21 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
         class_embeddings=class_embeddings, other_embedding=other_embedding,
         failures=embedded.failures[["path", "reason"]], n_images=len(table), settings=settings,
         timings=timings, out=out, random_state=random_state, trusted=trusted[rows],
+        progress=progress,
         splits=None if table.splits is None else np.asarray(table.splits)[rows],
         content_hashes=embedded.content_hashes, properties=embedded.properties,
         notes=[RANDOM_WEIGHTS_WARNING] if _is_random(clip) else [], text_model=clip,
         prompt_set=prompts, **detector_options)
+
+
+def _model_from_cache(name, pretrained, cache_dir, table, prompts, intensity, device):
+    """A weightless stand-in when ``cache_dir`` holds every embedding the scan needs, else
+    None (see :func:`clipsei.images.rescan.find_cached_model`)."""
+    from .images.rescan import find_cached_model
+
+    return find_cached_model(name, pretrained, cache_dir=cache_dir, table=table,
+                             class_names=table.class_names, prompt_set=prompts,
+                             intensity=intensity, device=device)
 
 
 def load_images(source, *, labels=None, manifest=None):
@@ -328,8 +343,9 @@ def scan_embeddings(embeddings, labels, *, paths=None, class_names=None, class_e
 def _scan_arrays(embeddings, labels, *, paths, class_names, class_embeddings, other_embedding,
                  groups, images, out, random_state, failures, n_images, settings, timings,
                  notes, splits=None, content_hashes=None, properties=None, text_model=None,
-                 prompt_set="generic", trusted=None, **detector_options) -> ScanResult:
+                 prompt_set="generic", trusted=None, progress=False, **detector_options) -> ScanResult:
     from .data_issues import add_data_issues, count_data_issues, find_data_issues
+    from ._progress import progress_bars
     from .engine.detect import LabelIssueDetector
 
     labels = np.asarray(labels)
@@ -343,7 +359,8 @@ def _scan_arrays(embeddings, labels, *, paths, class_names, class_embeddings, ot
             embeddings, labels, class_embeddings=class_embeddings,
             other_embedding=other_embedding, groups=groups, trusted=trusted,
             text_model=text_model,
-            class_names=class_names, prompt_set=prompt_set)  # the text side of "sei_prompt"
+            class_names=class_names, prompt_set=prompt_set,  # the text side of "sei_prompt"
+            progress=progress_bars(progress))
     carried = set(detector.issues_.attrs.get("warnings") or [])
     for caught_warning in caught:  # the summary carries the engine's own warnings: say them once
         if str(caught_warning.message) not in carried:

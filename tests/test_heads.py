@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from clipsei._device import resolve_device
-from clipsei.engine.heads import select_logit_scale, train_crossfit_head, train_head
+from clipsei.engine.heads import (plan_head, select_logit_scale, train_crossfit_head, train_head,
+                                  train_heads)
 from clipsei.evaluation.synthetic import make_noisy_blobs
 
 
@@ -65,6 +66,27 @@ def test_crossfit_train_mask_keeps_rows_out_of_training(blobs):
     assert np.isfinite(first.margin_history[:, :20].astype(np.float32)).all()
     with pytest.raises(ValueError, match="train_mask must have shape"):
         train_crossfit_head(blobs.embeddings, blobs.labels, n_classes=4, train_mask=mask[:5])
+
+
+def test_heads_trained_together_match_heads_trained_alone(blobs):
+    """Stacked heads with different rows, labels, temperatures and step counts per epoch
+    train exactly as each would alone (padding and idle steps leave a head untouched)."""
+    rng = np.random.default_rng(3)
+    relabelled = blobs.labels.copy()
+    relabelled[:30] = 4  # a threshold run's extra class
+    plans = [plan_head(blobs.labels, rng, fit_rows=np.arange(150), logit_scale=5.0),
+             plan_head(relabelled, rng, logit_scale=10.0),
+             plan_head(blobs.labels, rng, fit_rows=np.arange(7), record_rows=np.arange(100, 200))]
+    options = dict(n_classes=5, n_epochs=3, batch_size=32, lr=0.2)
+    together = train_heads(blobs.embeddings, plans, **options)
+    for plan, run in zip(plans, together):
+        alone = train_heads(blobs.embeddings, [plan], **options)[0]
+        assert run.mean_probs.shape == (plan.record_rows.size, 5)
+        np.testing.assert_allclose(run.mean_probs, alone.mean_probs, atol=1e-5)
+        np.testing.assert_allclose(run.margin_history.astype(np.float32),
+                                   alone.margin_history.astype(np.float32), atol=1e-2)
+    # each head learnt its own labels: only the relabelled run moves rows 0-29 to class 4
+    assert together[1].mean_probs[:30, 4].mean() > 2 * together[0].mean_probs[:30, 4].mean()
 
 
 def test_select_logit_scale_prefers_soft_heads_for_noisier_labels():

@@ -76,3 +76,29 @@ def test_bad_k(rng, k):
 def test_bad_groups(rng):
     with pytest.raises(ValueError, match="groups must have shape"):
         find_neighbors(rng.normal(size=(10, 3)), n_neighbors=2, groups=np.zeros(9))
+
+
+def test_search_neighbors_meets_its_recall_and_reports_it():
+    from clipsei.engine.neighbors import estimate_recall, search_neighbors
+
+    rng = np.random.default_rng(0)
+    embeddings = rng.normal(size=(3000, 16)).astype(np.float32)
+    exact_ids, _ = find_neighbors(embeddings, n_neighbors=5)
+    assert estimate_recall(embeddings, exact_ids, n_queries=100) == 1.0
+    approx_ids, _ = find_neighbors(embeddings, n_neighbors=5, exact_max_samples=1000, n_probe=1)
+    low = estimate_recall(embeddings, approx_ids, n_queries=100)
+    assert low < 0.95  # one of ~219 lists probed misses most neighbours of noise
+    search = search_neighbors(embeddings, n_neighbors=5, exact_max_samples=1000, n_probe=1)
+    assert search.recall >= 0.95 and search.n_probe > 1 and search.index == "ivf-sq8"
+    truth = np.mean([np.intersect1d(a, b).size / 5 for a, b in zip(search.neighbor_ids,
+                                                                    exact_ids)])
+    assert abs(truth - search.recall) < 0.05  # the sampled estimate tracks the full recall
+    exact = search_neighbors(embeddings, n_neighbors=5)
+    assert exact.as_dict() == {"index": "exact", "n_probe": None, "recall_at_k": 1.0}
+
+
+def test_detector_reports_its_neighbour_search(blobs):
+    from clipsei.engine.detect import find_label_issues
+
+    issues = find_label_issues(blobs.embeddings, blobs.labels, method="aum", n_epochs=2)
+    assert issues.attrs["neighbors"] == {"index": "exact", "n_probe": None, "recall_at_k": 1.0}

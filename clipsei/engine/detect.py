@@ -30,11 +30,12 @@ from .fusion import FUSED, Signals, compute_label_scores
 from .heads import SCALE_SELECTION_MAX_SAMPLES, select_logit_scale
 from .heldout import run_heldout_rounds
 from .inputs import check_fit_inputs
-from .neighbors import (compute_neighbor_votes, find_conflicting_duplicates, find_neighbors,
+from .neighbors import (compute_neighbor_votes, find_conflicting_duplicates, search_neighbors,
                         warn_exact_duplicates)
 from .noise_model import count_errors_per_class, estimate_label_transitions
 from .prior import compute_zero_shot_prior
 from .prompt_head import prepare_prompt_task
+from .progress import StageProgress
 from .table import build_issues_table, issues_attrs
 from .threshold import draw_threshold_slices, run_threshold_samples
 from .zero_shot import compute_zero_shot, flag_zero_shot
@@ -64,7 +65,7 @@ _FITTED = ("issues_", "entropy_history_", "agreement_history_", "given_prob_hist
            "neighbor_ids_", "neighbor_sims_", "cutoff_", "class_cutoffs_", "threshold_scores_",
            "flagged_share_per_class_", "estimated_errors_per_class_", "estimated_error_rate_",
            "class_signal_", "duplicate_pairs_", "pred_probs_", "heldout_logit_scale_",
-           "n_repeats_", "zero_shot_prior_")
+           "n_repeats_", "zero_shot_prior_", "neighbor_search_")
 
 
 class LabelIssueDetector:
@@ -134,7 +135,7 @@ class LabelIssueDetector:
 
     def fit(self, embeddings, labels, *, class_embeddings=None, other_embedding=None,
             groups=None, trusted=None, text_model=None, class_names=None,
-            prompt_set="generic") -> "LabelIssueDetector":
+            prompt_set="generic", progress=None) -> "LabelIssueDetector":
         """Score every sample of ``embeddings`` (N, D) against its given ``labels`` (N,).
 
         class_embeddings : (K, D) class-prompt text embeddings or None (the in-sample heads
@@ -143,6 +144,8 @@ class LabelIssueDetector:
         trusted : (N,) bool mask or row indices of labels a person verified: never flagged.
         text_model, class_names, prompt_set : a ClipModel, the K class names and the prompt
         set whose ``other_class`` is the extra prompt; used by ``"sei_prompt"`` only.
+        progress : None or a callback ``(stage, done, total)`` for the neighbour search and the
+        heads (see :mod:`clipsei.engine.progress`).
         """
         params = self.get_params()
         _options.check_params(params, METHODS)
@@ -161,9 +164,11 @@ class LabelIssueDetector:
             inputs.embeddings, text_model=text_model, class_names=class_names,
             prompt_set=prompt_set, present=inputs.classes.present)
         rng = check_random_state(self.random_state)
-        self.neighbor_ids_, self.neighbor_sims_ = find_neighbors(
+        search = search_neighbors(
             features.heldout, n_neighbors=min(self.n_neighbors, y.size - 1), groups=groups,
-            random_state=int(rng.integers(2**31)))
+            random_state=int(rng.integers(2**31)), progress=progress)
+        self.neighbor_ids_, self.neighbor_sims_ = search.neighbor_ids, search.neighbor_sims
+        self.neighbor_search_ = search.as_dict()
         warn_exact_duplicates(self.neighbor_sims_)
         votes = compute_neighbor_votes(self.neighbor_ids_, self.neighbor_sims_, y,
                                        n_classes=n_classes)
@@ -171,12 +176,14 @@ class LabelIssueDetector:
         if spec.score == ZERO_SHOT:
             self._fit_zero_shot(inputs, votes, trusted)
             return self
+        batches = spec.heldout + self.n_repeats_ * (1 + 2 * spec.heldout)  # train_heads calls
+        on_epoch = StageProgress(progress, "heads", batches * self.n_epochs).advance
         if spec.heldout:
             self.heldout_logit_scale_ = select_logit_scale(
                 features.heldout, y, n_classes=n_classes, class_embeddings=features.heldout_init,
-                random_state=rng, n_folds=self.n_folds,
+                random_state=rng, n_folds=self.n_folds, on_epoch=on_epoch,
                 **_options.head_options(params, min(y.size, SCALE_SELECTION_MAX_SAMPLES)))
-        repeats = [self._fit_signals(spec, features, y, votes, rng, prompt_task)
+        repeats = [self._fit_signals(spec, features, y, votes, rng, on_epoch, prompt_task)
                    for _ in range(self.n_repeats_)]
         signals = Signals.mean_of(repeats)
         if spec.heldout and self.text_prior and inputs.head_init is not None:
@@ -187,10 +194,12 @@ class LabelIssueDetector:
         self._finish(spec, signals, inputs, rng, trusted)
         return self
 
-    def _fit_signals(self, spec, features, y, votes, rng, prompt_task=None) -> Signals:
+    def _fit_signals(self, spec, features, y, votes, rng, on_epoch,
+                     prompt_task=None) -> Signals:
         """One repeat of the stochastic stages: threshold runs, then the held-out rounds."""
         n_classes = votes.shape[1]
-        head_options = _options.head_options(self.get_params(), y.size)
+        head_options = dict(_options.head_options(self.get_params(), y.size),
+                            on_epoch=on_epoch)
         fraction = _options.threshold_fraction_for(self.threshold_fraction, n_classes)
         slices = draw_threshold_slices(y.size, fraction, self.n_threshold_runs, rng)
         if prompt_task is not None:
@@ -260,6 +269,7 @@ class LabelIssueDetector:
         self.issues_.attrs.update(issues_attrs(self, flags.counts, warning_lines))
         self.issues_.attrs.update(decision)
         self.issues_.attrs["zero_shot_prior"] = self.zero_shot_prior_
+        self.issues_.attrs["neighbors"] = self.neighbor_search_  # index, n_probe, recall@k
 
     def _fit_zero_shot(self, inputs, votes, trusted) -> None:
         """``method="zero_shot"``: scores, flags and the table from the image-text softmax

@@ -43,10 +43,13 @@ def prepare_features(embeddings: np.ndarray, head_init: np.ndarray | None, *, n_
 def unit_rows(x: np.ndarray) -> np.ndarray:
     """(N, D) float32 with each nonzero row scaled to unit L2 norm."""
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+    # one (N, D) float32 result, no float64 or second temporary (a million rows: 2 GB each)
+    return np.divide(x, np.where(norms > 0, norms, 1.0), dtype=np.float32)
 
 
 def standardize_columns(x: np.ndarray) -> np.ndarray:
     """Centre each dimension and scale it to unit variance (constant dimensions stay 0)."""
     spread = x.std(axis=0, keepdims=True)
-    return (x - x.mean(axis=0, keepdims=True)) / np.where(spread > 0, spread, 1.0)
+    centred = x - x.mean(axis=0, keepdims=True)
+    centred /= np.where(spread > 0, spread, 1.0)  # in place: one (N, D) array, not two
+    return centred

@@ -48,16 +48,46 @@ def _initial_weights(n_classes: int, dim: int, class_embeddings, generator) -> t
     return weights
 
 
-class _CosineHead(torch.nn.Module):
-    def __init__(self, weights: torch.Tensor, logit_scale: float):
-        super().__init__()
-        self.weight = torch.nn.Parameter(weights.clone())
-        self.bias = torch.nn.Parameter(torch.zeros(weights.shape[0]))
-        self.logit_scale = logit_scale
+@dataclass(frozen=True)
+class HeadPlan:
+    """One head of a batch: its labels, rows, temperature and seed.
 
-    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        weight = torch.nn.functional.normalize(self.weight, dim=1)
-        return self.logit_scale * embeddings @ weight.T + self.bias
+    labels : (N,) int64 given labels (threshold samples relabelled where they are);
+    fit_rows / record_rows : int indices trained on / recorded; logit_scale : inverse
+    temperature; seed : seeds its initial weights and minibatch order.
+    """
+
+    labels: np.ndarray
+    fit_rows: np.ndarray
+    record_rows: np.ndarray
+    logit_scale: float
+    seed: int
+
+
+def plan_head(labels, rng, *, fit_rows=None, record_rows=None,
+              logit_scale: float = 10.0) -> HeadPlan:
+    """A :class:`HeadPlan`; draws its seed from ``rng`` (one draw, as a sequential run did)."""
+    every_row = np.arange(labels.size)
+    return HeadPlan(labels=np.asarray(labels), logit_scale=float(logit_scale),
+                    fit_rows=every_row if fit_rows is None else np.asarray(fit_rows),
+                    record_rows=every_row if record_rows is None else np.asarray(record_rows),
+                    seed=int(rng.integers(2**62)))
+
+
+def train_heads(embeddings: np.ndarray, plans, *, n_classes: int,
+                class_embeddings: np.ndarray | None = None, n_epochs: int = 10,
+                batch_size: int = 256, lr: float = 0.1, device="auto", on_epoch=None) -> list:
+    """Train independent cosine heads together: stacked weights (H, K, D), batched matmuls
+    and one optimiser step for all, each head with its own seed, rows and labels.
+
+    Each head draws the same initial weights and minibatch order as if trained alone
+    (see :func:`train_head` for the settings); ``on_epoch`` (or None) is called with no
+    argument after every epoch. Returns one :class:`TrainingDynamics` per plan.
+    """
+    device = resolve_device(device)
+    settings = dict(n_classes=n_classes, n_epochs=n_epochs, batch_size=batch_size, lr=lr)
+    with _single_thread_on_cpu(device):
+        return _train(embeddings, list(plans), class_embeddings, settings, device, on_epoch)
 
 
 def train_head(embeddings: np.ndarray, labels: np.ndarray, *, n_classes: int,
@@ -84,45 +114,51 @@ def train_head(embeddings: np.ndarray, labels: np.ndarray, *, n_classes: int,
     device : ``"auto"``, ``"cpu"``, ``"cuda"`` or a ``torch.device``.
     random_state : None, int or numpy Generator; seeds init and minibatch order.
     """
-    rng = check_random_state(random_state)
-    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    device = resolve_device(device)
-    every_row = np.arange(labels.size)
-    rows = {"fit": every_row if fit_rows is None else np.asarray(fit_rows),
-            "record": every_row if record_rows is None else np.asarray(record_rows)}
-    settings = dict(n_classes=n_classes, n_epochs=n_epochs, batch_size=batch_size, lr=lr,
-                    logit_scale=logit_scale)
-    with _single_thread_on_cpu(device):
-        return _train(embeddings, labels, rows, class_embeddings, settings, device, generator)
+    plan = plan_head(labels, check_random_state(random_state), fit_rows=fit_rows,
+                     record_rows=record_rows, logit_scale=logit_scale)
+    return train_heads(embeddings, [plan], n_classes=n_classes,
+                       class_embeddings=class_embeddings, n_epochs=n_epochs,
+                       batch_size=batch_size, lr=lr, device=device)[0]
 
 
 def train_crossfit_head(embeddings: np.ndarray, labels: np.ndarray, *, n_folds: int = 5,
                         train_mask: np.ndarray | None = None, random_state=None,
-                        **options) -> TrainingDynamics:
+                        logit_scale: float = 10.0, **options) -> TrainingDynamics:
     """Held-out training dynamics: every sample is recorded by heads that never saw it.
 
     The rows are split into ``n_folds`` random folds; for each fold a head is trained on the
-    others (see :func:`train_head` for ``options``) and the fold's trajectories are kept.
-    ``train_mask`` : (N,) bool or None; rows where it is False are never trained on, only
-    recorded (e.g. the suspects of a first round, left out of a second, pruned one); a fold
-    left with no trainable rows (only on tiny sets) keeps its head's initial weights.
-    Returns dynamics for all N rows, each from the head of its own fold.
+    others (see :func:`train_head` for ``options``; the folds' heads train together) and the
+    fold's trajectories are kept. ``train_mask`` : (N,) bool or None; rows where it is False
+    are never trained on, only recorded (e.g. the suspects of a first round, left out of a
+    second, pruned one); a fold left with no trainable rows (only on tiny sets) keeps its
+    head's initial weights. Returns dynamics for all N rows, each from its own fold's head.
     """
-    rng = check_random_state(random_state)
+    plans = plan_crossfit(labels, check_random_state(random_state), n_folds=n_folds,
+                          train_mask=train_mask, logit_scale=logit_scale)
+    return merge_folds(train_heads(embeddings, plans, **options), plans)
+
+
+def plan_crossfit(labels, rng, *, n_folds: int, train_mask=None,
+                  logit_scale: float = 10.0) -> list:
+    """The ``n_folds`` :class:`HeadPlan` of a cross-fitted head (folds drawn from ``rng``)."""
     folds = rng.permutation(labels.size) % n_folds
     trainable = (np.ones(labels.size, dtype=bool) if train_mask is None
                  else np.asarray(train_mask, dtype=bool))
     if trainable.shape != labels.shape:
         raise ValueError(f"train_mask must have shape {labels.shape}; got {trainable.shape}")
-    merged = None
-    for fold in range(n_folds):
-        held_out = np.flatnonzero(folds == fold)
-        run = train_head(embeddings, labels, fit_rows=np.flatnonzero((folds != fold) & trainable),
-                         record_rows=held_out, random_state=rng, **options)
-        merged = merged or _empty_dynamics(run, labels.size)
+    return [plan_head(labels, rng, fit_rows=np.flatnonzero((folds != fold) & trainable),
+                      record_rows=np.flatnonzero(folds == fold), logit_scale=logit_scale)
+            for fold in range(n_folds)]
+
+
+def merge_folds(runs, plans) -> TrainingDynamics:
+    """One (E, N) dynamics from the folds' runs, each row from the run that recorded it."""
+    n_samples = plans[0].labels.size
+    merged = _empty_dynamics(runs[0], n_samples)
+    for run, plan in zip(runs, plans):
         for name in _HISTORIES:
-            getattr(merged, name)[:, held_out] = getattr(run, name)
-        merged.mean_probs[held_out] = run.mean_probs
+            getattr(merged, name)[:, plan.record_rows] = getattr(run, name)
+        merged.mean_probs[plan.record_rows] = run.mean_probs
     return merged
 
 
@@ -140,20 +176,23 @@ def _empty_dynamics(like: TrainingDynamics, n_samples: int) -> TrainingDynamics:
 def select_logit_scale(embeddings: np.ndarray, labels: np.ndarray, *, n_classes: int,
                        candidates=LOGIT_SCALE_CANDIDATES,
                        max_samples: int = SCALE_SELECTION_MAX_SAMPLES,
-                       random_state=None, **options) -> float:
+                       n_folds: int = 5, random_state=None, **options) -> float:
     """The temperature whose held-out probabilities best predict the *given* labels.
 
-    Cross-fitted heads at each candidate ``logit_scale`` on at most ``max_samples`` rows;
-    the winner has the lowest mean negative log-likelihood of the given labels (no true
-    label is involved). Returns the chosen scale.
+    Cross-fitted heads at each candidate ``logit_scale`` on at most ``max_samples`` rows
+    (all candidates' folds train together); the winner has the lowest mean negative
+    log-likelihood of the given labels (no true label is involved). Returns the scale.
     """
     rng = check_random_state(random_state)
     rows = np.sort(rng.choice(labels.size, min(max_samples, labels.size), replace=False))
     subset, subset_labels = embeddings[rows], labels[rows]
+    per_candidate = [plan_crossfit(subset_labels, rng, n_folds=n_folds, logit_scale=scale)
+                     for scale in candidates]
+    runs = train_heads(subset, [plan for plans in per_candidate for plan in plans],
+                       n_classes=n_classes, **options)
     losses = []
-    for scale in candidates:
-        dynamics = train_crossfit_head(subset, subset_labels, n_classes=n_classes,
-                                       logit_scale=scale, random_state=rng, **options)
+    for position, plans in enumerate(per_candidate):
+        dynamics = merge_folds(runs[position * n_folds:(position + 1) * n_folds], plans)
         given = dynamics.mean_probs[np.arange(rows.size), subset_labels]
         losses.append(-np.log(np.clip(given, 1e-12, 1.0)).mean())
     return float(candidates[int(np.argmin(losses))])
@@ -173,50 +212,106 @@ def _single_thread_on_cpu(device: torch.device):
         torch.set_num_threads(previous)
 
 
-def _train(embeddings, labels, rows, class_embeddings, settings, device,
-           generator) -> TrainingDynamics:
+def _train(embeddings, plans, class_embeddings, settings, device, on_epoch) -> list:
     inputs = torch.as_tensor(embeddings, dtype=torch.float32).to(device)
-    targets = torch.as_tensor(labels, dtype=torch.long).to(device)
-    fit_index = torch.as_tensor(rows["fit"], dtype=torch.long).to(device)
-    recorded = inputs[torch.as_tensor(rows["record"], dtype=torch.long).to(device)]
-    recorded_labels = labels[rows["record"]]
     n_classes, n_epochs = settings["n_classes"], settings["n_epochs"]
-    head = _CosineHead(_initial_weights(n_classes, inputs.shape[1], class_embeddings, generator),
-                       settings["logit_scale"]).to(device)
-    optimizer = torch.optim.SGD(head.parameters(), lr=settings["lr"], momentum=0.9)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(n_epochs, 1))
-    n_samples = recorded.shape[0]
-    history = {name: np.empty((n_epochs, n_samples), dtype=np.float16)
-               for name in ("entropy", "margin", "given_prob")}
-    agreement = np.empty((n_epochs, n_samples), dtype=bool)
-    prob_sum = np.zeros((n_samples, n_classes), dtype=np.float64)
+    generators = [torch.Generator().manual_seed(plan.seed) for plan in plans]
+    weight = torch.stack([_initial_weights(n_classes, inputs.shape[1], class_embeddings, gen)
+                          for gen in generators]).to(device)
+    bias = torch.zeros(len(plans), n_classes, device=device)
+    velocity = [torch.zeros_like(weight), torch.zeros_like(bias)]
+    scales = torch.tensor([plan.logit_scale for plan in plans], device=device).view(-1, 1, 1)
+    targets = torch.as_tensor(np.stack([plan.labels for plan in plans]),
+                              dtype=torch.long).to(device)
+    recorders = [_Recorder(plan, n_epochs, n_classes) for plan in plans]
     for epoch in range(n_epochs):
-        head.train()
-        order = fit_index[torch.randperm(fit_index.numel(), generator=generator).to(device)]
-        for start in range(0, order.numel(), settings["batch_size"]):
-            batch = order[start:start + settings["batch_size"]]
-            loss = torch.nn.functional.cross_entropy(head(inputs[batch]), targets[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        if fit_index.numel():  # no rows to fit (a tiny fold): the head keeps its start
-            schedule.step()
-        logits = _predict_logits(head, recorded, batch_size=8192)
-        stats = compute_epoch_statistics(logits, recorded_labels)
-        for name in history:
-            history[name][epoch] = stats[name]
-        agreement[epoch] = stats["agrees"]
-        prob_sum += stats["probs"]
-    return TrainingDynamics(
-        entropy_history=history["entropy"], agreement_history=agreement,
-        margin_history=history["margin"], given_prob_history=history["given_prob"],
-        mean_probs=(prob_sum / max(n_epochs, 1)).astype(np.float32),
-    )
+        # the cosine schedule from lr down to 0 (torch's CosineAnnealingLR in closed form)
+        lr = settings["lr"] * (1 + np.cos(np.pi * epoch / max(n_epochs, 1))) / 2
+        for batch, weights, active in _epoch_batches(plans, generators, settings["batch_size"],
+                                                     device):
+            grads = _gradients(inputs[batch], targets.gather(1, batch), weights, weight, bias,
+                               scales)
+            _momentum_step((weight, bias), grads, velocity, active, lr)
+        unit_weight = torch.nn.functional.normalize(weight, dim=2)
+        for head, recorder in enumerate(recorders):
+            recorder.record(epoch, inputs, unit_weight[head], bias[head], float(scales[head]))
+        if on_epoch is not None:
+            on_epoch()
+    return [recorder.dynamics() for recorder in recorders]
 
 
-@torch.inference_mode()
-def _predict_logits(head: torch.nn.Module, inputs: torch.Tensor, *, batch_size: int) -> np.ndarray:
-    head.eval()
-    parts = [head(inputs[start:start + batch_size]).float().cpu()
-             for start in range(0, inputs.shape[0], batch_size)]
-    return torch.cat(parts).numpy()
+def _epoch_batches(plans, generators, batch_size, device):
+    """Each step's stacked minibatch: (H, B) row ids (0 where a head has no row left),
+    (H, B) loss weights (1 / the head's batch size, 0 on padding) and (H,) active heads."""
+    orders = [plan.fit_rows[torch.randperm(plan.fit_rows.size, generator=gen).numpy()]
+              for plan, gen in zip(plans, generators)]
+    n_steps = max(-(-order.size // batch_size) for order in orders)
+    padded = np.zeros((len(plans), n_steps * batch_size), dtype=np.int64)
+    valid = np.zeros(padded.shape, dtype=bool)
+    for head, order in enumerate(orders):
+        padded[head, :order.size], valid[head, :order.size] = order, True
+    padded = torch.as_tensor(padded.reshape(len(plans), n_steps, batch_size)).to(device)
+    valid = torch.as_tensor(valid.reshape(padded.shape)).to(device)
+    counts = valid.sum(dim=2, keepdim=True)
+    weights = valid / counts.clamp(min=1)
+    for step in range(n_steps):
+        yield padded[:, step], weights[:, step], counts[:, step, 0] > 0
+
+
+def _gradients(batch_inputs, batch_targets, row_weights, weight, bias, scales):
+    """Gradients of ``sum_h sum_i row_weights[h, i] * cross_entropy`` with respect to the
+    stacked ``weight`` (H, K, D) and ``bias`` (H, K) of cosine heads, in closed form (the
+    heads' losses are independent, so each head gets the gradient of its own mean loss)."""
+    norms = weight.norm(dim=2, keepdim=True).clamp_min(1e-12)  # as F.normalize's eps
+    unit = weight / norms
+    logits = torch.bmm(batch_inputs, unit.transpose(1, 2)) * scales + bias[:, None]
+    residual = torch.softmax(logits, dim=2)
+    residual.scatter_add_(2, batch_targets[..., None],
+                          -torch.ones_like(batch_targets[..., None], dtype=residual.dtype))
+    residual *= row_weights[..., None]
+    unit_grad = torch.bmm(residual.transpose(1, 2), batch_inputs) * scales
+    weight_grad = (unit_grad - unit * (unit_grad * unit).sum(dim=2, keepdim=True)) / norms
+    return weight_grad, residual.sum(dim=1)
+
+
+def _momentum_step(params, grads, velocity, active, lr: float) -> None:
+    """SGD with momentum 0.9 (as ``torch.optim.SGD``), only for the ``active`` heads."""
+    for param, grad, buffer in zip(params, grads, velocity):
+        mask = active.view(-1, *([1] * (param.dim() - 1)))
+        buffer.copy_(torch.where(mask, buffer * 0.9 + grad, buffer))
+        param.copy_(torch.where(mask, param - lr * buffer, param))
+
+
+class _Recorder:
+    """One head's per-epoch statistics on its recorded rows."""
+
+    def __init__(self, plan: HeadPlan, n_epochs: int, n_classes: int):
+        every_row = np.array_equal(plan.record_rows, np.arange(plan.labels.size))
+        # all rows recorded (threshold runs): read them in place, without a gathered copy
+        self.rows = None if every_row else torch.as_tensor(plan.record_rows, dtype=torch.long)
+        self.n_rows = plan.record_rows.size
+        self.labels = plan.labels[plan.record_rows]
+        shape = (n_epochs, plan.record_rows.size)
+        self.history = {name: np.empty(shape, np.float16)
+                        for name in ("entropy", "margin", "given_prob")}
+        self.agreement = np.empty(shape, dtype=bool)
+        self.prob_sum = np.zeros((plan.record_rows.size, n_classes))
+        self.n_epochs = n_epochs
+
+    def record(self, epoch, inputs, unit_weight, bias, scale: float, chunk: int = 8192) -> None:
+        rows = None if self.rows is None else self.rows.to(inputs.device)
+        logits = torch.cat([
+            (scale * (inputs[start:start + chunk] if rows is None
+                      else inputs[rows[start:start + chunk]]) @ unit_weight.T + bias).cpu()
+            for start in range(0, self.n_rows, chunk)])
+        stats = compute_epoch_statistics(logits, self.labels)
+        for name in self.history:
+            self.history[name][epoch] = stats[name]
+        self.agreement[epoch] = stats["agrees"]
+        self.prob_sum += stats["probs"]
+
+    def dynamics(self) -> TrainingDynamics:
+        return TrainingDynamics(
+            entropy_history=self.history["entropy"], agreement_history=self.agreement,
+            margin_history=self.history["margin"], given_prob_history=self.history["given_prob"],
+            mean_probs=(self.prob_sum / max(self.n_epochs, 1)).astype(np.float32))

@@ -11,11 +11,13 @@ because with exact duplicates FAISS may list another row before the query itself
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from .._validation import check_embeddings
+from .progress import StageProgress
 
 EXACT_MAX_SAMPLES = 20_000
 
@@ -49,9 +51,87 @@ def _build_index(embeddings: np.ndarray, *, exact: bool, n_probe: int, random_st
     return index
 
 
+@dataclass(frozen=True)
+class NeighborSearch:
+    """Neighbours of every sample and how they were found.
+
+    neighbor_ids, neighbor_sims : (N, k) as :func:`find_neighbors` returns them.
+    index : "exact" or "ivf-sq8"; n_probe : IVF lists searched (None when exact);
+    recall : recall@k against exact search on a random sample of queries (1.0 when exact).
+    """
+
+    neighbor_ids: np.ndarray
+    neighbor_sims: np.ndarray
+    index: str
+    n_probe: int | None
+    recall: float
+
+    def as_dict(self) -> dict:
+        """JSON-ready description (no arrays)."""
+        return {"index": self.index, "n_probe": self.n_probe, "recall_at_k": self.recall}
+
+
+def search_neighbors(embeddings, *, n_neighbors: int = 10, groups=None,
+                     exact_max_samples: int = EXACT_MAX_SAMPLES, n_probe: int = 8,
+                     min_recall: float = 0.95, n_recall_queries: int = 200,
+                     random_state: int = 0, progress=None) -> NeighborSearch:
+    """:func:`find_neighbors`, and above ``exact_max_samples`` a recall check: recall@k
+    against exact search on ``n_recall_queries`` random rows; below ``min_recall`` the
+    search is redone with twice the lists probed, until it holds or every list is probed.
+    Returns a :class:`NeighborSearch`.
+    """
+    if len(embeddings) <= exact_max_samples:
+        ids, sims = find_neighbors(embeddings, n_neighbors=n_neighbors, groups=groups,
+                                   random_state=random_state, progress=progress)
+        return NeighborSearch(ids, sims, "exact", None, 1.0)
+    unit, group_codes, index = _prepare_search(embeddings, n_neighbors, groups,
+                                               exact_max_samples, n_probe, random_state)
+    max_probe = index.nlist
+    while True:  # one index; the same queries with more lists probed until recall holds
+        index.nprobe = n_probe
+        counter = StageProgress(progress, "neighbours", unit.shape[0])
+        ids, sims = _search_excluding(index, unit, n_neighbors, group_codes, counter)
+        recall = estimate_recall(unit, ids, groups=groups, n_queries=n_recall_queries,
+                                 random_state=random_state)
+        if recall >= min_recall or n_probe >= max_probe:
+            return NeighborSearch(ids, sims, "ivf-sq8", n_probe, recall)
+        n_probe = min(2 * n_probe, max_probe)
+
+
+def estimate_recall(embeddings, neighbor_ids, *, groups=None, n_queries: int = 200,
+                    random_state: int = 0, block: int = 65536) -> float:
+    """Mean recall@k of ``neighbor_ids`` (N, k) against exact cosine search (self and
+    same-group rows excluded) on ``n_queries`` random rows, scanning ``block`` rows at a time."""
+    embeddings = np.asarray(embeddings)
+    n_samples, k = neighbor_ids.shape
+    rng = np.random.default_rng(random_state)
+    queries = np.sort(rng.choice(n_samples, min(n_queries, n_samples), replace=False))
+    norms = np.linalg.norm(embeddings[queries], axis=1, keepdims=True)
+    query_rows = (embeddings[queries] / norms).astype(np.float32)
+    best_sims = np.full((queries.size, 0), -np.inf, np.float32)
+    best_ids = np.zeros((queries.size, 0), np.int64)
+    for start in range(0, n_samples, block):
+        rows = np.asarray(embeddings[start:start + block], dtype=np.float32)
+        sims = query_rows @ (rows / np.linalg.norm(rows, axis=1, keepdims=True)).T
+        ids = np.arange(start, start + rows.shape[0])
+        sims[ids[None, :] == queries[:, None]] = -np.inf
+        if groups is not None:
+            group_values = np.asarray(groups)
+            sims[group_values[ids][None, :] == group_values[queries][:, None]] = -np.inf
+        best_sims = np.concatenate([best_sims, sims], axis=1)
+        best_ids = np.concatenate([best_ids, np.broadcast_to(ids, sims.shape)], axis=1)
+        keep = np.argpartition(-best_sims, min(k, best_sims.shape[1]) - 1, axis=1)[:, :k]
+        best_sims = np.take_along_axis(best_sims, keep, axis=1)
+        best_ids = np.take_along_axis(best_ids, keep, axis=1)
+    hits = [np.intersect1d(found[found >= 0], exact[np.isfinite(sims_)]).size
+            / max(int(np.isfinite(sims_).sum()), 1)
+            for found, exact, sims_ in zip(neighbor_ids[queries], best_ids, best_sims)]
+    return float(np.mean(hits))
+
+
 def find_neighbors(embeddings, *, n_neighbors: int = 10, groups=None,
                    exact_max_samples: int = EXACT_MAX_SAMPLES, n_probe: int = 8,
-                   random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                   random_state: int = 0, progress=None) -> tuple[np.ndarray, np.ndarray]:
     """The ``n_neighbors`` most similar other samples of every sample.
 
     Parameters
@@ -61,12 +141,23 @@ def find_neighbors(embeddings, *, n_neighbors: int = 10, groups=None,
     groups : (N,) array or None; neighbours sharing the query's group are excluded.
     exact_max_samples : above this N an approximate IVF index is used.
     n_probe : IVF lists searched per query (approximate index only).
+    progress : None or a callback ``(stage, done, total)`` told the rows searched
+        (see :mod:`clipsei.engine.progress`).
 
     Returns
     -------
     neighbor_ids : (N, k) int64, most similar first; -1 where fewer than k exist.
     neighbor_sims : (N, k) float32 cosine similarities; -inf where the id is -1.
     """
+    embeddings, group_codes, index = _prepare_search(
+        embeddings, n_neighbors, groups, exact_max_samples, n_probe, random_state)
+    n_samples = embeddings.shape[0]
+    counter = StageProgress(progress, "neighbours", n_samples)
+    return _search_excluding(index, embeddings, n_neighbors, group_codes, counter)
+
+
+def _prepare_search(embeddings, n_neighbors, groups, exact_max_samples, n_probe, random_state):
+    """Checked unit rows, group codes (or None) and the FAISS index holding the rows."""
     embeddings = check_embeddings(embeddings)
     n_samples = embeddings.shape[0]
     if not isinstance(n_neighbors, (int, np.integer)) or not 0 < n_neighbors < n_samples:
@@ -80,10 +171,10 @@ def find_neighbors(embeddings, *, n_neighbors: int = 10, groups=None,
         group_codes = pd.factorize(groups)[0]
     index = _build_index(embeddings, exact=n_samples <= exact_max_samples, n_probe=n_probe,
                          random_state=random_state)
-    return _search_excluding(index, embeddings, n_neighbors, group_codes)
+    return embeddings, group_codes, index
 
 
-def _search_excluding(index, embeddings, n_neighbors, group_codes):
+def _search_excluding(index, embeddings, n_neighbors, group_codes, counter):
     """Search k + extra, drop self (and same-group) ids, widen until k remain or none left."""
     n_samples = embeddings.shape[0]
     neighbor_ids = np.full((n_samples, n_neighbors), -1, dtype=np.int64)
@@ -92,7 +183,7 @@ def _search_excluding(index, embeddings, n_neighbors, group_codes):
     n_search = n_neighbors + 1
     while pending.size:
         n_search = min(n_search, n_samples)
-        sims, ids = index.search(embeddings[pending], n_search)
+        sims, ids = _search_in_blocks(index, embeddings, pending, n_search, counter)
         keep = (ids >= 0) & (ids != pending[:, None])
         if group_codes is not None:
             keep &= group_codes[np.maximum(ids, 0)] != group_codes[pending][:, None]
@@ -103,8 +194,20 @@ def _search_excluding(index, embeddings, n_neighbors, group_codes):
             neighbor_ids[pending[row], : chosen.size] = ids[row, chosen]
             neighbor_sims[pending[row], : chosen.size] = sims[row, chosen]
         pending = pending[~done]
+        counter.done -= pending.size  # rows searched again with a wider k are not done yet
         n_search *= 4
     return neighbor_ids, neighbor_sims
+
+
+def _search_in_blocks(index, embeddings, rows, n_search, counter, block: int = 16384):
+    """``index.search`` of ``embeddings[rows]`` a block at a time, counting the rows done."""
+    sims, ids = [], []
+    for start in range(0, rows.size, block):
+        found = index.search(embeddings[rows[start:start + block]], n_search)
+        sims.append(found[0])
+        ids.append(found[1])
+        counter.advance(min(block, rows.size - start))
+    return np.concatenate(sims), np.concatenate(ids)
 
 
 def compute_neighbor_votes(neighbor_ids, neighbor_sims, labels, *, n_classes: int) -> np.ndarray:

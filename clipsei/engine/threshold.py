@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .dynamics import DynamicsScores
-from .heads import TrainingDynamics, train_head
+from .heads import TrainingDynamics, plan_head, train_heads
 
 _HISTORIES = ("entropy_history", "agreement_history", "given_prob_history")
 
@@ -59,15 +59,17 @@ def draw_threshold_slices(n_samples: int, fraction: float, n_runs: int, rng) -> 
 
 
 def run_threshold_samples(x, labels, *, n_classes: int, slices, head_init, rng,
-                          **head_options) -> ThresholdRunScores:
-    """Train one in-sample head per slice (its rows relabelled to class ``n_classes``) on unit
-    rows ``x`` (N, D) and combine the runs (see :func:`combine_threshold_runs`)."""
-    runs = []
+                          logit_scale: float = 10.0, **head_options) -> ThresholdRunScores:
+    """Train one in-sample head per slice (its rows relabelled to class ``n_classes``; the
+    runs' heads train together) on unit rows ``x`` (N, D) and combine the runs (see
+    :func:`combine_threshold_runs`)."""
+    plans = []
     for slice_ in slices:
         run_labels = labels.copy()
         run_labels[slice_] = n_classes  # threshold samples join the extra class
-        runs.append(train_head(x, run_labels, n_classes=n_classes + 1,
-                               class_embeddings=head_init, random_state=rng, **head_options))
+        plans.append(plan_head(run_labels, rng, logit_scale=logit_scale))
+    runs = train_heads(x, plans, n_classes=n_classes + 1, class_embeddings=head_init,
+                       **head_options)
     return combine_threshold_runs(runs, slices, n_classes=n_classes)
 
 
