@@ -256,7 +256,8 @@ def _add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", dest="target_precision", type=float, metavar="P",
                         help="flag as many as keep the expected precision >= P (e.g. 0.9)")
     parser.add_argument("--review-budget", dest="max_flags", type=_non_negative_int,
-                        metavar="N", help="flag the N likeliest errors (at most N with --precision)")
+                        metavar="N",
+                        help="flag the N likeliest errors (at most N with --precision)")
     parser.add_argument("--trusted", metavar="MANIFEST.csv", default=None,
                         help="CSV with a path column: verified images, never flagged")
 

@@ -1,6 +1,7 @@
 """The front door: images -> embeddings -> SEI detector -> a ``ScanResult`` to read and act on.
 
-``scan`` chains :mod:`clipsei.images.data`, :mod:`clipsei.images.embed`, :mod:`clipsei.images.prompts` and
+``scan`` chains :mod:`clipsei.images.data`, :mod:`clipsei.images.embed`,
+:mod:`clipsei.images.prompts` and
 :class:`clipsei.LabelIssueDetector`; ``scan_embeddings`` starts from embeddings you already
 have. Outputs follow cleanlab's conventions where a cleanlab user would look: a boolean
 ``is_label_issue`` mask and a ``label_score`` quality score in [0, 1], lower = worse.
@@ -64,7 +65,8 @@ class ScanResult:
     pred_probs: np.ndarray | None = field(default=None, repr=False)
 
     def to_cleanlab(self) -> pd.DataFrame:
-        """The issues table in cleanlab Datalab's column names (:func:`clipsei.handoff.to_cleanlab`);
+        """The issues table in cleanlab Datalab's column names
+        (:func:`clipsei.handoff.to_cleanlab`);
         with :attr:`pred_probs` it is what cleanlab takes as ``label_issues``/``pred_probs``."""
         from .handoff import to_cleanlab
 
@@ -343,7 +345,8 @@ def scan_embeddings(embeddings, labels, *, paths=None, class_names=None, class_e
 def _scan_arrays(embeddings, labels, *, paths, class_names, class_embeddings, other_embedding,
                  groups, images, out, random_state, failures, n_images, settings, timings,
                  notes, splits=None, content_hashes=None, properties=None, text_model=None,
-                 prompt_set="generic", trusted=None, progress=False, **detector_options) -> ScanResult:
+                 prompt_set="generic", trusted=None, progress=False,
+                 **detector_options) -> ScanResult:
     from .data_issues import add_data_issues, count_data_issues, find_data_issues
     from ._progress import progress_bars
     from .engine.detect import LabelIssueDetector
