@@ -96,3 +96,13 @@ def head_options(params: dict, n_samples: int) -> dict:
     lr = params["lr"] if params["batch_size"] else params["lr"] * batch_size / REFERENCE_BATCH
     return dict(n_epochs=params["n_epochs"], batch_size=batch_size, lr=lr,
                 device=params["device"])
+
+
+def check_zero_shot_options(class_embeddings, cutoff) -> None:
+    """``method="zero_shot"`` needs class text embeddings and has no threshold samples."""
+    if class_embeddings is None:
+        raise ValueError("method='zero_shot' needs class_embeddings (K, D), the class text "
+                         "embeddings (e.g. a scan's prompt set); got None")
+    if cutoff not in (None, COUNT_RULE):
+        raise ValueError(f"method='zero_shot' has no threshold samples: cutoff must be None or "
+                         f"{COUNT_RULE!r}; got {cutoff!r}")
