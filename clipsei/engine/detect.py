@@ -3,64 +3,49 @@
 ``"clipsei"`` (default) fuses held-out heads, a pruned held-out round, in-sample AUM, the
 neighbour vote and Bayes error probabilities (with class text, also the zero-shot prior at a
 share learned from the data). ``"zero_shot"`` scores with the image-text softmax alone. The
-reference methods use in-sample
-threshold-sample runs only: ``"sei_paper"`` (Li et al. 2026), ``"aum"`` (Pleiss et al. 2020)
-and ``"entropy_integral"``; ``"sei_prompt"`` is the paper's SEI with prompt-tuned heads
-(:mod:`clipsei.engine.prompt_head`) and the threshold samples relabelled to the "other" prompt.
+reference methods use in-sample threshold-sample runs only: ``"sei_paper"`` (Li et al. 2026),
+``"aum"`` (Pleiss et al. 2020) and ``"entropy_integral"``; ``"sei_prompt"`` is the paper's SEI
+with prompt-tuned heads (:mod:`clipsei.engine.prompt_head`) and the threshold samples
+relabelled to the "other" prompt.
 """
 
 from __future__ import annotations
 
 import inspect
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-import numpy as np
 import pandas as pd
 
 from .._device import resolve_device
 from .._validation import NotFittedError, check_random_state
 from . import options as _options
-from .decide import flag_signals
+from .options import MethodSpec
+from .decide import decide_from_signals, decide_zero_shot
 from .features import prepare_features
 from .flagging import COUNT_RULE, FlagChoice, as_trusted_mask
 from .fusion import FUSED, Signals
-from .heads import SCALE_SELECTION_MAX_SAMPLES, select_logit_scale
 from .inputs import check_fit_inputs
-from .neighbors import compute_neighbor_votes, search_neighbors, warn_exact_duplicates
+from .neighbors import find_conflicting_duplicates, search_neighbor_votes
 from .prior import compute_zero_shot_prior
 from .prompt_head import prepare_prompt_task
-from .progress import StageProgress
-from .repeats import run_repeat
-from .table import FittedValues, assemble_fitted, issues_attrs
-from .zero_shot import compute_zero_shot, flag_zero_shot
+from .repeats import run_repeats
+from .table import FittedValues, issues_attrs
 
 ZERO_SHOT = "zero_shot"
 
 
-@dataclass(frozen=True)
-class _MethodSpec:
-    score: str                  # FUSED or the dynamics score behind the label score
-    cutoff_rule: str
-    heldout: bool = False       # held-out rounds, standardised features, repeats by default
-    logit_scale: float = 10.0   # the in-sample heads' temperature
-    percentile: float = 99.0
-    prompt: bool = False        # in-sample heads are prompt-tuned (needs a CLIP text model)
-
-
 METHODS = {
-    "clipsei": _MethodSpec(FUSED, COUNT_RULE, heldout=True),
-    "sei_paper": _MethodSpec("sei", "mean"),
-    "aum": _MethodSpec("aum", "percentile"),
-    "entropy_integral": _MethodSpec("entropy_integral", "mean"),
-    "sei_prompt": _MethodSpec("sei", "mean", prompt=True),
-    "zero_shot": _MethodSpec(ZERO_SHOT, COUNT_RULE),
+    "clipsei": MethodSpec(FUSED, COUNT_RULE, heldout=True),
+    "sei_paper": MethodSpec("sei", "mean"),
+    "aum": MethodSpec("aum", "percentile"),
+    "entropy_integral": MethodSpec("entropy_integral", "mean"),
+    "sei_prompt": MethodSpec("sei", "mean", prompt=True),
+    "zero_shot": MethodSpec(ZERO_SHOT, COUNT_RULE),
 }
-_FITTED = ("issues_", "entropy_history_", "agreement_history_", "given_prob_history_",
-           "neighbor_ids_", "neighbor_sims_", "cutoff_", "class_cutoffs_", "threshold_scores_",
-           "flagged_share_per_class_", "estimated_errors_per_class_", "estimated_error_rate_",
-           "class_signal_", "duplicate_pairs_", "pred_probs_", "heldout_logit_scale_",
-           "n_repeats_", "zero_shot_prior_", "neighbor_search_")
+_FITTED = tuple(f"{name}_" for name in FittedValues.ATTRIBUTES) + (
+    "neighbor_ids_", "neighbor_sims_", "heldout_logit_scale_", "n_repeats_", "zero_shot_prior_",
+    "neighbor_search_")
 
 
 class LabelIssueDetector:
@@ -159,31 +144,19 @@ class LabelIssueDetector:
             inputs.embeddings, text_model=text_model, class_names=class_names,
             prompt_set=prompt_set, present=inputs.classes.present)
         rng = check_random_state(self.random_state)
-        search = search_neighbors(
-            features.heldout, n_neighbors=min(self.n_neighbors, y.size - 1), groups=groups,
-            random_state=int(rng.integers(2**31)), progress=progress)
+        search, votes = search_neighbor_votes(
+            features.heldout, y, n_classes=n_classes, n_neighbors=self.n_neighbors,
+            groups=groups, random_state=int(rng.integers(2**31)), progress=progress)
         self.neighbor_ids_, self.neighbor_sims_ = search.neighbor_ids, search.neighbor_sims
         self.neighbor_search_ = search.as_dict()
-        warn_exact_duplicates(self.neighbor_sims_)
-        votes = compute_neighbor_votes(self.neighbor_ids_, self.neighbor_sims_, y,
-                                       n_classes=n_classes)
         self.heldout_logit_scale_, self.zero_shot_prior_ = None, None
         if spec.score == ZERO_SHOT:
             self._fit_zero_shot(inputs, votes, trusted)
             return self
-        batches = spec.heldout + self.n_repeats_ * (1 + 2 * spec.heldout)  # train_heads calls
-        on_epoch = StageProgress(progress, "heads", batches * self.n_epochs).advance
-        if spec.heldout:
-            self.heldout_logit_scale_ = select_logit_scale(
-                features.heldout, y, n_classes=n_classes, class_embeddings=features.heldout_init,
-                random_state=rng, n_folds=self.n_folds, on_epoch=on_epoch,
-                **_options.head_options(params, min(y.size, SCALE_SELECTION_MAX_SAMPLES)))
-        repeats = [run_repeat(features, y, votes, params=params, heldout=spec.heldout,
-                              default_logit_scale=spec.logit_scale,
-                              heldout_logit_scale=self.heldout_logit_scale_, rng=rng,
-                              on_epoch=on_epoch, prompt_task=prompt_task)
-                   for _ in range(self.n_repeats_)]
-        signals = Signals.mean_of(repeats)
+        signals, self.heldout_logit_scale_ = run_repeats(
+            features, y, votes, params=params, heldout=spec.heldout,
+            default_logit_scale=spec.logit_scale, n_repeats=self.n_repeats_, rng=rng,
+            progress=progress, prompt_task=prompt_task)
         if spec.heldout and self.text_prior and inputs.head_init is not None:
             prior = compute_zero_shot_prior(
                 inputs.embeddings, y, inputs.head_init[:n_classes], signals.heldout.probs,
@@ -194,46 +167,29 @@ class LabelIssueDetector:
 
     def _finish(self, spec, signals: Signals, inputs, rng, trusted) -> None:
         """Label scores -> flags -> class signal -> the issues table and fitted attributes."""
-        y, n_classes = inputs.labels, inputs.classes.present.size
-        scores, flags, calibration = flag_signals(
-            signals, y, score=spec.score, n_classes=n_classes,
-            rule=self.cutoff or spec.cutoff_rule,
-            percentile=(spec.percentile if self.cutoff_percentile is None
-                        else self.cutoff_percentile),
-            rng=rng, choice=FlagChoice(self.target_precision, self.max_flags, trusted))
-        runs = signals.threshold_runs
-        self._store(self._assemble(
-            inputs, flags, label_scores=scores.label_scores,
-            signal_probs=signals.out_of_sample_probs,
-            error_rate=None if calibration is None else calibration.error_rate,
-            class_probs=signals.class_probs, pred_probs=signals.pred_probs, knn=signals.knn,
-            scores=signals.score_columns(y), threshold_scores=scores.threshold_scores,
-            histories=(runs.entropy_history, runs.agreement_history,
-                       runs.given_prob_history)),
+        percentile = (spec.percentile if self.cutoff_percentile is None
+                      else self.cutoff_percentile)
+        self._store(decide_from_signals(
+            signals, inputs, score=spec.score, rule=self.cutoff or spec.cutoff_rule,
+            percentile=percentile, rng=rng, choice=self._choice(trusted),
+            duplicate_pairs=self._duplicates(inputs.labels)),
             zero_shot_prior=self.zero_shot_prior_,
             neighbors=self.neighbor_search_)  # index, n_probe, recall@k
 
     def _fit_zero_shot(self, inputs, votes, trusted) -> None:
-        """``method="zero_shot"``: scores, flags and the table from the image-text softmax
-        alone; the histories are its one "epoch" (1, N)."""
-        y, n_classes = inputs.labels, inputs.classes.present.size
-        zero_shot = compute_zero_shot(inputs.embeddings, y, inputs.head_init[:n_classes])
-        label_scores, flags, calibration = flag_zero_shot(
-            zero_shot, n_classes=n_classes, rng=check_random_state(self.random_state),
-            choice=FlagChoice(self.target_precision, self.max_flags, trusted))
+        """``method="zero_shot"``: the image-text softmax alone, in one repeat."""
         self.n_repeats_ = 1
-        self._store(self._assemble(
-            inputs, flags, label_scores=label_scores, signal_probs=[zero_shot.probs],
-            error_rate=calibration.error_rate, class_probs=zero_shot.probs,
-            pred_probs=zero_shot.probs, knn=votes[np.arange(y.size), y],
-            scores=zero_shot.score_columns, threshold_scores=np.empty(0),
-            histories=zero_shot.histories), zero_shot_temperature=zero_shot.temperature)
+        fitted, temperature = decide_zero_shot(
+            inputs, votes, rng=check_random_state(self.random_state),
+            choice=self._choice(trusted), duplicate_pairs=self._duplicates(inputs.labels))
+        self._store(fitted, zero_shot_temperature=temperature)
 
-    def _assemble(self, inputs, flags, **values) -> FittedValues:
-        return assemble_fitted(
-            inputs.labels, inputs.original_labels, inputs.classes, flags,
-            neighbor_ids=self.neighbor_ids_, neighbor_sims=self.neighbor_sims_,
-            min_similarity=self.duplicate_similarity, **values)
+    def _choice(self, trusted) -> FlagChoice:
+        return FlagChoice(self.target_precision, self.max_flags, trusted)
+
+    def _duplicates(self, labels) -> pd.DataFrame:
+        return find_conflicting_duplicates(self.neighbor_ids_, self.neighbor_sims_, labels,
+                                           min_similarity=self.duplicate_similarity)
 
     def _store(self, fitted: FittedValues, **extra_attrs) -> None:
         """Copy ``fitted`` onto the estimator, complete the table's attrs and warn (at the

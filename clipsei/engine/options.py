@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,6 +17,18 @@ MAX_REPEATS = 3
 # MAX_STEPS steps an epoch above
 REFERENCE_BATCH = 256
 MIN_STEPS, MAX_STEPS = 16, 100
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One entry of the method registry (:data:`clipsei.engine.detect.METHODS`)."""
+
+    score: str                  # FUSED or the dynamics score behind the label score
+    cutoff_rule: str
+    heldout: bool = False       # held-out rounds, standardised features, repeats by default
+    logit_scale: float = 10.0   # the in-sample heads' temperature
+    percentile: float = 99.0
+    prompt: bool = False        # in-sample heads are prompt-tuned (needs a CLIP text model)
 
 
 def _is_int(value) -> bool:

@@ -6,8 +6,34 @@ import numpy as np
 
 from . import options as _options
 from .fusion import Signals
+from .heads import SCALE_SELECTION_MAX_SAMPLES, select_logit_scale
 from .heldout import run_heldout_rounds
+from .progress import StageProgress
 from .threshold import draw_threshold_slices, run_threshold_samples
+
+
+def run_repeats(features, labels, votes, *, params: dict, heldout: bool,
+                default_logit_scale: float, n_repeats: int, rng, progress=None,
+                prompt_task=None) -> tuple[Signals, float | None]:
+    """``n_repeats`` repeats of :func:`run_repeat`, averaged; with ``heldout``, the held-out
+    heads' temperature is selected first. Returns ``(signals, heldout_logit_scale or None)``.
+    progress : None or a callback ``(stage, done, total)``, advanced once per head epoch."""
+    n_classes = votes.shape[1]
+    batches = heldout + n_repeats * (1 + 2 * heldout)  # train_heads calls
+    on_epoch = StageProgress(progress, "heads", batches * params["n_epochs"]).advance
+    heldout_logit_scale = None
+    if heldout:
+        heldout_logit_scale = select_logit_scale(
+            features.heldout, labels, n_classes=n_classes,
+            class_embeddings=features.heldout_init, random_state=rng,
+            n_folds=params["n_folds"], on_epoch=on_epoch,
+            **_options.head_options(params, min(labels.size, SCALE_SELECTION_MAX_SAMPLES)))
+    repeats = [run_repeat(features, labels, votes, params=params, heldout=heldout,
+                          default_logit_scale=default_logit_scale,
+                          heldout_logit_scale=heldout_logit_scale, rng=rng, on_epoch=on_epoch,
+                          prompt_task=prompt_task)
+               for _ in range(n_repeats)]
+    return Signals.mean_of(repeats), heldout_logit_scale
 
 
 def run_repeat(features, labels, votes, *, params: dict, heldout: bool,

@@ -9,9 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .class_signal import ClassSignal, compute_class_signal
-from .classes import ClassIndex
 from .flagging import FlagCounts, Flags, compute_flagged_share_per_class, decision_attrs
-from .neighbors import find_conflicting_duplicates
 from .noise_model import count_errors_per_class
 from .ranks import rank_by_score
 
@@ -108,29 +106,28 @@ class FittedValues:
         return self.signal.as_dict()
 
 
-def assemble_fitted(labels, original_labels, classes: ClassIndex, flags: Flags, *,
-                    label_scores, signal_probs, error_rate, class_probs, pred_probs, knn,
-                    scores: dict, histories: tuple, threshold_scores, neighbor_ids,
-                    neighbor_sims, min_similarity: float) -> FittedValues:
+def assemble_fitted(inputs, flags: Flags, *, label_scores, signal_probs, error_rate,
+                    class_probs, pred_probs, knn, scores: dict, histories: tuple,
+                    threshold_scores, duplicate_pairs: pd.DataFrame) -> FittedValues:
     """Class signal (nothing flagged when the embeddings carry no class information), the
-    per-class values, conflicting duplicates and the issues table of one fit.
+    per-class values and the issues table of one fit.
 
-    labels : (N,) compact labels; original_labels : (N,) as given; signal_probs : list of
-    (N, K') out-of-sample probabilities; error_rate : the calibrated error rate or None;
+    inputs : the :class:`clipsei.engine.inputs.FitInputs`; signal_probs : list of (N, K')
+    out-of-sample probabilities; error_rate : the calibrated error rate or None;
     class_probs, pred_probs : (N, K') the predicted and suggested classes' probabilities;
     knn : (N,) neighbour agreement; scores : name -> (N,) score columns; histories :
-    (entropy, agreement, given-prob) histories (E, N); threshold_scores : (T,).
+    (entropy, agreement, given-prob) histories (E, N); threshold_scores : (T,);
+    duplicate_pairs : conflicting duplicates (columns ``i``, ``j``).
     """
+    labels, classes = inputs.labels, inputs.classes
     n_classes = classes.present.size
     signal = compute_class_signal(signal_probs, labels)
     if not signal.informative:
         flags = flags.without_flags(label_scores, labels)
     decision = decision_attrs(flags, error_rate, informative=signal.informative)
     warning_lines = ([signal.warning] if signal.warning else []) + decision.pop("notes")
-    duplicate_pairs = find_conflicting_duplicates(neighbor_ids, neighbor_sims, labels,
-                                                  min_similarity=min_similarity)
     issues = build_issues_table(
-        labels=original_labels, label_scores=label_scores,
+        labels=inputs.original_labels, label_scores=label_scores,
         is_label_issue=flags.is_label_issue,
         predicted_label=classes.original(class_probs.argmax(axis=1)),
         suggested_label=classes.original(pred_probs.argmax(axis=1)), pred_probs=pred_probs,
