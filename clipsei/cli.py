@@ -213,7 +213,7 @@ def _add_embed_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_embed(args) -> int:
-    from .pipeline import embed_to_folder
+    from .embed_folder import embed_to_folder
 
     _check_outputs(args, "--out", "--cache")
     written = embed_to_folder(args.source, manifest=_manifest(args), model=args.model,
@@ -360,7 +360,7 @@ def _run_relabel(args) -> int:
     from pathlib import Path
 
     from ._paths import check_output_file
-    from .pipeline import RELABEL_HEADER, relabel
+    from .relabeling import RELABEL_HEADER, relabel
 
     default = Path(args.scan_dir) / ("clean_manifest.csv" if args.clean
                                      else "corrected_manifest.csv")
