@@ -22,7 +22,7 @@ import torch
 
 from .._validation import check_embeddings, check_labels, check_random_state
 from .dynamics import compute_epoch_statistics
-from .heads import TrainingDynamics
+from .heads import TrainingDynamics, single_thread_on_cpu
 from .prompt_model import PromptHead as PromptHead
 from .threshold import ThresholdRunScores, combine_threshold_runs
 
@@ -46,21 +46,11 @@ class PromptHeadRun:
     context: np.ndarray
 
 
-@contextlib.contextmanager
 def _threads_for(head: PromptHead):
-    """One CPU thread when a text pass is too small to split (e.g. the tiny test model):
-    on a busy machine more threads then only wait on each other."""
+    """One CPU thread when a text pass is too small to split (e.g. the tiny test model)."""
     n_tokens = head.prefix.shape[0] * (1 + head.context.shape[-2] + head.suffix.shape[1])
     work = n_tokens * sum(p.numel() for p in head._tower.transformer.parameters())
-    if head.context.device.type != "cpu" or work >= SMALL_TEXT_PASS:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    return single_thread_on_cpu(head.context.device, small=work < SMALL_TEXT_PASS)
 
 
 @contextlib.contextmanager
