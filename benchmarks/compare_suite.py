@@ -1,6 +1,7 @@
 """Compare two suite runs row by row and write the "suite_change" section of docs/benchmarks.md.
 
-    python benchmarks/compare_suite.py --before-rev REV [--after docs/benchmarks_suite.json] [--write]
+    python benchmarks/compare_suite.py --before-rev REV \
+        [--after docs/benchmarks_suite.json] [--write]
 
 ``--before-rev`` reads ``docs/benchmarks_suite.json`` as committed at git revision REV (the run
 before a change); ``--after`` is the run after it. For each method in both runs and each

@@ -131,7 +131,7 @@ def _part_a(folder: Path, rng, n_epochs: int) -> tuple:
         if kind in source_row:
             source_row[kind].append(_same_set(issues, row, order[f"b{source:04d}.png"]))
     near_actual = planted_near.copy()
-    for row, (kind, source) in truth[planted_near].iterrows():
+    for source in truth.loc[planted_near, "source"]:
         near_actual[order[f"b{source:04d}.png"]] = True
     lines.append(f"| near duplicate, any planted kind (copy or its source) | "
                  f"{_pr(issues['is_near_duplicate'], near_actual)} |")

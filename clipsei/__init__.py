@@ -39,7 +39,7 @@ _EXPORTS = {
     "scan": "pipeline",
     "scan_embeddings": "pipeline",
     "ScanResult": "pipeline",
-    "relabel": "pipeline",
+    "relabel": "relabeling",
     "scan_captions": "captions_pipeline",
 }
 

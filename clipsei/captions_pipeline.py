@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ._paths import check_output_dir, mark_output_dir
-from .pipeline import RANDOM_WEIGHTS_WARNING, _is_random
+from ._front import RANDOM_WEIGHTS_WARNING, is_random_weights
 
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
 
@@ -99,7 +99,7 @@ def scan_captions(manifest, *, model="ViT-B-32", pretrained="laion2b_s34b_b79k",
     issues = _named_issues(scores, rows, paths, captions)
     failures = embedded.failures[["path", "reason"]]
     summary = _summary(issues, scores.attrs, len(paths), len(failures), clip, manifest)
-    if _is_random(clip):
+    if is_random_weights(clip):
         summary["warnings"].insert(0, RANDOM_WEIGHTS_WARNING)
     result = CaptionScan(issues=issues, failures=failures, summary=summary)
     if out is not None:

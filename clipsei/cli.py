@@ -1,10 +1,10 @@
 """Command line: ``clipsei <command> ...``. The only module that prints.
 
-Each command is a pair of functions: ``_add_<name>_arguments(parser)`` and
-``_run_<name>(args) -> int``, registered in ``_COMMANDS``. Errors a user can fix
-(a bad path or option, an unwritable output, a malformed manifest) are reported as one
-line on stderr with exit status 2, never as a traceback, and output paths are checked
-before any work. Python warnings and log records reach stderr once each, one line apiece.
+Each command is a pair of functions: ``add_<name>_arguments(parser)`` (in
+:mod:`clipsei._cli_args`) and ``_run_<name>(args) -> int``, registered in ``_COMMANDS``.
+Errors a user can fix (a bad path or option, an unwritable output, a malformed manifest) are
+reported as one line on stderr with exit status 2, never as a traceback, and output paths are
+checked before any work. Python warnings and log records reach stderr once each, one line apiece.
 """
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import warnings
 
 from . import __version__
+from ._cli_args import (add_bench_arguments, add_demo_arguments, add_embed_arguments,
+                        add_export_arguments, add_relabel_arguments, add_scan_arguments,
+                        add_verbosity)
+from ._cli_logging import one_line_logging
 
 # name -> (help, add_arguments, run); filled in below each command's functions.
 _COMMANDS: dict = {}
@@ -29,25 +32,15 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(f"{self.prog}: error: {message}")
 
 
-def _add_verbosity(parser: argparse.ArgumentParser, default) -> None:
-    """-v/-q, accepted before and after the command (the command's copy keeps the main
-    parser's value unless given)."""
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("-v", "--verbose", action="store_true", default=default,
-                       help="log progress details")
-    group.add_argument("-q", "--quiet", action="store_true", default=default,
-                       help="log errors only (no progress bars or warnings on stderr)")
-
-
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="clipsei",
                      description="Find mislabeled images with CLIP embeddings and SEI.")
     parser.add_argument("--version", action="version", version=f"clipsei {__version__}")
-    _add_verbosity(parser, False)
+    add_verbosity(parser, False)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_text, add_arguments, _) in _COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
-        _add_verbosity(sub, argparse.SUPPRESS)
+        add_verbosity(sub, argparse.SUPPRESS)
         add_arguments(sub)
     return parser
 
@@ -67,7 +60,7 @@ def main(argv=None) -> int:
         print(f"clipsei {args.command}: error: -v and -q exclude each other", file=sys.stderr)
         return 2
     level = logging.INFO if args.verbose else logging.ERROR if args.quiet else logging.WARNING
-    with _one_line_logging(level):
+    with one_line_logging(level):
         run = _COMMANDS[args.command][2]
         try:
             return int(run(args) or 0)
@@ -79,102 +72,8 @@ def main(argv=None) -> int:
             return 130
 
 
-class _Once(logging.Filter):
-    """Let each distinct message through once: a warning that is also logged shows once."""
-
-    def __init__(self):
-        super().__init__()
-        self.seen: set = set()
-
-    def first_time(self, message: str) -> bool:
-        new = message not in self.seen
-        self.seen.add(message)
-        return new
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.first_time(record.getMessage())
-
-
-class _one_line_logging:
-    """Log records and Python warnings reach stderr as one line each, each message once
-    (warnings keep their category for code that records them); restored on exit."""
-
-    def __init__(self, level: int):
-        self.level, self.once = level, _Once()
-        self.handler = logging.StreamHandler(sys.stderr)
-        self.handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        self.handler.addFilter(self.once)
-
-    def __enter__(self):
-        root = logging.getLogger()
-        self.saved = (root.level, root.handlers[:], warnings.formatwarning)
-        root.handlers = [self.handler]
-        root.setLevel(self.level)
-        warnings.formatwarning = self._format
-        self.filters = warnings.catch_warnings()
-        self.filters.__enter__()
-        if self.level > logging.WARNING:
-            warnings.simplefilter("ignore")
-        return self
-
-    def _format(self, message, category, filename, lineno, line=None) -> str:
-        text = str(message)
-        return f"WARNING: {text}\n" if self.once.first_time(text) else ""
-
-    def __exit__(self, *exc):
-        self.filters.__exit__(*exc)
-        root = logging.getLogger()
-        root.setLevel(self.saved[0])
-        root.handlers = self.saved[1]
-        warnings.formatwarning = self.saved[2]
-        return False
-
-
 # --- commands ---------------------------------------------------------------------------------
-# Each helper adds its command's two functions and one _COMMANDS entry in its own block.
-
-
-def _int_at_least(minimum: int, expected: str):
-    """argparse type: an integer >= ``minimum``; the error says ``expected``."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = minimum - 1
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected {expected}; got {text!r}")
-        return value
-    return parse
-
-
-_positive_int = _int_at_least(1, "a positive integer")
-_non_negative_int = _int_at_least(0, "an integer >= 0")
-
-
-def _add_image_arguments(parser: argparse.ArgumentParser, *, source_help: str) -> None:
-    """The arguments embed and scan share: images, manifest, model, weights, cache, device."""
-    parser.add_argument("source", metavar="PATH", help=source_help)
-    parser.add_argument("--manifest", metavar="MANIFEST", default=None,
-                        help="manifest path,label[,group] whose paths are relative to PATH "
-                             "(a folder)")
-    parser.add_argument("--labels", dest="labels_manifest", metavar="MANIFEST",
-                        default=None, help=argparse.SUPPRESS)  # deprecated name of --manifest
-    parser.add_argument("--model", default="ViT-B-32",
-                        help="open_clip model name, hf-hub:org/repo or local-dir:PATH "
-                             "(default %(default)s)")
-    parser.add_argument("--pretrained", default="laion2b_s34b_b79k",
-                        help="weights tag, checkpoint file, or 'none' (random weights; a "
-                             "pipeline check, not a scan) (default %(default)s)")
-    parser.add_argument("--cache", metavar="DIR", default=None,
-                        help="embedding cache folder; re-runs skip cached images (default: none)")
-    parser.add_argument("--batch-size", type=_positive_int, default=64)
-    parser.add_argument("--num-workers", type=_non_negative_int, default=None,
-                        help="decoding processes (default: chosen for the device)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--intensity-window", dest="intensity", action="store_const",
-                        const="window", default="none",
-                        help="stretch each image's 1st-99th percentile grey levels to 0-255 "
-                             "before embedding (for dark medical exports with few grey levels)")
+# Each block holds a command's run function and its _COMMANDS entry (arguments: _cli_args).
 
 
 def _manifest(args):
@@ -205,15 +104,8 @@ def _progress(args) -> bool:
 # --- embed (issue 4) ---
 
 
-def _add_embed_arguments(parser: argparse.ArgumentParser) -> None:
-    _add_image_arguments(parser, source_help="image folder (one subfolder per class) or "
-                         "CSV/Parquet manifest (path,label[,group], paths relative to it)")
-    parser.add_argument("--out", metavar="DIR", default="clipsei_embeddings",
-                        help="output folder (default: %(default)s)")
-
-
 def _run_embed(args) -> int:
-    from .pipeline import embed_to_folder
+    from .embed_folder import embed_to_folder
 
     _check_outputs(args, "--out", "--cache")
     written = embed_to_folder(args.source, manifest=_manifest(args), model=args.model,
@@ -232,33 +124,10 @@ def _run_embed(args) -> int:
 
 
 _COMMANDS["embed"] = ("Embed images with a frozen open_clip model (cached, resumable).",
-                      _add_embed_arguments, _run_embed)
+                      add_embed_arguments, _run_embed)
 # --- end embed ---
 
 # --- scan / relabel / demo (the front door) ---
-
-
-def _add_scan_arguments(parser: argparse.ArgumentParser) -> None:
-    _add_image_arguments(parser, source_help="a folder with one subfolder per class, or a "
-                         "manifest (CSV/Parquet)")
-    parser.add_argument("--prompts", default="generic",
-                        help="prompt set: generic, chest_xray, dermoscopy, fundus, histology, "
-                             "mri, or a .json/.yaml file of your own")
-    parser.add_argument("--out", required=True, metavar="DIR", help="where results are written")
-    parser.add_argument("--method", help="detector method (default: the engine's)")
-    parser.add_argument("--n-epochs", type=_positive_int, help="epochs of head training")
-    parser.add_argument("--random-state", type=int, default=0)
-    parser.add_argument("--captions", action="store_true",
-                        help="PATH is a caption manifest (path,caption): flag image-caption "
-                             "pairs that disagree, instead of label errors")
-    parser.add_argument("--n-neighbors", type=_positive_int, default=10,
-                        help="neighbours per modality with --captions (default %(default)s)")
-    parser.add_argument("--precision", dest="target_precision", type=float, metavar="P",
-                        help="flag as many as keep the expected precision >= P (e.g. 0.9)")
-    parser.add_argument("--review-budget", dest="max_flags", type=_non_negative_int,
-                        metavar="N", help="flag the N likeliest errors (at most N with --precision)")
-    parser.add_argument("--trusted", metavar="MANIFEST.csv", default=None,
-                        help="CSV with a path column: verified images, never flagged")
 
 
 def _run_scan(args) -> int:
@@ -341,25 +210,11 @@ def _print_warnings(messages) -> None:
         print(f"WARNING: {message}")
 
 
-def _add_relabel_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("scan_dir", metavar="DIR", help="output folder of clipsei scan")
-    parser.add_argument("--accept-above", type=float, required=True, metavar="P",
-                        help="take a flagged image's suggested label when its confidence >= P")
-    parser.add_argument("--drop-flagged", action="store_true",
-                        help="leave out flagged images whose suggestion was not taken")
-    parser.add_argument("--clean", action="store_true",
-                        help="also leave out outliers, images with property issues and all "
-                             "but one of each duplicate set (default FILE "
-                             "DIR/clean_manifest.csv); implies --drop-flagged")
-    parser.add_argument("--out", metavar="FILE",
-                        help="manifest to write (default DIR/corrected_manifest.csv)")
-
-
 def _run_relabel(args) -> int:
     from pathlib import Path
 
     from ._paths import check_output_file
-    from .pipeline import RELABEL_HEADER, relabel
+    from .relabeling import RELABEL_HEADER, relabel
 
     default = Path(args.scan_dir) / ("clean_manifest.csv" if args.clean
                                      else "corrected_manifest.csv")
@@ -374,18 +229,6 @@ def _run_relabel(args) -> int:
     print(f"relabelled {manifest.attrs['n_relabelled']}{dropped}; {len(manifest)} rows in "
           f"{manifest.attrs['path']}")
     return 0
-
-
-def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    from .demo import DEMO_FEATURES
-
-    parser.add_argument("--out", default="demo_out", metavar="DIR",
-                        help="where the images and the scan go (default ./demo_out)")
-    parser.add_argument("--features", choices=DEMO_FEATURES, default="pixels",
-                        help="pixels (default; finds the errors) or clipsei-tiny (the bundled "
-                             "CLIP model with random weights; shows the image pipeline)")
-    parser.add_argument("--noise-rate", type=float, default=0.1, help="share of wrong labels")
-    parser.add_argument("--random-state", type=int, default=0)
 
 
 def _run_demo(args) -> int:
@@ -407,25 +250,16 @@ def _run_demo(args) -> int:
 
 
 _COMMANDS["scan"] = ("find likely mislabeled images in a folder or manifest",
-                     _add_scan_arguments, _run_scan)
-_COMMANDS["relabel"] = ("write a corrected manifest from a scan", _add_relabel_arguments,
+                     add_scan_arguments, _run_scan)
+_COMMANDS["relabel"] = ("write a corrected manifest from a scan", add_relabel_arguments,
                         _run_relabel)
-_COMMANDS["demo"] = ("offline demo: digits with planted label errors", _add_demo_arguments,
+_COMMANDS["demo"] = ("offline demo: digits with planted label errors", add_demo_arguments,
                      _run_demo)
 
 # --- end scan / relabel / demo ---
 
 
 # --- export (issue 17) ---
-def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("scan_dir", metavar="DIR", help="output folder of clipsei scan")
-    parser.add_argument("--fiftyone", required=True, metavar="NAME",
-                        help="build a persistent FiftyOne dataset NAME (pip install "
-                             "'clipsei[fiftyone]'); open it with fiftyone.load_dataset(NAME)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing FiftyOne dataset of that name")
-
-
 def _run_export(args) -> int:
     from .pipeline import ScanResult
 
@@ -436,29 +270,11 @@ def _run_export(args) -> int:
     return 0
 
 
-_COMMANDS["export"] = ("hand a scan to FiftyOne", _add_export_arguments, _run_export)
+_COMMANDS["export"] = ("hand a scan to FiftyOne", add_export_arguments, _run_export)
 # --- end export ---
 
 
 # --- bench (issue 3) ---
-def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", metavar="PATH.npz",
-                        help="features (N, D), labels (N,) and optional true_labels, "
-                             "class_names, text_features")
-    parser.add_argument("--noise", choices=("symmetric", "asymmetric", "confusion"), default=None,
-                        help="noise to inject into clean labels (files without true_labels; "
-                             "default symmetric)")
-    parser.add_argument("--rate", type=float, default=0.2, help="injected noise rate (default 0.2)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the noise and the methods")
-    parser.add_argument("--mapping", default=None, metavar="JSON",
-                        help='asymmetric mapping {"from": "to"} by class index or name '
-                             "(default c -> c+1 mod K)")
-    parser.add_argument("--methods", default=None,
-                        help="comma-separated subset of clipsei,sei_paper,aum,entropy_integral,"
-                             "cleanlab,knn and, with text_features, zero_shot (default all)")
-    parser.add_argument("--json", default=None, metavar="OUT", help="also write the result as JSON")
-
-
 def _run_bench(args) -> int:
     import json
     from pathlib import Path
@@ -485,7 +301,7 @@ def _run_bench(args) -> int:
 
 
 _COMMANDS["bench"] = ("benchmark every detector on an .npz of features and labels",
-                      _add_bench_arguments, _run_bench)
+                      add_bench_arguments, _run_bench)
 # --- end bench ---
 
 

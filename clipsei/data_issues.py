@@ -76,7 +76,7 @@ def find_clean_rows(issues: pd.DataFrame) -> np.ndarray:
     """(N,) bool: rows a clean manifest keeps. Drops every row flagged as an outlier or for
     an image property, and from each duplicate set keeps only its first such row (none of a
     set whose members disagree on the label). Label issues are left to
-    :func:`clipsei.pipeline.relabel`, which fixes or drops them."""
+    :func:`clipsei.relabel`, which fixes or drops them."""
     flag_columns = [f"is_{name}" for name in ISSUE_TYPES if f"is_{name}" in issues
                     and "duplicate" not in name and name not in ("leakage", "label_issue")]
     keep = ~issues[flag_columns].astype(bool).any(axis=1).to_numpy()

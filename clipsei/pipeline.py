@@ -1,6 +1,7 @@
 """The front door: images -> embeddings -> SEI detector -> a ``ScanResult`` to read and act on.
 
-``scan`` chains :mod:`clipsei.images.data`, :mod:`clipsei.images.embed`, :mod:`clipsei.images.prompts` and
+``scan`` chains :mod:`clipsei.images.data`, :mod:`clipsei.images.embed`,
+:mod:`clipsei.images.prompts` and
 :class:`clipsei.LabelIssueDetector`; ``scan_embeddings`` starts from embeddings you already
 have. Outputs follow cleanlab's conventions where a cleanlab user would look: a boolean
 ``is_label_issue`` mask and a ``label_score`` quality score in [0, 1], lower = worse.
@@ -20,7 +21,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._paths import check_output_dir, check_output_file, mark_output_dir
+from ._front import RANDOM_WEIGHTS_WARNING as RANDOM_WEIGHTS_WARNING
+from ._front import check_outputs, is_random_weights, read_issues
+from ._front import load_images as load_images
+from ._front import load_model as load_model
+from ._paths import check_output_dir, mark_output_dir
+from .embed_folder import embed_to_folder as embed_to_folder
+from .relabeling import RELABEL_HEADER as RELABEL_HEADER
+from .relabeling import relabel as relabel
 from .report.summary import build_summary
 
 logger = logging.getLogger(__name__)
@@ -29,11 +37,6 @@ _ARRAYS = ("entropy_history", "agreement_history", "neighbor_ids", "neighbor_sim
 _ATTRS = ("calibrated_error_rate", "expected_errors_flagged", "expected_errors_unflagged",
           "cutoff", "class_cutoffs", "estimated_error_rate", "flagged_share_per_class",
           "estimated_errors_per_class", "method", "warnings", "class_signal", "zero_shot_prior")
-RANDOM_WEIGHTS_WARNING = ("the CLIP model has RANDOM weights (pretrained 'none'): its embeddings "
-                          "carry no learned features, so these flags are not findings; scan "
-                          "again with pretrained weights")
-# the relabel manifest's last columns: an existing file whose header ends so is relabel's own
-RELABEL_HEADER = ",given_label,action"
 
 
 @dataclass
@@ -64,7 +67,8 @@ class ScanResult:
     pred_probs: np.ndarray | None = field(default=None, repr=False)
 
     def to_cleanlab(self) -> pd.DataFrame:
-        """The issues table in cleanlab Datalab's column names (:func:`clipsei.handoff.to_cleanlab`);
+        """The issues table in cleanlab Datalab's column names
+        (:func:`clipsei.handoff.to_cleanlab`);
         with :attr:`pred_probs` it is what cleanlab takes as ``label_issues``/``pred_probs``."""
         from .handoff import to_cleanlab
 
@@ -150,7 +154,7 @@ class ScanResult:
         if not summary_path.is_file():
             raise FileNotFoundError(f"no saved scan in {directory} (summary.json not found)")
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        issues = _read_issues(directory)
+        issues = read_issues(directory)
         issues.attrs.update({key: summary[key] for key in _ATTRS if key in summary})
         arrays = {name: np.load(directory / f"{name}.npy", allow_pickle=False) for name in _ARRAYS}
         failures = pd.read_csv(directory / "failures.csv", dtype={"path": str})
@@ -158,15 +162,6 @@ class ScanResult:
         return cls(issues=issues, class_names=list(summary["class_names"]), failures=failures,
                    summary=summary, **arrays,
                    pred_probs=np.load(probs, allow_pickle=False) if probs.is_file() else None)
-
-
-def _read_issues(directory: Path) -> pd.DataFrame:
-    if (directory / "issues.parquet").is_file():
-        try:
-            return pd.read_parquet(directory / "issues.parquet")
-        except ImportError:
-            logger.info("pyarrow not installed; reading issues.csv")
-    return pd.read_csv(directory / "issues.csv", dtype={"path": str})
 
 
 def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
@@ -195,7 +190,7 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
     from .images.prompts import encode_class_prompts, encode_other_prompt
     from .images.rescan import weights_loaded
 
-    _check_outputs(out, cache_dir)
+    check_outputs(out, cache_dir)
     if isinstance(labels, (str, os.PathLike)):
         warnings.warn("scan(labels=<manifest path>) is deprecated; use manifest=",
                       DeprecationWarning, stacklevel=2)
@@ -236,7 +231,7 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
         progress=progress,
         splits=None if table.splits is None else np.asarray(table.splits)[rows],
         content_hashes=embedded.content_hashes, properties=embedded.properties,
-        notes=[RANDOM_WEIGHTS_WARNING] if _is_random(clip) else [], text_model=clip,
+        notes=[RANDOM_WEIGHTS_WARNING] if is_random_weights(clip) else [], text_model=clip,
         prompt_set=prompts, **detector_options)
 
 
@@ -250,75 +245,6 @@ def _model_from_cache(name, pretrained, cache_dir, table, prompts, intensity, de
                              intensity=intensity, device=device)
 
 
-def load_images(source, *, labels=None, manifest=None):
-    """The :class:`clipsei.ImageTable` of ``source`` (see :func:`scan`); reads no pixels."""
-    from .images.data import load_image_table
-
-    return load_image_table(source, labels=labels, manifest=manifest)
-
-
-def load_model(model="ViT-B-32", pretrained="laion2b_s34b_b79k", *, device="auto"):
-    """Load an open_clip model (see :func:`scan`); weights that cannot be loaded raise a
-    ``ValueError`` with one line saying why, instead of open_clip's own error."""
-    from .images.embed import load_clip_model
-
-    try:
-        return load_clip_model(model, pretrained, device=device)
-    except RuntimeError as err:
-        raise ValueError(str(err)) from err
-
-
-def embed_to_folder(source, *, manifest=None, model="ViT-B-32",
-                    pretrained="laion2b_s34b_b79k", device="auto", cache_dir=None,
-                    out="clipsei_embeddings", batch_size=64, num_workers=None,
-                    progress=True, intensity="none") -> dict:
-    """Embed the images of ``source`` and write them to folder ``out``; return the counts.
-
-    Writes embeddings.npy (M, D) float32, labels.npy (M,) int64, samples.csv (index, path,
-    label, class_name[, group]), class_names.json, failures.csv (index, path, reason) and
-    embed.json. ``out`` and ``cache_dir`` are checked before any work.
-    """
-    from .images.embed import embed_images
-
-    _check_outputs(out, cache_dir)
-    table = load_images(source, manifest=manifest)
-    clip = load_model(model, pretrained, device=device)
-    result = embed_images(table, clip, cache_dir=cache_dir, batch_size=batch_size,
-                          num_workers=num_workers, progress=progress, intensity=intensity)
-    out = mark_output_dir(check_output_dir(out, option="out"), kind="embed")
-    np.save(out / "embeddings.npy", result.embeddings)
-    np.save(out / "labels.npy", result.labels)
-    samples = pd.DataFrame({"index": result.indices,
-                            "path": [table.describe(i) for i in result.indices],
-                            "label": result.labels,
-                            "class_name": [table.class_names[k] for k in result.labels]})
-    if table.groups is not None:
-        samples["group"] = table.groups[result.indices]
-    samples.to_csv(out / "samples.csv", index=False)
-    result.failures.to_csv(out / "failures.csv", index=False)
-    (out / "class_names.json").write_text(json.dumps(table.class_names, indent=1))
-    written = {"model": clip.name, "pretrained": clip.pretrained, "weights_id": clip.weights_id,
-               "embed_dim": clip.embed_dim, "n_images": len(table),
-               "n_embedded": int(result.indices.size), "n_failed": len(result.failures),
-               "intensity": intensity}
-    (out / "embed.json").write_text(json.dumps(written, indent=1))
-    return {**written, "n_cached": result.n_cached, "n_encoded": result.n_encoded,
-            "shape": result.embeddings.shape, "out": str(out)}
-
-
-def _check_outputs(out, cache_dir) -> None:
-    """Fail on an unusable ``out`` or ``cache_dir`` before any work is done."""
-    if out is not None:
-        check_output_dir(out, option="out")
-    if cache_dir is not None:
-        check_output_dir(cache_dir, option="cache_dir", require_ours=False)
-
-
-def _is_random(clip) -> bool:
-    return (str(clip.weights_id).startswith("random:")
-            or str(clip.pretrained).lower() == "none")
-
-
 def scan_embeddings(embeddings, labels, *, paths=None, class_names=None, class_embeddings=None,
                     other_embedding=None, groups=None, images=None, out=None, random_state=0,
                     splits=None, content_hashes=None, trusted=None,
@@ -330,7 +256,7 @@ def scan_embeddings(embeddings, labels, *, paths=None, class_names=None, class_e
     even raw pixels. splits (N,) names each row's split (duplicates across splits are
     leakage); content_hashes (N,) strings mark exact duplicates.
     """
-    _check_outputs(out, None)
+    check_outputs(out, None)
     return _scan_arrays(embeddings, labels, paths=paths, class_names=class_names,
                         class_embeddings=class_embeddings, other_embedding=other_embedding,
                         groups=groups, images=images, out=out, random_state=random_state,
@@ -343,7 +269,8 @@ def scan_embeddings(embeddings, labels, *, paths=None, class_names=None, class_e
 def _scan_arrays(embeddings, labels, *, paths, class_names, class_embeddings, other_embedding,
                  groups, images, out, random_state, failures, n_images, settings, timings,
                  notes, splits=None, content_hashes=None, properties=None, text_model=None,
-                 prompt_set="generic", trusted=None, progress=False, **detector_options) -> ScanResult:
+                 prompt_set="generic", trusted=None, progress=False,
+                 **detector_options) -> ScanResult:
     from .data_issues import add_data_issues, count_data_issues, find_data_issues
     from ._progress import progress_bars
     from .engine.detect import LabelIssueDetector
@@ -387,57 +314,6 @@ def _scan_arrays(embeddings, labels, *, paths, class_names, class_embeddings, ot
         with _timed(timings, "save"):
             result.save(out)
     return result
-
-
-def relabel(scan_dir, *, accept_above: float, drop_flagged: bool = False,
-            out=None, clean: bool = False) -> pd.DataFrame:
-    """Write a corrected manifest from a saved scan and return it.
-
-    A flagged image whose suggested label differs from its given one takes the suggestion
-    when ``suggested_confidence >= accept_above``; with ``drop_flagged`` the other flagged
-    images are left out. The manifest (default ``scan_dir/corrected_manifest.csv``) has
-    ``path,label[,group]`` and, for review, ``given_label`` and ``action`` (kept, relabelled,
-    or flagged_kept); ``clipsei scan`` reads it back as it is. ``manifest.attrs`` holds
-    ``path``, ``n_relabelled`` and ``n_dropped``. An existing ``out`` that clipsei did not
-    write is never replaced; ``out`` is checked before anything is read. ``clean`` (implies
-    ``drop_flagged``; default file ``clean_manifest.csv``) also leaves out outliers, images
-    with property issues and all but one image of each duplicate set
-    (:func:`clipsei.data_issues.find_clean_rows`).
-    """
-    if not 0.0 <= float(accept_above) <= 1.0:
-        raise ValueError(f"accept_above must be in [0, 1]; got {accept_above}")
-    scan_dir = Path(scan_dir)
-    default_name = "clean_manifest.csv" if clean else "corrected_manifest.csv"
-    out = Path(out) if out is not None else scan_dir / default_name
-    check_output_file(out, option="out", header_end=RELABEL_HEADER)
-    if not (scan_dir / "issues.csv").is_file():
-        raise FileNotFoundError(f"no saved scan in {scan_dir} (issues.csv not found)")
-    issues = _read_issues(scan_dir)
-    if "path" not in issues:
-        raise ValueError(f"scan {scan_dir} has no image paths (it was made from embeddings); "
-                         "relabel writes a manifest of image files")
-    flagged = issues["is_label_issue"].astype(bool).to_numpy()
-    moved = flagged & (issues["suggested_label"] != issues["given_label"]).to_numpy()
-    accept = moved & (issues["suggested_confidence"].to_numpy() >= float(accept_above))
-    action = np.where(accept, "relabelled", np.where(flagged, "flagged_kept", "kept"))
-    manifest = pd.DataFrame({"path": issues["path"],
-                             "label": np.where(accept, issues["suggested_class"],
-                                               issues["given_class"]),
-                             "given_label": issues["given_class"], "action": action})
-    if "group" in issues:
-        manifest.insert(2, "group", issues["group"])
-    if drop_flagged or clean:
-        from .data_issues import find_clean_rows
-
-        keep = (action != "flagged_kept") & (find_clean_rows(issues) if clean else True)
-        manifest = manifest[keep].reset_index(drop=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    manifest.to_csv(out, index=False)
-    manifest.attrs.update(path=str(out), n_relabelled=int(accept.sum()),
-                          n_dropped=len(issues) - len(manifest))
-    logger.info("relabelled %d, dropped %d; manifest %s", manifest.attrs["n_relabelled"],
-                manifest.attrs["n_dropped"], out)
-    return manifest
 
 
 def _named_issues(issues: pd.DataFrame, class_names, paths, groups) -> pd.DataFrame:

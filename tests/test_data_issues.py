@@ -9,7 +9,7 @@ from PIL import Image, ImageFilter
 
 from clipsei.cli import main
 from clipsei.data_issues import ISSUE_TYPES, find_clean_rows
-from clipsei.pipeline import ScanResult, relabel, scan, scan_embeddings
+from clipsei.pipeline import ScanResult, scan, scan_embeddings
 
 
 def _texture(rng, colour, size=48):

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipsei.cli import main
 from clipsei.evaluation.synthetic import make_noisy_blobs
 from clipsei.pipeline import ScanResult, scan, scan_embeddings
 

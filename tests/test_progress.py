@@ -1,7 +1,6 @@
 import io
 import sys
 
-import numpy as np
 import pytest
 
 from clipsei._progress import progress_bars

@@ -3,13 +3,14 @@
 Held-out class probabilities never depend on a sample's own label, so the probability they
 give a *wrong* label can be simulated exactly: relabel every sample to another class, drawn
 as the noise model's transitions say a label of its class goes wrong (confident learning's
-``T``: cat -> dog more often than cat -> truck), and read off the probability of that label. These pseudo-errors show what the
-held-out given-label probability ``z`` of a mislabeled sample looks like (``f1``); the real
-samples show its mixture ``f = (1 - pi) f0 + pi f1`` over clean (``f0``) and mislabeled
-ones. Mixture proportion estimation (Scott et al. 2013; Elkan and Noto 2008) then gives the
-error rate ``pi <= min_t F(t) / F1(t)``, an upper bound that is tight where low ``z`` holds
-no clean sample, and Bayes' rule the posterior ``P(wrong | z) = pi f1(z) / f(z)``, with the
-density ratio from an isotonic (monotone) classifier of real against pseudo-error ``z``.
+``T``: cat -> dog more often than cat -> truck), and read off the probability of that label.
+These pseudo-errors show what the held-out given-label probability ``z`` of a mislabeled
+sample looks like (``f1``); the real samples show its mixture ``f = (1 - pi) f0 + pi f1``
+over clean (``f0``) and mislabeled ones. Mixture proportion estimation (Scott et al. 2013;
+Elkan and Noto 2008) then gives the error rate ``pi <= min_t F(t) / F1(t)``, an upper bound
+that is tight where low ``z`` holds no clean sample, and Bayes' rule the posterior
+``P(wrong | z) = pi f1(z) / f(z)``, with the density ratio from an isotonic (monotone)
+classifier of real against pseudo-error ``z``.
 No count of confident learning enters, so there is no floor: on a clean set ``pi`` -> 0.
 """
 

@@ -18,7 +18,8 @@ fused signal of known mismatches (from the same neighbour lists, no new search);
 rarely score below the median of those, the share of mismatched pairs is about twice the share
 of observed pairs below it. That many lowest-scoring pairs are flagged (none when the estimate is
 0, and none with a warning when it is 0.5 or more: then the pairs look no better than random
-pairings, and the embeddings show no image-text alignment to judge them by). The model of a mismatch is "this caption belongs to another image"; a caption that is wrong
+pairings, and the embeddings show no image-text alignment to judge them by). The model of a
+mismatch is "this caption belongs to another image"; a caption that is wrong
 in a subtler way scores higher than a random one, and is under-counted.
 """
 

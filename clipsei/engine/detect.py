@@ -3,69 +3,49 @@
 ``"clipsei"`` (default) fuses held-out heads, a pruned held-out round, in-sample AUM, the
 neighbour vote and Bayes error probabilities (with class text, also the zero-shot prior at a
 share learned from the data). ``"zero_shot"`` scores with the image-text softmax alone. The
-reference methods use in-sample
-threshold-sample runs only: ``"sei_paper"`` (Li et al. 2026), ``"aum"`` (Pleiss et al. 2020)
-and ``"entropy_integral"``; ``"sei_prompt"`` is the paper's SEI with prompt-tuned heads
-(:mod:`clipsei.engine.prompt_head`) and the threshold samples relabelled to the "other" prompt.
+reference methods use in-sample threshold-sample runs only: ``"sei_paper"`` (Li et al. 2026),
+``"aum"`` (Pleiss et al. 2020) and ``"entropy_integral"``; ``"sei_prompt"`` is the paper's SEI
+with prompt-tuned heads (:mod:`clipsei.engine.prompt_head`) and the threshold samples
+relabelled to the "other" prompt.
 """
 
 from __future__ import annotations
 
 import inspect
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-import numpy as np
 import pandas as pd
 
 from .._device import resolve_device
 from .._validation import NotFittedError, check_random_state
 from . import options as _options
-from .class_signal import compute_class_signal
+from .options import MethodSpec
+from .decide import decide_from_signals, decide_zero_shot
 from .features import prepare_features
-from .calibration import calibrate_error_probabilities
-from .flagging import (COUNT_RULE, FlagChoice, as_trusted_mask, compute_flagged_share_per_class,
-                       decision_attrs, flag_issues)
-from .fusion import FUSED, Signals, compute_label_scores
-from .heads import SCALE_SELECTION_MAX_SAMPLES, select_logit_scale
-from .heldout import run_heldout_rounds
+from .flagging import COUNT_RULE, FlagChoice, as_trusted_mask
+from .fusion import FUSED, Signals
 from .inputs import check_fit_inputs
-from .neighbors import (compute_neighbor_votes, find_conflicting_duplicates, search_neighbors,
-                        warn_exact_duplicates)
-from .noise_model import count_errors_per_class, estimate_label_transitions
+from .neighbors import find_conflicting_duplicates, search_neighbor_votes
 from .prior import compute_zero_shot_prior
 from .prompt_head import prepare_prompt_task
-from .progress import StageProgress
-from .table import build_issues_table, issues_attrs
-from .threshold import draw_threshold_slices, run_threshold_samples
-from .zero_shot import compute_zero_shot, flag_zero_shot
+from .repeats import run_repeats
+from .table import FittedValues, issues_attrs
 
 ZERO_SHOT = "zero_shot"
 
 
-@dataclass(frozen=True)
-class _MethodSpec:
-    score: str                  # FUSED or the dynamics score behind the label score
-    cutoff_rule: str
-    heldout: bool = False       # held-out rounds, standardised features, repeats by default
-    logit_scale: float = 10.0   # the in-sample heads' temperature
-    percentile: float = 99.0
-    prompt: bool = False        # in-sample heads are prompt-tuned (needs a CLIP text model)
-
-
 METHODS = {
-    "clipsei": _MethodSpec(FUSED, COUNT_RULE, heldout=True),
-    "sei_paper": _MethodSpec("sei", "mean"),
-    "aum": _MethodSpec("aum", "percentile"),
-    "entropy_integral": _MethodSpec("entropy_integral", "mean"),
-    "sei_prompt": _MethodSpec("sei", "mean", prompt=True),
-    "zero_shot": _MethodSpec(ZERO_SHOT, COUNT_RULE),
+    "clipsei": MethodSpec(FUSED, COUNT_RULE, heldout=True),
+    "sei_paper": MethodSpec("sei", "mean"),
+    "aum": MethodSpec("aum", "percentile"),
+    "entropy_integral": MethodSpec("entropy_integral", "mean"),
+    "sei_prompt": MethodSpec("sei", "mean", prompt=True),
+    "zero_shot": MethodSpec(ZERO_SHOT, COUNT_RULE),
 }
-_FITTED = ("issues_", "entropy_history_", "agreement_history_", "given_prob_history_",
-           "neighbor_ids_", "neighbor_sims_", "cutoff_", "class_cutoffs_", "threshold_scores_",
-           "flagged_share_per_class_", "estimated_errors_per_class_", "estimated_error_rate_",
-           "class_signal_", "duplicate_pairs_", "pred_probs_", "heldout_logit_scale_",
-           "n_repeats_", "zero_shot_prior_", "neighbor_search_")
+_FITTED = tuple(f"{name}_" for name in FittedValues.ATTRIBUTES) + (
+    "neighbor_ids_", "neighbor_sims_", "heldout_logit_scale_", "n_repeats_", "zero_shot_prior_",
+    "neighbor_search_")
 
 
 class LabelIssueDetector:
@@ -152,7 +132,7 @@ class LabelIssueDetector:
         resolve_device(self.device)
         spec = METHODS[self.method]
         if spec.score == ZERO_SHOT:
-            _check_zero_shot_options(class_embeddings, self.cutoff)
+            _options.check_zero_shot_options(class_embeddings, self.cutoff)
         inputs = check_fit_inputs(embeddings, labels, class_embeddings, other_embedding)
         trusted = as_trusted_mask(trusted, inputs.labels.size)
         y, n_classes = inputs.labels, inputs.classes.present.size
@@ -164,28 +144,19 @@ class LabelIssueDetector:
             inputs.embeddings, text_model=text_model, class_names=class_names,
             prompt_set=prompt_set, present=inputs.classes.present)
         rng = check_random_state(self.random_state)
-        search = search_neighbors(
-            features.heldout, n_neighbors=min(self.n_neighbors, y.size - 1), groups=groups,
-            random_state=int(rng.integers(2**31)), progress=progress)
+        search, votes = search_neighbor_votes(
+            features.heldout, y, n_classes=n_classes, n_neighbors=self.n_neighbors,
+            groups=groups, random_state=int(rng.integers(2**31)), progress=progress)
         self.neighbor_ids_, self.neighbor_sims_ = search.neighbor_ids, search.neighbor_sims
         self.neighbor_search_ = search.as_dict()
-        warn_exact_duplicates(self.neighbor_sims_)
-        votes = compute_neighbor_votes(self.neighbor_ids_, self.neighbor_sims_, y,
-                                       n_classes=n_classes)
         self.heldout_logit_scale_, self.zero_shot_prior_ = None, None
         if spec.score == ZERO_SHOT:
             self._fit_zero_shot(inputs, votes, trusted)
             return self
-        batches = spec.heldout + self.n_repeats_ * (1 + 2 * spec.heldout)  # train_heads calls
-        on_epoch = StageProgress(progress, "heads", batches * self.n_epochs).advance
-        if spec.heldout:
-            self.heldout_logit_scale_ = select_logit_scale(
-                features.heldout, y, n_classes=n_classes, class_embeddings=features.heldout_init,
-                random_state=rng, n_folds=self.n_folds, on_epoch=on_epoch,
-                **_options.head_options(params, min(y.size, SCALE_SELECTION_MAX_SAMPLES)))
-        repeats = [self._fit_signals(spec, features, y, votes, rng, on_epoch, prompt_task)
-                   for _ in range(self.n_repeats_)]
-        signals = Signals.mean_of(repeats)
+        signals, self.heldout_logit_scale_ = run_repeats(
+            features, y, votes, params=params, heldout=spec.heldout,
+            default_logit_scale=spec.logit_scale, n_repeats=self.n_repeats_, rng=rng,
+            progress=progress, prompt_task=prompt_task)
         if spec.heldout and self.text_prior and inputs.head_init is not None:
             prior = compute_zero_shot_prior(
                 inputs.embeddings, y, inputs.head_init[:n_classes], signals.heldout.probs,
@@ -194,126 +165,42 @@ class LabelIssueDetector:
         self._finish(spec, signals, inputs, rng, trusted)
         return self
 
-    def _fit_signals(self, spec, features, y, votes, rng, on_epoch,
-                     prompt_task=None) -> Signals:
-        """One repeat of the stochastic stages: threshold runs, then the held-out rounds."""
-        n_classes = votes.shape[1]
-        head_options = dict(_options.head_options(self.get_params(), y.size),
-                            on_epoch=on_epoch)
-        fraction = _options.threshold_fraction_for(self.threshold_fraction, n_classes)
-        slices = draw_threshold_slices(y.size, fraction, self.n_threshold_runs, rng)
-        if prompt_task is not None:
-            runs = prompt_task.run_threshold_samples(
-                y, slices=slices, rng=rng, n_epochs=self.n_epochs, batch_size=self.batch_size,
-                lr=self.lr, logit_scale=self.logit_scale)
-        else:
-            runs = run_threshold_samples(
-                features.in_sample, y, n_classes=n_classes, slices=slices,
-                head_init=features.head_init, rng=rng,
-                logit_scale=self.logit_scale or spec.logit_scale, **head_options)
-        knn = votes[np.arange(y.size), y]
-        heldout = None
-        if spec.heldout:
-            heldout = run_heldout_rounds(
-                features.heldout, y, n_classes=n_classes, votes=votes, in_sample_aum=runs.real.aum,
-                knn=knn, rng=rng, class_embeddings=features.heldout_init, n_folds=self.n_folds,
-                logit_scale=self.heldout_logit_scale_, **head_options)
-        return Signals(threshold_runs=runs, heldout=heldout, votes=votes, knn=knn)
-
     def _finish(self, spec, signals: Signals, inputs, rng, trusted) -> None:
-        """Label scores -> class signal -> flags -> the issues table and fitted attributes."""
-        y, classes = inputs.labels, inputs.classes
-        n_classes = classes.present.size
-        scores = compute_label_scores(signals, score=spec.score, n_classes=n_classes)
-        pred_probs = signals.pred_probs
-        class_errors = count_errors_per_class(pred_probs, y)
-        calibration = (None if signals.heldout is None else calibrate_error_probabilities(
-            signals.heldout.probs, y, rng=rng,
-            transitions=estimate_label_transitions(pred_probs, y)))
-        flags = flag_issues(
-            scores.label_scores, y, n_classes=n_classes, rule=self.cutoff or spec.cutoff_rule,
-            percentile=(spec.percentile if self.cutoff_percentile is None
-                        else self.cutoff_percentile),
-            threshold_reference=scores.threshold_reference,
-            threshold_scores=scores.threshold_scores, class_error_counts=class_errors,
-            error_probs=None if calibration is None else calibration.error_probs,
-            choice=FlagChoice(self.target_precision, self.max_flags, trusted))
-        signal = compute_class_signal(signals.out_of_sample_probs, y)
-        warning_lines = [signal.warning] if signal.warning else []
-        if not signal.informative:
-            warnings.warn(signal.warning, UserWarning, stacklevel=3)
-            flags = flags.without_flags(scores.label_scores, y)
-        decision = decision_attrs(flags, None if calibration is None else calibration.error_rate,
-                                  informative=signal.informative)
-        warning_lines += decision.pop("notes")
-        self.pred_probs_ = classes.expand_columns(pred_probs)
-        self.threshold_scores_ = scores.threshold_scores
-        self.cutoff_ = flags.cutoff
-        self.class_cutoffs_ = classes.expand(flags.class_cutoffs, np.nan)
-        self.estimated_errors_per_class_ = classes.expand(class_errors, 0)
-        self.estimated_error_rate_ = flags.counts.confident_learning / y.size
-        self.flagged_share_per_class_ = classes.expand(compute_flagged_share_per_class(
-            flags.is_label_issue, y, n_classes=n_classes), np.nan)
-        self.class_signal_ = signal.as_dict()
-        self.duplicate_pairs_ = find_conflicting_duplicates(
-            self.neighbor_ids_, self.neighbor_sims_, y, min_similarity=self.duplicate_similarity)
-        for name in ("entropy_history", "agreement_history", "given_prob_history"):
-            setattr(self, f"{name}_", getattr(signals.threshold_runs, name))
-        self.issues_ = build_issues_table(
-            labels=inputs.original_labels, label_scores=scores.label_scores,
-            is_label_issue=flags.is_label_issue,
-            predicted_label=classes.original(signals.class_probs.argmax(axis=1)),
-            suggested_label=classes.original(pred_probs.argmax(axis=1)), pred_probs=pred_probs,
-            knn_agreement=signals.knn, scores=signals.score_columns(y),
-            duplicate_pairs=self.duplicate_pairs_, error_probs=flags.error_probability)
-        self.issues_.attrs.update(issues_attrs(self, flags.counts, warning_lines))
-        self.issues_.attrs.update(decision)
-        self.issues_.attrs["zero_shot_prior"] = self.zero_shot_prior_
-        self.issues_.attrs["neighbors"] = self.neighbor_search_  # index, n_probe, recall@k
+        """Label scores -> flags -> class signal -> the issues table and fitted attributes."""
+        percentile = (spec.percentile if self.cutoff_percentile is None
+                      else self.cutoff_percentile)
+        self._store(decide_from_signals(
+            signals, inputs, score=spec.score, rule=self.cutoff or spec.cutoff_rule,
+            percentile=percentile, rng=rng, choice=self._choice(trusted),
+            duplicate_pairs=self._duplicates(inputs.labels)),
+            zero_shot_prior=self.zero_shot_prior_,
+            neighbors=self.neighbor_search_)  # index, n_probe, recall@k
 
     def _fit_zero_shot(self, inputs, votes, trusted) -> None:
-        """``method="zero_shot"``: scores, flags and the table from the image-text softmax
-        alone; the histories are its one "epoch" (1, N)."""
-        y, classes = inputs.labels, inputs.classes
-        n_classes = classes.present.size
-        zero_shot = compute_zero_shot(inputs.embeddings, y, inputs.head_init[:n_classes])
-        label_scores, flags, calibration = flag_zero_shot(
-            zero_shot, n_classes=n_classes, rng=check_random_state(self.random_state),
-            choice=FlagChoice(self.target_precision, self.max_flags, trusted))
-        signal = compute_class_signal([zero_shot.probs], y)
-        if not signal.informative:
-            warnings.warn(signal.warning, UserWarning, stacklevel=3)
-            flags = flags.without_flags(label_scores, y)
-        decision = decision_attrs(flags, calibration.error_rate, informative=signal.informative)
-        notes = decision.pop("notes")
-        probs, knn = zero_shot.probs, votes[np.arange(y.size), y]
-        self.n_repeats_, self.threshold_scores_ = 1, np.empty(0)
-        self.entropy_history_ = np.abs(zero_shot.signed_entropy)[None].astype(np.float16)
-        self.agreement_history_ = (probs.argmax(axis=1) == y)[None]
-        self.given_prob_history_ = zero_shot.given_prob[None].astype(np.float16)
-        self.pred_probs_ = classes.expand_columns(probs)
-        self.cutoff_, self.class_cutoffs_ = flags.cutoff, classes.expand(flags.class_cutoffs,
-                                                                         np.nan)
-        class_errors = count_errors_per_class(probs, y)
-        self.estimated_errors_per_class_ = classes.expand(class_errors, 0)
-        self.estimated_error_rate_ = flags.counts.confident_learning / y.size
-        self.flagged_share_per_class_ = classes.expand(compute_flagged_share_per_class(
-            flags.is_label_issue, y, n_classes=n_classes), np.nan)
-        self.class_signal_ = signal.as_dict()
-        self.duplicate_pairs_ = find_conflicting_duplicates(
-            self.neighbor_ids_, self.neighbor_sims_, y, min_similarity=self.duplicate_similarity)
-        predicted = classes.original(probs.argmax(axis=1))
-        self.issues_ = build_issues_table(
-            labels=inputs.original_labels, label_scores=label_scores,
-            is_label_issue=flags.is_label_issue, predicted_label=predicted,
-            suggested_label=predicted, pred_probs=probs, knn_agreement=knn,
-            scores={"zero_shot_prob": zero_shot.given_prob, "zero_shot_margin": zero_shot.margin,
-                    "zero_shot_signed_entropy": zero_shot.signed_entropy},
-            duplicate_pairs=self.duplicate_pairs_, error_probs=flags.error_probability)
-        self.issues_.attrs.update(issues_attrs(
-            self, flags.counts, ([signal.warning] if signal.warning else []) + notes))
-        self.issues_.attrs.update(decision)
-        self.issues_.attrs["zero_shot_temperature"] = zero_shot.temperature
+        """``method="zero_shot"``: the image-text softmax alone, in one repeat."""
+        self.n_repeats_ = 1
+        fitted, temperature = decide_zero_shot(
+            inputs, votes, rng=check_random_state(self.random_state),
+            choice=self._choice(trusted), duplicate_pairs=self._duplicates(inputs.labels))
+        self._store(fitted, zero_shot_temperature=temperature)
+
+    def _choice(self, trusted) -> FlagChoice:
+        return FlagChoice(self.target_precision, self.max_flags, trusted)
+
+    def _duplicates(self, labels) -> pd.DataFrame:
+        return find_conflicting_duplicates(self.neighbor_ids_, self.neighbor_sims_, labels,
+                                           min_similarity=self.duplicate_similarity)
+
+    def _store(self, fitted: FittedValues, **extra_attrs) -> None:
+        """Copy ``fitted`` onto the estimator, complete the table's attrs and warn (at the
+        caller of :meth:`fit`) when the embeddings carry no class information."""
+        for name in FittedValues.ATTRIBUTES:
+            setattr(self, f"{name}_", getattr(fitted, name))
+        self.issues_.attrs.update(issues_attrs(self, fitted.counts, fitted.warnings))
+        self.issues_.attrs.update(fitted.decision)
+        self.issues_.attrs.update(extra_attrs)
+        if not fitted.signal.informative:
+            warnings.warn(fitted.signal.warning, UserWarning, stacklevel=4)
 
 
 class SEIDetector(LabelIssueDetector):
@@ -323,15 +210,6 @@ class SEIDetector(LabelIssueDetector):
         warnings.warn("SEIDetector is deprecated; use LabelIssueDetector", DeprecationWarning,
                       stacklevel=2)
         super().__init__(**params)
-
-
-def _check_zero_shot_options(class_embeddings, cutoff) -> None:
-    if class_embeddings is None:
-        raise ValueError("method='zero_shot' needs class_embeddings (K, D), the class text "
-                         "embeddings (e.g. a scan's prompt set); got None")
-    if cutoff not in (None, COUNT_RULE):
-        raise ValueError(f"method='zero_shot' has no threshold samples: cutoff must be None or "
-                         f"{COUNT_RULE!r}; got {cutoff!r}")
 
 
 def check_detector_options(**options) -> None:

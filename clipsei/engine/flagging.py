@@ -7,7 +7,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .._validation import check_option
-from .ranks import rank_by_score
 
 CUTOFF_RULES = ("mean", "percentile")
 # an error rate below the lowest audited in a curated set (MNIST, 0.15%): "consistent with zero"
@@ -61,7 +60,8 @@ def flag_issues(label_scores, labels, *, n_classes: int, rule: str, percentile: 
     """Flags on (N,) ``label_scores`` under ``rule`` (:data:`CUTOFF_RULES` or ``"count"``).
 
     threshold_reference : (N,) real samples on the threshold samples' scale; threshold_scores
-    : (T,) the threshold samples' (None for a method without them); class_error_counts : (K,) confident learning's per-class
+    : (T,) the threshold samples' (None for a method without them); class_error_counts : (K,)
+    confident learning's per-class
     counts (reported); error_probs : (N,) calibrated error probabilities or None. With
     ``"count"`` and ``error_probs`` each class gets its own cutoff: the largest aligned
     error probabilities are flagged, as many as :func:`choose_flag_count` says.

@@ -86,7 +86,7 @@ def train_heads(embeddings: np.ndarray, plans, *, n_classes: int,
     """
     device = resolve_device(device)
     settings = dict(n_classes=n_classes, n_epochs=n_epochs, batch_size=batch_size, lr=lr)
-    with _single_thread_on_cpu(device):
+    with single_thread_on_cpu(device):
         return _train(embeddings, list(plans), class_embeddings, settings, device, on_epoch)
 
 
@@ -199,9 +199,10 @@ def select_logit_scale(embeddings: np.ndarray, labels: np.ndarray, *, n_classes:
 
 
 @contextlib.contextmanager
-def _single_thread_on_cpu(device: torch.device):
-    """Run the tiny per-step matrix products on one CPU thread (too small to split)."""
-    if device.type != "cpu":
+def single_thread_on_cpu(device: torch.device, *, small: bool = True):
+    """Run work that is too ``small`` to split (e.g. the tiny per-step matrix products) on one
+    CPU thread: on a busy machine more threads only wait on each other."""
+    if device.type != "cpu" or not small:
         yield
         return
     previous = torch.get_num_threads()

@@ -248,4 +248,16 @@ def warn_exact_duplicates(neighbor_sims) -> None:
     n_duplicated = int((neighbor_sims[:, 0] >= 1 - 1e-6).sum())
     if n_duplicated:
         warnings.warn(f"{n_duplicated} samples have an exact duplicate embedding; duplicates "
-                      "reinforce each other's labels", UserWarning, stacklevel=4)
+                      "reinforce each other's labels", UserWarning, stacklevel=5)
+
+
+def search_neighbor_votes(embeddings, labels, *, n_classes: int, n_neighbors: int, groups,
+                          random_state: int, progress=None) -> tuple[NeighborSearch, np.ndarray]:
+    """:func:`search_neighbors` with k = ``min(n_neighbors, N - 1)``, a warning on exact
+    duplicates, and the neighbours' label votes (N, K) for ``labels`` (N,)."""
+    search = search_neighbors(embeddings, n_neighbors=min(n_neighbors, labels.size - 1),
+                              groups=groups, random_state=random_state, progress=progress)
+    warn_exact_duplicates(search.neighbor_sims)
+    votes = compute_neighbor_votes(search.neighbor_ids, search.neighbor_sims, labels,
+                                   n_classes=n_classes)
+    return search, votes

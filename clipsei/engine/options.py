@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,6 +17,18 @@ MAX_REPEATS = 3
 # MAX_STEPS steps an epoch above
 REFERENCE_BATCH = 256
 MIN_STEPS, MAX_STEPS = 16, 100
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One entry of the method registry (:data:`clipsei.engine.detect.METHODS`)."""
+
+    score: str                  # FUSED or the dynamics score behind the label score
+    cutoff_rule: str
+    heldout: bool = False       # held-out rounds, standardised features, repeats by default
+    logit_scale: float = 10.0   # the in-sample heads' temperature
+    percentile: float = 99.0
+    prompt: bool = False        # in-sample heads are prompt-tuned (needs a CLIP text model)
 
 
 def _is_int(value) -> bool:
@@ -96,3 +109,13 @@ def head_options(params: dict, n_samples: int) -> dict:
     lr = params["lr"] if params["batch_size"] else params["lr"] * batch_size / REFERENCE_BATCH
     return dict(n_epochs=params["n_epochs"], batch_size=batch_size, lr=lr,
                 device=params["device"])
+
+
+def check_zero_shot_options(class_embeddings, cutoff) -> None:
+    """``method="zero_shot"`` needs class text embeddings and has no threshold samples."""
+    if class_embeddings is None:
+        raise ValueError("method='zero_shot' needs class_embeddings (K, D), the class text "
+                         "embeddings (e.g. a scan's prompt set); got None")
+    if cutoff not in (None, COUNT_RULE):
+        raise ValueError(f"method='zero_shot' has no threshold samples: cutoff must be None or "
+                         f"{COUNT_RULE!r}; got {cutoff!r}")

@@ -52,7 +52,8 @@ def find_outliers(neighbor_ids, neighbor_sims, *, z_cutoff: float = OUTLIER_Z) -
     if finite.any():
         ordered = np.sort(mean_distance[finite])
         # share of samples at least as far: 1/n for the farthest, 1 for the nearest
-        score[finite] = (ordered.size - np.searchsorted(ordered, mean_distance[finite])) / ordered.size
+        farther = ordered.size - np.searchsorted(ordered, mean_distance[finite])
+        score[finite] = farther / ordered.size
     z = robust_z(np.log(np.maximum(mean_distance, 1e-6)))
     return Outliers(outlier_distance=mean_distance.astype(np.float32),
                     outlier_score=score.astype(np.float32),

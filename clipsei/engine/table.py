@@ -1,10 +1,16 @@
-"""The issues table: one row per sample, labels, suggestions, scores, flag and rank."""
+"""The issues table: one row per sample, labels, suggestions, scores, flag and rank; and the
+values a fit leaves on the estimator (:class:`FittedValues`)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from .class_signal import ClassSignal, compute_class_signal
+from .flagging import FlagCounts, Flags, compute_flagged_share_per_class, decision_attrs
+from .noise_model import count_errors_per_class
 from .ranks import rank_by_score
 
 
@@ -64,3 +70,77 @@ def issues_attrs(detector, counts, warning_lines) -> dict:
         "warnings": warning_lines,
         "class_signal": detector.class_signal_,
     }
+
+
+@dataclass(frozen=True)
+class FittedValues:
+    """What a fit leaves on the estimator: each name in :attr:`ATTRIBUTES` becomes the
+    attribute ``<name>_``. Per-class arrays span all K classes, ``pred_probs`` is (N, K),
+    histories are (E, N). ``signal``, ``counts``, ``warnings`` and ``decision`` feed the
+    issues table's ``attrs``."""
+
+    pred_probs: np.ndarray
+    threshold_scores: np.ndarray
+    cutoff: float
+    class_cutoffs: np.ndarray
+    estimated_errors_per_class: np.ndarray
+    estimated_error_rate: float
+    flagged_share_per_class: np.ndarray
+    signal: ClassSignal
+    duplicate_pairs: pd.DataFrame
+    entropy_history: np.ndarray
+    agreement_history: np.ndarray
+    given_prob_history: np.ndarray
+    issues: pd.DataFrame
+    counts: FlagCounts
+    warnings: list
+    decision: dict
+
+    ATTRIBUTES = ("pred_probs", "threshold_scores", "cutoff", "class_cutoffs",
+                  "estimated_errors_per_class", "estimated_error_rate",
+                  "flagged_share_per_class", "class_signal", "duplicate_pairs",
+                  "entropy_history", "agreement_history", "given_prob_history", "issues")
+
+    @property
+    def class_signal(self) -> dict:
+        return self.signal.as_dict()
+
+
+def assemble_fitted(inputs, flags: Flags, *, label_scores, signal_probs, error_rate,
+                    class_probs, pred_probs, knn, scores: dict, histories: tuple,
+                    threshold_scores, duplicate_pairs: pd.DataFrame) -> FittedValues:
+    """Class signal (nothing flagged when the embeddings carry no class information), the
+    per-class values and the issues table of one fit.
+
+    inputs : the :class:`clipsei.engine.inputs.FitInputs`; signal_probs : list of (N, K')
+    out-of-sample probabilities; error_rate : the calibrated error rate or None;
+    class_probs, pred_probs : (N, K') the predicted and suggested classes' probabilities;
+    knn : (N,) neighbour agreement; scores : name -> (N,) score columns; histories :
+    (entropy, agreement, given-prob) histories (E, N); threshold_scores : (T,);
+    duplicate_pairs : conflicting duplicates (columns ``i``, ``j``).
+    """
+    labels, classes = inputs.labels, inputs.classes
+    n_classes = classes.present.size
+    signal = compute_class_signal(signal_probs, labels)
+    if not signal.informative:
+        flags = flags.without_flags(label_scores, labels)
+    decision = decision_attrs(flags, error_rate, informative=signal.informative)
+    warning_lines = ([signal.warning] if signal.warning else []) + decision.pop("notes")
+    issues = build_issues_table(
+        labels=inputs.original_labels, label_scores=label_scores,
+        is_label_issue=flags.is_label_issue,
+        predicted_label=classes.original(class_probs.argmax(axis=1)),
+        suggested_label=classes.original(pred_probs.argmax(axis=1)), pred_probs=pred_probs,
+        knn_agreement=knn, scores=scores, duplicate_pairs=duplicate_pairs,
+        error_probs=flags.error_probability)
+    entropy_history, agreement_history, given_prob_history = histories
+    return FittedValues(
+        pred_probs=classes.expand_columns(pred_probs), threshold_scores=threshold_scores,
+        cutoff=flags.cutoff, class_cutoffs=classes.expand(flags.class_cutoffs, np.nan),
+        estimated_errors_per_class=classes.expand(count_errors_per_class(pred_probs, labels), 0),
+        estimated_error_rate=flags.counts.confident_learning / labels.size,
+        flagged_share_per_class=classes.expand(compute_flagged_share_per_class(
+            flags.is_label_issue, labels, n_classes=n_classes), np.nan),
+        signal=signal, duplicate_pairs=duplicate_pairs, entropy_history=entropy_history,
+        agreement_history=agreement_history, given_prob_history=given_prob_history,
+        issues=issues, counts=flags.counts, warnings=warning_lines, decision=decision)

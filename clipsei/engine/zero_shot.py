@@ -60,6 +60,19 @@ class ZeroShot:
         entropy = -(probs * self.log_probs).sum(axis=1)
         return np.where(self.log_probs.argmax(axis=1) == self.labels, entropy, -entropy)
 
+    @property
+    def score_columns(self) -> dict:
+        """The issues table's zero-shot score columns: name -> (N,)."""
+        return {"zero_shot_prob": self.given_prob, "zero_shot_margin": self.margin,
+                "zero_shot_signed_entropy": self.signed_entropy}
+
+    @property
+    def histories(self) -> tuple:
+        """(entropy, agreement, given-prob) histories (1, N): the zero-shot's one "epoch"."""
+        return (np.abs(self.signed_entropy)[None].astype(np.float16),
+                (self.probs.argmax(axis=1) == self.labels)[None],
+                self.given_prob[None].astype(np.float16))
+
 
 def compute_text_cosines(embeddings, class_embeddings) -> np.ndarray:
     """(N, K) float64 cosines between image rows (N, D) and class text rows (K, D), both

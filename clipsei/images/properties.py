@@ -65,8 +65,8 @@ def find_property_issues(properties: pd.DataFrame, *, z_cutoff: float = PROPERTY
     """Flag images whose properties stand out from the dataset's; one row per image.
 
     Each flag is a one-sided robust z beyond ``z_cutoff`` of: log brightness (is_dark), log
-    (1 - brightness) (is_bright), the lower of the entropy and contrast z (is_low_information), log sharpness
-    (is_blurry), log area (is_odd_size, either way), log aspect ratio (is_odd_aspect).
+    (1 - brightness) (is_bright), the lower of the entropy and contrast z (is_low_information),
+    log sharpness (is_blurry), log area (is_odd_size, either way), log aspect ratio (is_odd_aspect).
     is_grayscale: colourless (colorfulness < :data:`GREY_COLORFULNESS`) in a set where most
     images have colour. Rows of NaN (no properties) are never flagged.
     """

@@ -1,0 +1,59 @@
+"""Shared by the front door (:mod:`clipsei.pipeline`, :mod:`clipsei.embed_folder`,
+:mod:`clipsei.relabeling`, :mod:`clipsei.captions_pipeline`): loading images and models,
+checking output folders, reading a saved issues table."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from ._paths import check_output_dir
+
+# the front door's one logger name, as it was before these helpers left clipsei.pipeline
+logger = logging.getLogger("clipsei.pipeline")
+
+RANDOM_WEIGHTS_WARNING = ("the CLIP model has RANDOM weights (pretrained 'none'): its embeddings "
+                          "carry no learned features, so these flags are not findings; scan "
+                          "again with pretrained weights")
+
+
+def load_images(source, *, labels=None, manifest=None):
+    """The :class:`clipsei.ImageTable` of ``source`` (see :func:`clipsei.scan`); reads no pixels."""
+    from .images.data import load_image_table
+
+    return load_image_table(source, labels=labels, manifest=manifest)
+
+
+def load_model(model="ViT-B-32", pretrained="laion2b_s34b_b79k", *, device="auto"):
+    """Load an open_clip model (see :func:`clipsei.scan`); weights that cannot be loaded raise a
+    ``ValueError`` with one line saying why, instead of open_clip's own error."""
+    from .images.embed import load_clip_model
+
+    try:
+        return load_clip_model(model, pretrained, device=device)
+    except RuntimeError as err:
+        raise ValueError(str(err)) from err
+
+
+def check_outputs(out, cache_dir) -> None:
+    """Fail on an unusable ``out`` or ``cache_dir`` before any work is done."""
+    if out is not None:
+        check_output_dir(out, option="out")
+    if cache_dir is not None:
+        check_output_dir(cache_dir, option="cache_dir", require_ours=False)
+
+
+def is_random_weights(clip) -> bool:
+    return (str(clip.weights_id).startswith("random:")
+            or str(clip.pretrained).lower() == "none")
+
+
+def read_issues(directory: Path) -> pd.DataFrame:
+    if (directory / "issues.parquet").is_file():
+        try:
+            return pd.read_parquet(directory / "issues.parquet")
+        except ImportError:
+            logger.info("pyarrow not installed; reading issues.csv")
+    return pd.read_csv(directory / "issues.csv", dtype={"path": str})

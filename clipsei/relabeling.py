@@ -1,0 +1,69 @@
+"""Act on a saved scan: write a corrected (or clean) manifest of the image files."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._front import read_issues
+from ._paths import check_output_file
+
+# the front door's one logger name, as it was before relabel left clipsei.pipeline
+logger = logging.getLogger("clipsei.pipeline")
+
+# the relabel manifest's last columns: an existing file whose header ends so is relabel's own
+RELABEL_HEADER = ",given_label,action"
+
+
+def relabel(scan_dir, *, accept_above: float, drop_flagged: bool = False,
+            out=None, clean: bool = False) -> pd.DataFrame:
+    """Write a corrected manifest from a saved scan and return it.
+
+    A flagged image whose suggested label differs from its given one takes the suggestion
+    when ``suggested_confidence >= accept_above``; with ``drop_flagged`` the other flagged
+    images are left out. The manifest (default ``scan_dir/corrected_manifest.csv``) has
+    ``path,label[,group]`` and, for review, ``given_label`` and ``action`` (kept, relabelled,
+    or flagged_kept); ``clipsei scan`` reads it back as it is. ``manifest.attrs`` holds
+    ``path``, ``n_relabelled`` and ``n_dropped``. An existing ``out`` that clipsei did not
+    write is never replaced; ``out`` is checked before anything is read. ``clean`` (implies
+    ``drop_flagged``; default file ``clean_manifest.csv``) also leaves out outliers, images
+    with property issues and all but one image of each duplicate set
+    (:func:`clipsei.data_issues.find_clean_rows`).
+    """
+    if not 0.0 <= float(accept_above) <= 1.0:
+        raise ValueError(f"accept_above must be in [0, 1]; got {accept_above}")
+    scan_dir = Path(scan_dir)
+    default_name = "clean_manifest.csv" if clean else "corrected_manifest.csv"
+    out = Path(out) if out is not None else scan_dir / default_name
+    check_output_file(out, option="out", header_end=RELABEL_HEADER)
+    if not (scan_dir / "issues.csv").is_file():
+        raise FileNotFoundError(f"no saved scan in {scan_dir} (issues.csv not found)")
+    issues = read_issues(scan_dir)
+    if "path" not in issues:
+        raise ValueError(f"scan {scan_dir} has no image paths (it was made from embeddings); "
+                         "relabel writes a manifest of image files")
+    flagged = issues["is_label_issue"].astype(bool).to_numpy()
+    moved = flagged & (issues["suggested_label"] != issues["given_label"]).to_numpy()
+    accept = moved & (issues["suggested_confidence"].to_numpy() >= float(accept_above))
+    action = np.where(accept, "relabelled", np.where(flagged, "flagged_kept", "kept"))
+    manifest = pd.DataFrame({"path": issues["path"],
+                             "label": np.where(accept, issues["suggested_class"],
+                                               issues["given_class"]),
+                             "given_label": issues["given_class"], "action": action})
+    if "group" in issues:
+        manifest.insert(2, "group", issues["group"])
+    if drop_flagged or clean:
+        from .data_issues import find_clean_rows
+
+        keep = (action != "flagged_kept") & (find_clean_rows(issues) if clean else True)
+        manifest = manifest[keep].reset_index(drop=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    manifest.to_csv(out, index=False)
+    manifest.attrs.update(path=str(out), n_relabelled=int(accept.sum()),
+                          n_dropped=len(issues) - len(manifest))
+    logger.info("relabelled %d, dropped %d; manifest %s", manifest.attrs["n_relabelled"],
+                manifest.attrs["n_dropped"], out)
+    return manifest
