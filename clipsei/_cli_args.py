@@ -81,6 +81,11 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
                              "pairs that disagree, instead of label errors")
     parser.add_argument("--n-neighbors", type=positive_int, default=10,
                         help="neighbours per modality with --captions (default %(default)s)")
+    parser.add_argument("--cutoff", choices=("count", "calibrated"), default=None,
+                        help="flag rule of the default: 'count' (default: at least confident "
+                             "learning's count) or 'calibrated' (the expected-F1 count of "
+                             "calibrated probabilities, no floor; for curated sets with few "
+                             "errors)")
     parser.add_argument("--precision", dest="target_precision", type=float, metavar="P",
                         help="flag as many as keep the expected precision >= P (e.g. 0.9)")
     parser.add_argument("--review-budget", dest="max_flags", type=non_negative_int,

@@ -137,7 +137,8 @@ def _run_scan(args) -> int:
         return _run_caption_scan(args)
     _check_outputs(args, "--out", "--cache")
     options = {key: getattr(args, key) for key in ("method", "n_epochs", "target_precision",
-                                                   "max_flags") if getattr(args, key) is not None}
+                                                   "max_flags", "cutoff")
+               if getattr(args, key) is not None}
     from . import check_detector_options
 
     check_detector_options(**options)  # a bad option fails before the model loads

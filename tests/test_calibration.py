@@ -91,10 +91,11 @@ def clean_blobs():
 
 
 def test_clean_set_gets_nearly_no_flags(clean_blobs):
-    issues = find_label_issues(clean_blobs.embeddings, clean_blobs.labels, n_epochs=5)
+    issues = find_label_issues(clean_blobs.embeddings, clean_blobs.labels, n_epochs=5,
+                               cutoff="calibrated")
     attrs = issues.attrs
     # confident learning counts overlapping classes' hard samples as errors; the calibrated
-    # rate does not, and the flags follow the calibrated probabilities
+    # rate does not, and the calibrated rule's flags follow the calibrated probabilities
     assert attrs["error_counts"]["confident_learning"] >= 5
     assert issues["is_label_issue"].sum() <= 3
     # 200 images resolve a rate of about 2 / 200: the bound is at its floor
@@ -103,7 +104,7 @@ def test_clean_set_gets_nearly_no_flags(clean_blobs):
 
 
 def test_user_controls_pass_through(blobs):
-    detector = LabelIssueDetector(n_epochs=5, target_precision=0.95).fit(
+    detector = LabelIssueDetector(n_epochs=5, target_precision=0.95, cutoff="calibrated").fit(
         blobs.embeddings, blobs.labels, trusted=np.flatnonzero(blobs.is_flipped)[:3])
     issues = detector.issues_
     flagged = issues["is_label_issue"].to_numpy()

@@ -85,23 +85,33 @@ def test_count_rule_with_error_probabilities_flags_each_class_lowest_scores():
     assert not none.is_label_issue.any() and not (label_scores < none.class_cutoffs[labels]).any()
 
 
-def _flags_of(choice, error_probs=None):
+def _flags_of(choice, error_probs=None, rule="calibrated"):
     labels = np.array([0, 0, 0, 1, 1, 1, 1])
     label_scores = np.array([0.9, 0.1, 0.5, 0.2, 0.8, 0.4, 0.6])
     if error_probs is None:
         error_probs = np.array([0.0, 0.9, 0.2, 0.95, 0.0, 0.1, 0.0])
-    return flag_issues(label_scores, labels, n_classes=2, rule="count", percentile=99.0,
+    return flag_issues(label_scores, labels, n_classes=2, rule=rule, percentile=99.0,
                        threshold_reference=label_scores, threshold_scores=np.array([0.3]),
                        class_error_counts=np.array([3, 3]), error_probs=error_probs,
                        choice=choice)
 
 
-def test_count_rule_has_no_floor_from_confident_learning():
+def test_calibrated_rule_has_no_floor_from_confident_learning():
     # confident learning counts 6 errors; the calibrated probabilities expect about 2
     flags = _flags_of(None)
     assert flags.counts.confident_learning == 6 and flags.is_label_issue.sum() == 2
     # calibrated probabilities of a clean set: nothing flagged, whatever the counts say
     assert not _flags_of(None, error_probs=np.zeros(7)).is_label_issue.any()
+
+
+def test_count_rule_flags_at_least_confident_learnings_count():
+    # the default rule: the larger of confident learning's count (3 + 3) and the expected-F1
+    # count, each class's probabilities capped at its confident-learning count
+    flags = _flags_of(None, rule="count")
+    assert flags.counts.confident_learning == 6 and flags.is_label_issue.sum() == 6
+    np.testing.assert_array_equal(flags.is_label_issue[[0]], [False])  # class 0's highest score
+    budget = _flags_of(FlagChoice(max_flags=2), rule="count")
+    np.testing.assert_array_equal(np.flatnonzero(budget.is_label_issue), [1, 3])
 
 
 def test_target_precision_and_max_flags():

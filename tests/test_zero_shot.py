@@ -82,7 +82,7 @@ def test_zero_shot_scores_agree(blobs):
 def test_zero_shot_errors(blobs):
     with pytest.raises(ValueError, match="method='zero_shot' needs class_embeddings"):
         find_label_issues(blobs.embeddings, blobs.labels, method="zero_shot")
-    with pytest.raises(ValueError, match="cutoff must be None or 'count'"):
+    with pytest.raises(ValueError, match="cutoff must be None, 'count' or 'calibrated'"):
         find_label_issues(blobs.embeddings, blobs.labels, method="zero_shot", cutoff="mean",
                           class_embeddings=blobs.class_embeddings)
     with pytest.raises(ValueError, match="class_embeddings must be"):

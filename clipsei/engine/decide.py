@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .calibration import calibrate_error_probabilities
-from .flagging import FlagChoice, flag_issues
+from .flagging import CALIBRATED_RULE, FlagChoice, flag_issues
 from .fusion import Signals, compute_label_scores
 from .noise_model import count_errors_per_class, estimate_label_transitions
 from .table import FittedValues, assemble_fitted
@@ -17,7 +17,8 @@ def decide_from_signals(signals: Signals, inputs, *, score: str, rule: str, perc
                         rng, choice: FlagChoice, duplicate_pairs) -> FittedValues:
     """Label scores of ``score`` (:func:`clipsei.engine.fusion.compute_label_scores`), the
     held-out heads' calibrated error probabilities (none without held-out rounds), flags
-    under ``rule`` and the fitted values for ``inputs`` (a FitInputs)."""
+    under ``rule`` (on the Bayes error probabilities, or on the calibrated ones with
+    ``"calibrated"``) and the fitted values for ``inputs`` (a FitInputs)."""
     labels, n_classes = inputs.labels, inputs.classes.present.size
     scores = compute_label_scores(signals, score=score, n_classes=n_classes)
     pred_probs = signals.pred_probs
@@ -29,7 +30,8 @@ def decide_from_signals(signals: Signals, inputs, *, score: str, rule: str, perc
         scores.label_scores, labels, n_classes=n_classes, rule=rule, percentile=percentile,
         threshold_reference=scores.threshold_reference,
         threshold_scores=scores.threshold_scores, class_error_counts=class_errors,
-        error_probs=None if calibration is None else calibration.error_probs, choice=choice)
+        error_probs=(calibration.error_probs if rule == CALIBRATED_RULE and calibration
+                     else signals.error_probs), choice=choice)
     runs = signals.threshold_runs
     return assemble_fitted(
         inputs, flags, label_scores=scores.label_scores,
@@ -41,14 +43,14 @@ def decide_from_signals(signals: Signals, inputs, *, score: str, rule: str, perc
         duplicate_pairs=duplicate_pairs)
 
 
-def decide_zero_shot(inputs, votes, *, rng, choice: FlagChoice,
+def decide_zero_shot(inputs, votes, *, rng, rule: str, choice: FlagChoice,
                      duplicate_pairs) -> tuple[FittedValues, float]:
     """``method="zero_shot"``: scores, flags and fitted values from the image-text softmax
     alone (its histories are one "epoch", (1, N)). Returns ``(fitted, temperature)``."""
     labels, n_classes = inputs.labels, inputs.classes.present.size
     zero_shot = compute_zero_shot(inputs.embeddings, labels, inputs.head_init[:n_classes])
     label_scores, flags, calibration = flag_zero_shot(zero_shot, n_classes=n_classes, rng=rng,
-                                                      choice=choice)
+                                                      rule=rule, choice=choice)
     fitted = assemble_fitted(
         inputs, flags, label_scores=label_scores, signal_probs=[zero_shot.probs],
         error_rate=calibration.error_rate, class_probs=zero_shot.probs,

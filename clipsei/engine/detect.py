@@ -57,13 +57,16 @@ class LabelIssueDetector:
     logit_scale : override the in-sample heads' temperature.
     threshold_fraction : share of samples in each of the ``n_threshold_runs`` disjoint
         threshold slices; None -> ``1 / (K + 1)``.
-    cutoff : None (the method's rule), ``"mean"``, ``"percentile"`` (``cutoff_percentile``)
-        or ``"count"``. n_folds : folds of the held-out heads.
+    cutoff : None (the method's rule), ``"mean"``, ``"percentile"`` (``cutoff_percentile``),
+        ``"count"`` (the default's) or ``"calibrated"`` (the expected-F1 count of calibrated
+        error probabilities, without confident learning's floor: fewer flags at low error
+        rates, too few under real, ambiguous-image noise; see docs/design.md).
+        n_folds : folds of the held-out heads.
     n_repeats : runs of the stochastic stages averaged; None: up to 3 on small sets for the
         default, 1 for reference methods.
-    target_precision : flag as many as keep the expected precision at least this (the
-        default method's calibrated error probabilities); max_flags : flag at most this many,
-        the most likely first (alone: exactly this many); None: the expected-F1 count.
+    target_precision : flag as many as keep the expected precision at least this (under the
+        ``error_probability`` column); max_flags : flag at most this many, the most likely
+        first (alone: exactly this many); None: the cutoff rule's count.
     n_neighbors : k of the neighbour vote (at most N - 1 is used); duplicate_similarity :
         cosine from which differently labelled samples are conflicting duplicates.
     device : ``"auto"``, ``"cpu"`` or ``"cuda"``; random_state : None, int or Generator.
@@ -181,7 +184,8 @@ class LabelIssueDetector:
         self.n_repeats_ = 1
         fitted, temperature = decide_zero_shot(
             inputs, votes, rng=check_random_state(self.random_state),
-            choice=self._choice(trusted), duplicate_pairs=self._duplicates(inputs.labels))
+            rule=self.cutoff or COUNT_RULE, choice=self._choice(trusted),
+            duplicate_pairs=self._duplicates(inputs.labels))
         self._store(fitted, zero_shot_temperature=temperature)
 
     def _choice(self, trusted) -> FlagChoice:

@@ -11,8 +11,9 @@ from .._validation import check_option
 CUTOFF_RULES = ("mean", "percentile")
 # an error rate below the lowest audited in a curated set (MNIST, 0.15%): "consistent with zero"
 CLEAN_RATE = 0.001
-COUNT_RULE = "count"  # the expected-F1 count of calibrated error probabilities (else confident
-# learning's count)
+COUNT_RULE = "count"  # per-class cutoffs: the larger of confident learning's count and the
+# expected-F1 count of its Bayes error probabilities (without them, confident learning's count)
+CALIBRATED_RULE = "calibrated"  # the expected-F1 count of calibrated error probabilities, no floor
 
 
 @dataclass(frozen=True)
@@ -57,14 +58,18 @@ class Flags:
 def flag_issues(label_scores, labels, *, n_classes: int, rule: str, percentile: float,
                 threshold_reference, threshold_scores, class_error_counts,
                 error_probs=None, choice: "FlagChoice | None" = None) -> Flags:
-    """Flags on (N,) ``label_scores`` under ``rule`` (:data:`CUTOFF_RULES` or ``"count"``).
+    """Flags on (N,) ``label_scores`` under ``rule`` (:data:`CUTOFF_RULES`,
+    :data:`COUNT_RULE` or :data:`CALIBRATED_RULE`).
 
     threshold_reference : (N,) real samples on the threshold samples' scale; threshold_scores
     : (T,) the threshold samples' (None for a method without them); class_error_counts : (K,)
-    confident learning's per-class
-    counts (reported); error_probs : (N,) calibrated error probabilities or None. With
-    ``"count"`` and ``error_probs`` each class gets its own cutoff: the largest aligned
-    error probabilities are flagged, as many as :func:`choose_flag_count` says.
+    confident learning's per-class counts; error_probs : (N,) error probabilities or None
+    (Bayes for :data:`COUNT_RULE`, calibrated for :data:`CALIBRATED_RULE`). With either rule
+    and ``error_probs`` each class gets its own cutoff: the largest aligned error
+    probabilities are flagged, as many as :func:`choose_flag_count` says, starting from the
+    larger of the confident-learning and expected-F1 counts (:data:`COUNT_RULE`, whose
+    alignment also caps each class at confident learning's count) or the expected-F1 count
+    alone (:data:`CALIBRATED_RULE`).
     ``choice`` (:class:`FlagChoice`): the user's target precision, review budget and
     verified (never flagged) rows.
     """
@@ -74,16 +79,20 @@ def flag_issues(label_scores, labels, *, n_classes: int, rule: str, percentile: 
         threshold=None if threshold_scores is None else
         int((threshold_reference < compute_cutoff(threshold_scores)).sum()),
         confident_learning=int(np.sum(class_error_counts)))
+    by_count = rule == COUNT_RULE
     if error_probs is not None:
         aligned = np.zeros(labels.size)
-        aligned[~trusted] = align_error_probabilities(error_probs[~trusted],
-                                                      label_scores[~trusted], labels[~trusted])
+        aligned[~trusted] = align_error_probabilities(
+            error_probs[~trusted], label_scores[~trusted], labels[~trusted],
+            class_error_counts=class_error_counts if by_count else None)
         flag_order = np.lexsort((label_scores, -aligned, trusted))  # ties: lower score first
         counts = replace(counts, expected_f1=compute_expected_f1_count(
             aligned, np.argsort(flag_order)))
-    if rule == COUNT_RULE and error_probs is not None:
+    if rule in (COUNT_RULE, CALIBRATED_RULE) and error_probs is not None:
         is_issue = np.zeros(labels.size, dtype=bool)
-        n_flagged = choose_flag_count(aligned[flag_order], counts.expected_f1, choice,
+        default_count = (max(counts.confident_learning, counts.expected_f1) if by_count
+                         else counts.expected_f1)
+        n_flagged = choose_flag_count(aligned[flag_order], default_count, choice,
                                       n_candidates=int((~trusted).sum()))
         is_issue[flag_order[:n_flagged]] = True
         class_cutoffs = compute_class_cutoffs(label_scores, labels, is_issue, n_classes=n_classes)
@@ -139,15 +148,15 @@ def as_trusted_mask(trusted, n_samples: int) -> np.ndarray:
     return mask
 
 
-def choose_flag_count(ordered_probs, expected_f1_count: int, choice: FlagChoice, *,
+def choose_flag_count(ordered_probs, default_count: int, choice: FlagChoice, *,
                       n_candidates: int) -> int:
-    """How many of the (N,) ``ordered_probs`` (calibrated, most likely first) to flag.
+    """How many of the (N,) ``ordered_probs`` (most likely first) to flag.
 
-    By default the expected-F1 count; with ``choice.target_precision`` the largest count
+    By default ``default_count``; with ``choice.target_precision`` the largest count
     whose expected precision (the mean of the flagged probabilities) reaches it; with
     ``choice.max_flags`` at most that many (alone: that many). Never more than
     ``n_candidates`` (the rows not verified)."""
-    count = expected_f1_count
+    count = default_count
     if choice.target_precision is not None:
         precision = np.cumsum(ordered_probs) / np.arange(1, ordered_probs.size + 1)
         reaching = np.flatnonzero(precision >= choice.target_precision)
@@ -206,10 +215,13 @@ def compute_expected_f1_count(error_probs, label_scores) -> int:
     return min(int(np.argmax(expected_f1)) + 1, n_above_mean)
 
 
-def align_error_probabilities(error_probs, label_scores, labels) -> np.ndarray:
+def align_error_probabilities(error_probs, label_scores, labels, *,
+                              class_error_counts=None) -> np.ndarray:
     """(N,) error probabilities re-dealt within each given class in ``label_scores`` order.
 
-    Within given class ``j`` the class's largest probability goes to its lowest score, the
+    With ``class_error_counts`` (K,) each class's probabilities are first scaled down, never
+    up, to sum to at most its count. Within given class ``j`` the class's largest
+    probability goes to its lowest score, the
     second largest to its second lowest, and so on. Each class keeps the *levels* (and the
     sum: the expected number of errors) of its probabilities (a minority label that is often
     wrong keeps its higher ones) while the order inside the class is the score's, which ranks
@@ -223,8 +235,11 @@ def align_error_probabilities(error_probs, label_scores, labels) -> np.ndarray:
     aligned = np.empty_like(error_probs)
     for label in np.unique(labels):
         rows = np.flatnonzero(labels == label)
+        total = error_probs[rows].sum()
+        scale = (min(1.0, class_error_counts[label] / total)
+                 if class_error_counts is not None and total > 0 else 1.0)
         by_score = rows[np.argsort(label_scores[rows], kind="stable")]
-        aligned[by_score] = np.sort(error_probs[rows])[::-1]
+        aligned[by_score] = np.sort(error_probs[rows])[::-1] * scale
     return aligned
 
 
@@ -264,9 +279,9 @@ def compute_flagged_share_per_class(is_label_issue, labels, *, n_classes: int) -
 
 def decision_attrs(flags: Flags, error_rate, *, informative: bool = True) -> dict:
     """``issues.attrs`` of the decision: ``calibrated_error_rate`` (float or None),
-    ``expected_errors_flagged`` / ``expected_errors_unflagged`` (sums of the calibrated
-    error probabilities; None without them) and ``notes`` (user-facing lines: the clean-set
-    note when the rate is below :data:`CLEAN_RATE`)."""
+    ``expected_errors_flagged`` / ``expected_errors_unflagged`` (sums of the flags'
+    error probabilities, the ``error_probability`` column; None without them) and ``notes``
+    (user-facing lines: the clean-set note when the rate is below :data:`CLEAN_RATE`)."""
     if flags.error_probability is None or error_rate is None:
         return {"calibrated_error_rate": None, "expected_errors_flagged": None,
                 "expected_errors_unflagged": None, "notes": []}

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validation import check_option, check_random_state
-from .flagging import COUNT_RULE, CUTOFF_RULES
+from .flagging import CALIBRATED_RULE, COUNT_RULE, CUTOFF_RULES
 
 # the default method averages min(MAX_REPEATS, ceil(REPEAT_BUDGET / N)) repeats
 REPEAT_BUDGET = 4000
@@ -77,7 +77,12 @@ def check_params(params: dict, methods) -> None:
         raise ValueError(f"target_precision needs error probabilities, which method "
                          f"{params['method']!r} does not give; use method='clipsei' or max_flags")
     if params["cutoff"] is not None:
-        check_option(params["cutoff"], CUTOFF_RULES + (COUNT_RULE,), name="cutoff")
+        check_option(params["cutoff"], CUTOFF_RULES + (COUNT_RULE, CALIBRATED_RULE),
+                     name="cutoff")
+    if params["cutoff"] == CALIBRATED_RULE and params["method"] not in ("clipsei", "zero_shot"):
+        raise ValueError(f"cutoff={CALIBRATED_RULE!r} needs calibrated error probabilities, "
+                         f"which method {params['method']!r} does not give; use "
+                         "method='clipsei'")
     fraction = params["threshold_fraction"]
     if fraction is not None and fraction * params["n_threshold_runs"] > 1:
         raise ValueError("threshold_fraction * n_threshold_runs must be in (0, 1]; got "
@@ -116,6 +121,6 @@ def check_zero_shot_options(class_embeddings, cutoff) -> None:
     if class_embeddings is None:
         raise ValueError("method='zero_shot' needs class_embeddings (K, D), the class text "
                          "embeddings (e.g. a scan's prompt set); got None")
-    if cutoff not in (None, COUNT_RULE):
-        raise ValueError(f"method='zero_shot' has no threshold samples: cutoff must be None or "
-                         f"{COUNT_RULE!r}; got {cutoff!r}")
+    if cutoff not in (None, COUNT_RULE, CALIBRATED_RULE):
+        raise ValueError(f"method='zero_shot' has no threshold samples: cutoff must be None, "
+                         f"{COUNT_RULE!r} or {CALIBRATED_RULE!r}; got {cutoff!r}")

@@ -13,8 +13,9 @@ import numpy as np
 
 from .features import unit_rows
 from .calibration import Calibration, calibrate_error_probabilities
-from .flagging import COUNT_RULE, FlagChoice, Flags, flag_issues
-from .noise_model import count_errors_per_class, estimate_label_transitions
+from .flagging import CALIBRATED_RULE, FlagChoice, Flags, flag_issues
+from .noise_model import (compute_error_probabilities, count_errors_per_class,
+                          estimate_label_transitions)
 
 # search range of log T: T from about 0.05 to 22,000 (CLIP's own is 100 on cosines)
 _LOG_T_BOUNDS = (-3.0, 10.0)
@@ -116,22 +117,25 @@ def compute_zero_shot(embeddings, labels, class_embeddings) -> ZeroShot:
                     log_probs=log_softmax(temperature * cosines), labels=labels)
 
 
-def flag_zero_shot(zero_shot: ZeroShot, *, n_classes: int, rng,
+def flag_zero_shot(zero_shot: ZeroShot, *, n_classes: int, rng, rule: str,
                    choice: FlagChoice) -> tuple[np.ndarray, Flags, Calibration]:
     """Label scores, flags and calibration of ``method="zero_shot"``.
 
     The label score is the given label's zero-shot probability. The zero-shot posterior never
-    saw a label (only its one temperature did), so it is calibrated and flagged as held-out
-    heads are (:func:`clipsei.engine.calibration.calibrate_error_probabilities`,
-    :func:`clipsei.engine.flagging.flag_issues` with the count rule). Returns
+    saw a label (only its one temperature did), so it is flagged as held-out heads are:
+    Bayes error probabilities under confident learning's transitions with ``rule`` "count",
+    calibrated ones (:func:`clipsei.engine.calibration.calibrate_error_probabilities`) with
+    "calibrated" (:func:`clipsei.engine.flagging.flag_issues`). Returns
     ``(label_scores (N,), flags, calibration)``.
     """
     probs, labels = np.exp(zero_shot.log_probs), zero_shot.labels
     label_scores = zero_shot.given_prob
     transitions = estimate_label_transitions(probs, labels)
     calibration = calibrate_error_probabilities(probs, labels, rng=rng, transitions=transitions)
-    flags = flag_issues(label_scores, labels, n_classes=n_classes, rule=COUNT_RULE,
+    error_probs = (calibration.error_probs if rule == CALIBRATED_RULE else
+                   compute_error_probabilities(probs, labels, transitions))
+    flags = flag_issues(label_scores, labels, n_classes=n_classes, rule=rule,
                         percentile=99.0, threshold_reference=None, threshold_scores=None,
                         class_error_counts=count_errors_per_class(probs, labels),
-                        error_probs=calibration.error_probs, choice=choice)
+                        error_probs=error_probs, choice=choice)
     return label_scores, flags, calibration
