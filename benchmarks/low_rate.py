@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _docs import machine_line, write_section  # noqa: E402
 from prepare import DEFAULT_DATA, DEFAULT_OUT, prepare_all  # noqa: E402
-from run_suite import _row, run_suite  # noqa: E402
+from run_suite import _mean_std, _row, run_suite  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LOW_RATES = (0.005, 0.01, 0.02)
@@ -73,13 +73,6 @@ def summarise_low_rate(records, settings, methods) -> list[dict]:
                                       for key, _, _ in COLUMNS}
         rows.append(row)
     return rows
-
-
-def _mean_std(values):
-    values = [v for v in values if v is not None]
-    if not values:
-        return (None, None)
-    return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else None)
 
 
 def _cell(value, fmt) -> str:
