@@ -78,18 +78,19 @@ def main(argv=None) -> int:
     parser.add_argument("--after", default=str(ROOT / "docs" / "benchmarks_suite.json"))
     parser.add_argument("--methods", default="clipsei,sei_paper,aum,entropy_integral")
     parser.add_argument("--title", default="Suite before and after a change")
+    parser.add_argument("--note", default="", help="a paragraph explaining the changes")
     parser.add_argument("--write", action="store_true", help="write docs/benchmarks.md")
     args = parser.parse_args(argv)
     before_text = subprocess.run(
         ["git", "show", f"{args.before_rev}:docs/benchmarks_suite.json"], cwd=ROOT,
         check=True, capture_output=True, text=True).stdout
     before, after = load_runs(before_text), load_runs(Path(args.after).read_text())
-    command = "python benchmarks/compare_suite.py " + " ".join(argv or sys.argv[1:])
+    command = "python benchmarks/compare_suite.py --before-rev " + args.before_rev
     lines = [f"## {args.title}", "",
              f"Command: `{command}` (after `python benchmarks/run_suite.py --jobs 2`).", "",
              "A change counts as within seed noise when it is at most the larger of the two "
              "runs' standard deviations over seeds (plus 0.0005 for rounding); "
-             "**moved** marks the others.", ""]
+             "**moved** marks the others.", ""] + ([args.note, ""] if args.note else [])
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
         rows = compare(before, after, method)
         if not rows:
