@@ -58,16 +58,25 @@ def run_demo(out, *, features: str = "pixels", noise_rate: float = 0.1, random_s
 
 
 def _clear_previous_demo(out: Path) -> None:
-    """Remove the images an earlier demo wrote into ``out`` (a folder marked as a demo's)."""
-    import shutil
-
+    """Remove the images an earlier demo wrote into ``out``: the files its ``truth.csv``
+    lists, then their emptied folders. Refuses, before removing anything, when ``images/``
+    holds any other file (a user's) or ``out`` is not a demo's folder."""
     images = out / "images"
     if not images.exists():
         return
-    if output_kind(out) != "demo":
-        raise ValueError(f"out {out} holds an images/ folder that clipsei demo did not write; "
-                         "choose another folder")
-    shutil.rmtree(images)
+    written = set()
+    if output_kind(out) == "demo" and (out / "truth.csv").is_file():
+        written = {Path(path) for path in pd.read_csv(out / "truth.csv")["path"]}
+    found = [path for path in images.rglob("*") if not path.is_dir()]
+    foreign = [path for path in found if path.resolve() not in written]
+    if foreign:
+        raise ValueError(f"out {out} holds files in images/ that clipsei demo did not write "
+                         f"(e.g. {foreign[0]}); choose another folder")
+    for path in found:
+        path.unlink()
+    for folder in sorted((d for d in images.rglob("*") if d.is_dir()), reverse=True):
+        folder.rmdir()
+    images.rmdir()
 
 
 def _write_digits(folder: Path, noise_rate: float, rng: np.random.Generator) -> pd.DataFrame:

@@ -109,6 +109,17 @@ def test_demo_replaces_only_its_own_output(tmp_path, capsys):
     assert json.loads((out / ".clipsei-output").read_text())["kind"] == "demo"
 
 
+def test_demo_rerun_keeps_a_file_the_user_added_to_its_images(tmp_path, capsys):
+    # a marked demo folder is the demo's, but a file dropped into it later is the user's
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    mine = out / "images" / "0-zero" / "my_scan.png"
+    mine.write_bytes(b"a user's picture")
+    assert main(["demo", "--out", str(out)]) == 2
+    assert "did not write" in _one_line_error(capsys, "demo")
+    assert mine.read_bytes() == b"a user's picture"
+
+
 _NO_TORCH = """
 import sys
 from clipsei.cli import main
