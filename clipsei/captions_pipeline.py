@@ -18,8 +18,8 @@ import pandas as pd
 
 from ._paths import check_output_dir, mark_output_dir
 from ._front import RANDOM_WEIGHTS_WARNING, is_random_weights
+from .images.data import check_manifest_path, read_manifest
 
-MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
 
 
 @dataclass
@@ -39,18 +39,9 @@ def load_caption_manifest(manifest) -> tuple:
     a missing column or an empty path or caption. Image files are not opened here: missing or
     unreadable ones are reported as failures by the embedding step.
     """
-    manifest = Path(manifest)
-    if not manifest.is_file():
-        raise FileNotFoundError(f"caption manifest not found: {manifest}")
-    if manifest.suffix.lower() not in MANIFEST_SUFFIXES:
-        raise ValueError(f"caption manifest {manifest} must be one of {list(MANIFEST_SUFFIXES)}; "
-                         f"got suffix {manifest.suffix!r}")
-    csv = manifest.suffix.lower() == ".csv"
-    try:
-        frame = (pd.read_csv(manifest, dtype={"path": str, "caption": str}, keep_default_na=False)
-                 if csv else pd.read_parquet(manifest))
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise ValueError(f"malformed caption manifest {manifest}: {err}") from err
+    manifest = check_manifest_path(manifest, what="caption manifest")
+    frame = read_manifest(manifest, what="caption manifest", text_columns=("path", "caption"),
+                          keep_default_na=False)  # a caption "NA" is text
     missing = {"path", "caption"} - set(frame.columns)
     if missing:
         raise ValueError(f"caption manifest {manifest} must have columns path,caption; missing "
@@ -59,7 +50,7 @@ def load_caption_manifest(manifest) -> tuple:
         empty = frame[column].isna().to_numpy() | (frame[column].astype(str).str.strip() == "")
         if empty.any():
             row = int(np.flatnonzero(empty)[0])
-            line = f" (line {row + 2})" if csv else ""
+            line = f" (line {row + 2})" if manifest.suffix.lower() == ".csv" else ""
             raise ValueError(f"caption manifest {manifest} row {row}{line} has an empty {column} "
                              f"({int(empty.sum())} such rows)")
     paths = [os.path.abspath(manifest.parent / p) for p in frame["path"].astype(str)]

@@ -84,11 +84,11 @@ def load_image_table(source, *, labels=None, manifest=None, groups=None,
         if not path.exists():
             raise FileNotFoundError(f"source not found: {path}")
         if manifest is not None:
-            return _from_manifest(_check_manifest_path(manifest), root=path,
+            return _from_manifest(check_manifest_path(manifest), root=path,
                                   class_names=class_names)
         if path.is_dir():
             return _from_folder(path)
-        return _from_manifest(_check_manifest_path(path), root=path.parent, class_names=class_names)
+        return _from_manifest(check_manifest_path(path), root=path.parent, class_names=class_names)
     if isinstance(source, np.ndarray):
         return _from_array(source, labels, groups, class_names)
     if hasattr(source, "column_names") and hasattr(source, "features"):
@@ -251,30 +251,36 @@ def _list_images(folder: Path, visited: set) -> list:
     return [os.path.abspath(p) for p in found]
 
 
-def _check_manifest_path(manifest) -> Path:
+def check_manifest_path(manifest, *, what: str = "manifest") -> Path:
+    """``manifest`` as a Path: an existing CSV or Parquet file, else a one-line error."""
     manifest = Path(manifest)
     if not manifest.is_file():
-        raise FileNotFoundError(f"manifest not found: {manifest}")
+        raise FileNotFoundError(f"{what} not found: {manifest}")
     if manifest.suffix.lower() not in MANIFEST_EXTENSIONS:
-        raise ValueError(f"manifest {manifest} must be one of {sorted(MANIFEST_EXTENSIONS)}; "
+        raise ValueError(f"{what} {manifest} must be one of {sorted(MANIFEST_EXTENSIONS)}; "
                          f"got suffix {manifest.suffix!r}")
     return manifest
 
 
-def _read_manifest(manifest: Path) -> pd.DataFrame:
+def read_manifest(manifest: Path, *, what: str = "manifest", text_columns=("path",),
+                  keep_default_na: bool = True) -> pd.DataFrame:
+    """The table of a checked ``manifest`` (CSV or Parquet; ``text_columns`` read as text;
+    ``keep_default_na=False`` keeps CSV cells such as "NA" as text); a malformed file is a
+    one-line ``ValueError``."""
     try:
         if manifest.suffix.lower() == ".csv":
-            return pd.read_csv(manifest, dtype={"path": str})
+            return pd.read_csv(manifest, dtype=dict.fromkeys(text_columns, str),
+                               keep_default_na=keep_default_na)
         return pd.read_parquet(manifest)
     except ImportError as err:
         raise ImportError(
             f"reading {manifest} needs pyarrow: pip install 'clipsei[parquet]'") from err
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:
-        raise ValueError(f"malformed manifest {manifest}: {err}") from err
+        raise ValueError(f"malformed {what} {manifest}: {err}") from err
 
 
 def _from_manifest(manifest: Path, *, root: Path, class_names=None) -> ImageTable:
-    frame = _read_manifest(manifest)
+    frame = read_manifest(manifest)
     missing_columns = {"path", "label"} - set(frame.columns)
     if missing_columns:
         raise ValueError(f"manifest {manifest} must have columns path,label[,group][,split]; "
