@@ -144,5 +144,16 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default c -> c+1 mod K)")
     parser.add_argument("--methods", default=None,
                         help="comma-separated subset of clipsei,sei_paper,aum,entropy_integral,"
-                             "cleanlab,knn and, with text_features, zero_shot (default all)")
+                             "cleanlab,knn and, with text_features or --model, zero_shot and "
+                             "sei_prompt (default all)")
+    parser.add_argument("--model", default=None,
+                        help="open_clip model whose text side to use (name, hf-hub:org/repo or "
+                             "local-dir:PATH): encodes class_names' prompts where the file has "
+                             "no text_features and runs sei_prompt (default: none)")
+    parser.add_argument("--pretrained", default="laion2b_s34b_b79k",
+                        help="weights of --model: tag, checkpoint file or 'none' "
+                             "(default %(default)s)")
+    parser.add_argument("--prompts", default="generic",
+                        help="prompt set of --model's class prompts (default %(default)s)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (--model)")
     parser.add_argument("--json", default=None, metavar="OUT", help="also write the result as JSON")

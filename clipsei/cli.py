@@ -281,16 +281,21 @@ def _run_bench(args) -> int:
     from pathlib import Path
 
     from .evaluation.bench import format_bench_table, load_bench_npz, run_bench
+    from .evaluation.bench_text import load_bench_model
     from .evaluation.noise import load_noise_mapping
 
     data = load_bench_npz(args.path)
+    text_model = None if args.model is None else load_bench_model(
+        args.model, args.pretrained, device=args.device)
     n_classes = (int(data.labels.max()) + 1 if data.text_features is None
                  else data.text_features.shape[0])
     mapping = None if args.mapping is None else load_noise_mapping(
         args.mapping, n_classes=n_classes, class_names=data.class_names)
     result = run_bench(data.features, data.labels, true_labels=data.true_labels,
                        noise=args.noise, rate=args.rate, seed=args.seed, methods=args.methods,
-                       text_features=data.text_features, mapping=mapping)
+                       text_features=data.text_features, mapping=mapping,
+                       text_model=text_model, prompt_set=args.prompts,
+                       class_names=None if data.class_names is None else list(data.class_names))
     result["path"] = str(args.path)
     print(format_bench_table(result))
     if args.json:

@@ -7,7 +7,9 @@ its own automatic flags, precision at k = the true number of errors, and wall se
 Methods: ``clipsei``, ``sei_paper``, ``aum`` and ``entropy_integral`` come from the scoring
 engine (:func:`clipsei.find_label_issues`), which gets the ``text_features`` (K, D) as class
 embeddings where given; ``zero_shot`` (the engine's image-text softmax alone) needs them and
-joins the default list where they are given; ``cleanlab`` (confident learning on 5-fold
+joins the default list where they are given; ``sei_prompt`` (the prompt-tuned head) needs a
+CLIP text encoder (``text_model``, :mod:`clipsei.evaluation.bench_text`) and is reported as not
+run without one; ``cleanlab`` (confident learning on 5-fold
 out-of-sample logistic-regression probabilities) and ``knn`` (SimiFeat-style neighbour vote,
 Zhu et al. 2022) are independent baselines implemented here with scikit-learn/cleanlab/numpy.
 Scores follow the package convention: lower = more likely mislabeled.
@@ -23,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .._validation import check_embeddings, check_labels, check_option
+from .bench_text import NO_TEXT_MODEL, PROMPT_METHODS, fit_engine_method, resolve_bench_text
 from .noise import NOISE_KINDS, compute_cv_probs, inject_label_noise
 
 logger = logging.getLogger(__name__)
@@ -88,23 +91,33 @@ def _check_text_features(text, features, labels, *, name):
 
 def run_bench(features, labels, *, true_labels=None, noise: str | None = None,
               rate: float = 0.2, seed: int = 0, methods=None, text_features=None,
-              mapping=None, confusion=None) -> dict:
+              mapping=None, confusion=None, text_model=None, class_names=None,
+              prompt_set: str = "generic") -> dict:
     """Score each method on ``features`` and return the issue's JSON-ready result dict.
 
     With ``true_labels`` the given ``labels`` are evaluated against them (real noise).
     Without, ``labels`` are taken as clean and ``noise`` (default ``"symmetric"``) is injected
     at ``rate`` with ``seed`` (``mapping``/``confusion`` as in
-    :func:`clipsei.evaluation.noise.inject_label_noise`). ``methods`` defaults to :data:`METHODS`.
-    Returns ``{"n", "k", "noise", "noise_rate", "n_errors", "seed", "methods": {name: {"auroc",
-    "auprc", "precision", "recall", "f1", "p_at_noise", "best_f1", "p_at_10", "p_at_50",
-    "p_at_100", "seconds", "n_flagged"}}}``.
+    :func:`clipsei.evaluation.noise.inject_label_noise`). ``methods`` defaults to :data:`METHODS`,
+    plus ``zero_shot`` and ``sei_prompt`` where there is a text side. ``text_model`` (a ClipModel),
+    ``class_names`` and ``prompt_set``: the text encoder of ``sei_prompt``, which also encodes
+    the class prompts where ``text_features`` is None
+    (:func:`clipsei.evaluation.bench_text.resolve_bench_text`).
+    Returns ``{"n", "k", "noise", "noise_rate", "n_errors", "seed", "text", "methods": {name:
+    {"auroc", "auprc", "precision", "recall", "f1", "p_at_noise", "best_f1", "p_at_10",
+    "p_at_50", "p_at_100", "seconds", "n_flagged"}}, "not_run": {name: reason}}``.
     """
     features = check_embeddings(features, name="features")
     labels = check_labels(labels, n_samples=features.shape[0])
-    methods = _check_methods(methods, has_text=text_features is not None)
+    has_text = text_features is not None or text_model is not None
+    methods = _check_methods(methods, has_text=has_text)
     if text_features is not None:
         text_features = check_embeddings(text_features, name="text_features")
         _check_text_features(text_features, features, labels, name="text_features")
+    text = resolve_bench_text(features, labels, text_features=text_features,
+                              text_model=text_model, class_names=class_names,
+                              prompt_set=prompt_set)
+    text_features = text.text_features
     n_classes = int(labels.max()) + 1 if text_features is None else text_features.shape[0]
     if true_labels is not None:
         if noise is not None:
@@ -120,11 +133,14 @@ def run_bench(features, labels, *, true_labels=None, noise: str | None = None,
     is_error = given != true_labels
     result = {"n": int(labels.size), "k": n_classes, "noise": noise,
               "noise_rate": float(is_error.mean()), "n_errors": int(is_error.sum()),
-              "seed": int(seed), "methods": {}}
+              "seed": int(seed), "text": text.source, "methods": {}, "not_run": {}}
     for name in methods:
+        if name in PROMPT_METHODS and text.text_model is None:
+            result["not_run"][name] = NO_TEXT_MODEL
+            continue
         start = time.perf_counter()
         scores, flags, error_probs = _score_with_probabilities(
-            name, features, given, seed=seed, text_features=text_features)
+            name, features, given, seed=seed, text_features=text_features, text=text)
         metrics = compute_detection_metrics(scores, flags, is_error)
         if error_probs is not None:
             metrics.update(compute_calibration_metrics(error_probs, is_error))
@@ -136,15 +152,15 @@ def run_bench(features, labels, *, true_labels=None, noise: str | None = None,
 
 def _check_methods(methods, *, has_text: bool = False) -> tuple:
     if methods is None:
-        return METHODS + TEXT_METHODS if has_text else METHODS
+        return METHODS + TEXT_METHODS + PROMPT_METHODS if has_text else METHODS
     if isinstance(methods, str):
         methods = [name.strip() for name in methods.split(",") if name.strip()]
     methods = tuple(methods)
     if not methods:
-        raise ValueError(f"methods must name at least one of {list(METHODS + TEXT_METHODS)}; "
-                         "got none")
+        raise ValueError("methods must name at least one of "
+                         f"{list(METHODS + TEXT_METHODS + PROMPT_METHODS)}; got none")
     for name in methods:
-        check_option(name, METHODS + TEXT_METHODS, name="methods")
+        check_option(name, METHODS + TEXT_METHODS + PROMPT_METHODS, name="methods")
         if name in TEXT_METHODS and not has_text:
             raise ValueError(f"method {name!r} needs text_features (K, D), the class text "
                              "embeddings (an .npz key); got none")
@@ -158,18 +174,18 @@ def score_method(name: str, features, labels, *, seed: int = 0, text_features=No
                                      text_features=text_features)[:2]
 
 
-def _score_with_probabilities(name, features, labels, *, seed, text_features):
+def _score_with_probabilities(name, features, labels, *, seed, text_features, text=None):
     """``(scores, flags, error_probs)``: as :func:`score_method`, plus the (N,) error
-    probabilities of an engine method that gives them (else None)."""
-    check_option(name, METHODS + TEXT_METHODS, name="method")
+    probabilities of an engine method that gives them (else None). ``text``: the full text
+    side (:class:`clipsei.evaluation.bench_text.BenchText`), else ``text_features`` alone."""
+    check_option(name, METHODS + TEXT_METHODS + PROMPT_METHODS, name="method")
     if name == "cleanlab":
         return (*score_cleanlab(features, labels, random_state=seed), None)
     if name == "knn":
         return (*score_knn(features, labels), None)
-    from ..engine.detect import find_label_issues
-
-    table = find_label_issues(features, labels, method=name, class_embeddings=text_features,
-                              random_state=seed)
+    if text is None:
+        text = resolve_bench_text(features, labels, text_features=text_features)
+    table = fit_engine_method(name, features, labels, seed=seed, text=text)
     error_probs = (np.asarray(table["error_probability"], dtype=float)
                    if "error_probability" in table else None)
     return (np.asarray(table["label_score"], dtype=float),
@@ -311,10 +327,13 @@ def compute_best_cutoff_f1(scores, is_error) -> float:
 def format_bench_table(result: dict) -> str:
     """A fixed-width text table of a :func:`run_bench` result, one row per method."""
     head = (f"n={result['n']} k={result['k']} noise={result['noise']} "
-            f"noise_rate={result['noise_rate']:.4f} errors={result['n_errors']}")
+            f"noise_rate={result['noise_rate']:.4f} errors={result['n_errors']}"
+            + (f" text={result['text']}" if "text" in result else ""))
     columns = ("auroc", "auprc", "precision", "recall", "f1", "p_at_noise", "seconds")
     lines = [head, f"{'method':<18}" + "".join(f"{c:>11}" for c in columns)]
     for name, metrics in result["methods"].items():
         cells = ["nan" if metrics[c] is None else f"{metrics[c]:.4f}" for c in columns]
         lines.append(f"{name:<18}" + "".join(f"{cell:>11}" for cell in cells))
+    for name, reason in result.get("not_run", {}).items():
+        lines.append(f"{name:<18} not run: {reason}")
     return "\n".join(lines)
