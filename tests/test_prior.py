@@ -62,3 +62,37 @@ def test_informative_text_gets_a_clear_share():
 def test_text_prior_option_is_checked(blobs):
     with pytest.raises(TypeError, match="text_prior must be a bool"):
         _fit(blobs, blobs.class_embeddings, text_prior="yes")
+
+
+@pytest.mark.filterwarnings("ignore:nothing was flagged")  # random weights: may carry no signal
+def test_scan_prompts_reach_every_text_consumer(tiny_clip, write_images, tmp_path):
+    """scan with a CLIP model -> class prompts -> in-sample heads, prior, zero_shot: another
+    prompt set changes what each consumer computes; text_prior=False removes the prior."""
+    import json
+
+    from clipsei.images.embed import embed_images
+    from clipsei.images.prompts import encode_class_prompts
+    from clipsei.pipeline import scan
+
+    write_images(tmp_path / "images", n_per_class=6, classes=("cat", "dog", "eel"))
+    options = dict(model=tiny_clip, progress=False, n_epochs=2, n_folds=2)
+    generic = scan(tmp_path / "images", prompts="generic", out=tmp_path / "g", **options)
+    other = scan(tmp_path / "images", prompts="histology", **options)
+    no_prior = scan(tmp_path / "images", prompts="generic", text_prior=False, **options)
+    prior = generic.issues.attrs["zero_shot_prior"]
+    summary = json.loads((tmp_path / "g" / "summary.json").read_text())
+    assert summary["zero_shot_prior"] == pytest.approx(prior)
+    # the prior's zero-shot probabilities are those of the prompt set's class text
+    text = encode_class_prompts(["cat", "dog", "eel"], tiny_clip, prompt_set="generic")
+    embedded = embed_images(tmp_path / "images", tiny_clip, progress=False)
+    expected = LabelIssueDetector(method="zero_shot").fit(
+        embedded.embeddings, embedded.labels, class_embeddings=text).issues_
+    np.testing.assert_allclose(generic.issues["zero_shot_prob_score"],
+                               expected["zero_shot_prob_score"], rtol=1e-5)
+    assert not np.allclose(generic.issues["zero_shot_prob_score"],
+                           other.issues["zero_shot_prob_score"])
+    assert other.issues.attrs["zero_shot_prior"]["temperature"] != prior["temperature"]
+    # the in-sample heads start from the class text: their AUM moves with the prompts
+    assert not np.allclose(generic.issues["aum_score"], other.issues["aum_score"])
+    assert no_prior.issues.attrs["zero_shot_prior"] is None
+    assert "zero_shot_prob_score" not in no_prior.issues.columns
