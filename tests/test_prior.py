@@ -28,6 +28,17 @@ def test_prior_weight_is_zero_for_uninformative_text(rng):
     assert weight.share == 0.0
 
 
+def test_text_sharing_the_defaults_errors_gets_no_share(rng):
+    # a weaker copy of the default's own classifier (same errors): nothing to add, however
+    # accurate; the same accuracy with independent errors counts
+    labels, default_probs, _ = _experts(rng, strength=(2.0, 0.0))
+    shared = log_softmax(0.5 * np.log(default_probs) + 0.3 * rng.normal(size=default_probs.shape))
+    assert fit_prior_weight(default_probs, shared, labels, random_state=0).share == 0.0
+    onehot = np.eye(5)[labels]
+    independent = log_softmax(2.0 * onehot + rng.normal(size=onehot.shape))
+    assert fit_prior_weight(default_probs, independent, labels, random_state=0).share > 0.3
+
+
 def _fit(blobs, text, **options):
     return LabelIssueDetector(**options).fit(blobs.embeddings, blobs.labels,
                                              class_embeddings=text)
