@@ -1,0 +1,140 @@
+"""engine="ray": Ray Data decodes and encodes on a local 2-CPU Ray instance with the tiny model;
+results, failures and the cache must be the local engine's."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clipsei.cli import main
+from clipsei.images.embed import embed_images
+from clipsei.pipeline import scan
+
+FAST = {"n_epochs": 5}
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One local Ray instance for the module: 2 CPUs, no GPU, a small object store."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    ray.init(num_cpus=2, num_gpus=0, object_store_memory=100 * 2**20, include_dashboard=False,
+             log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def ray_folder(tmp_path, write_images):
+    """10 images of each of 2 classes, one file that is not an image, one missing on disk."""
+    folder = tmp_path / "images"
+    write_images(folder, n_per_class=10)
+    (folder / "cat" / "broken.png").write_bytes(b"not an image")
+    return folder
+
+
+def test_missing_ray_is_one_clear_error(monkeypatch, image_folder, tiny_clip, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(ImportError, match=r"pip install 'clipsei\[ray\]'"):
+        embed_images(image_folder, tiny_clip, engine="ray", progress=False)
+    assert main(["embed", str(image_folder), "--engine", "ray", "--model", "clipsei-tiny",
+                 "--pretrained", "none", "--out", str(image_folder.parent / "out")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error[-1].endswith("pip install 'clipsei[ray]'")
+
+
+def test_unknown_engine(image_folder, tiny_clip):
+    with pytest.raises(ValueError, match="engine must be 'local' or 'ray'; got 'spark'"):
+        embed_images(image_folder, tiny_clip, engine="spark")
+
+
+def test_ray_scan_matches_local_engine_and_its_cache_serves_local_runs(
+        ray_local, ray_folder, tiny_clip, tmp_path):
+    cache_dir, out = tmp_path / "cache", tmp_path / "ray_scan"
+    assert main(["scan", str(ray_folder), "--engine", "ray", "--model", "clipsei-tiny",
+                 "--pretrained", "none", "--batch-size", "4", "--cache", str(cache_dir),
+                 "--n-epochs", "5", "--out", str(out), "-q"]) == 0
+    local = embed_images(ray_folder, tiny_clip, batch_size=4, num_workers=0, progress=False)
+    failures = pd.read_csv(out / "failures.csv")  # the unreadable file, as the local engine says
+    assert failures["path"].tolist() == local.failures["path"].tolist()
+    assert failures["reason"].tolist() == local.failures["reason"].tolist() != []
+    # every embedding ray wrote to the cache is the local engine's, with the same extras
+    cached = embed_images(ray_folder, tiny_clip, cache_dir=cache_dir, progress=False)
+    assert (cached.n_cached, cached.n_encoded) == (20, 0)
+    np.testing.assert_array_equal(cached.indices, local.indices)
+    np.testing.assert_array_equal(cached.embeddings, local.embeddings)
+    assert cached.content_hashes == local.content_hashes
+    pd.testing.assert_frame_equal(cached.properties, local.properties)
+    # a local scan of the readable images needs neither encoding nor the model's weights
+    (ray_folder / "cat" / "broken.png").unlink()
+    rescan = scan(ray_folder, model="clipsei-tiny", pretrained="none", cache_dir=cache_dir,
+                  progress=False, **FAST)
+    assert rescan.summary["settings"]["model_loaded"] is False
+    ray_issues = pd.read_csv(out / "issues.csv")
+    assert ray_issues["path"].tolist() == rescan.issues["path"].tolist()
+    np.testing.assert_allclose(ray_issues["label_score"], rescan.issues["label_score"],
+                               atol=1e-6)
+
+
+def _descendants_named(text: str) -> list:
+    """Pids of this process's descendants whose command line contains ``text``."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            parents[int(entry.name)] = (int(stat.rsplit(")", 1)[1].split()[1]), cmdline)
+
+    def descends(pid: int) -> bool:
+        while pid in parents and pid > 1:
+            pid = parents[pid][0]
+            if pid == os.getpid():
+                return True
+        return False
+
+    return [pid for pid, (_, cmdline) in parents.items() if text in cmdline and descends(pid)]
+
+
+@pytest.mark.slow  # one more Ray run (~15 s on 2 shared cores)
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_killed_encoder_actor_is_restarted_and_its_work_redone(ray_local, ray_folder,
+                                                                tiny_clip, tmp_path):
+    """The last image is a FIFO: the run cannot end before the test writes to it, which it
+    does only after it killed the encoder actor that had already embedded images."""
+    image_bytes = (ray_folder / "dog" / "img00.jpg").read_bytes()
+    fifo = ray_folder / "dog" / "zz_last.jpg"
+    os.mkfifo(fifo)
+    cache_dir, result = tmp_path / "cache", {}
+
+    def run():
+        result["ray"] = embed_images(ray_folder, tiny_clip, engine="ray", batch_size=2,
+                                     cache_dir=cache_dir, flush_every=1, progress=False)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not list(cache_dir.glob("*/chunk-*.npz")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    killed = _descendants_named("_Encoder")
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+    with open(fifo, "wb") as handle:  # releases the decode task waiting on the last image
+        handle.write(image_bytes)
+    thread.join(timeout=120)
+    assert killed and not thread.is_alive()
+    fifo.unlink()
+    (ray_folder / "dog" / "zz_last.jpg").write_bytes(image_bytes)
+    local = embed_images(ray_folder, tiny_clip, batch_size=2, num_workers=0, progress=False)
+    np.testing.assert_array_equal(result["ray"].indices, local.indices)  # 21 read, none lost
+    np.testing.assert_array_equal(result["ray"].embeddings, local.embeddings)
