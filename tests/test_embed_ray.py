@@ -1,5 +1,6 @@
 """engine="ray": Ray Data decodes and encodes on a local 2-CPU Ray instance with the tiny model;
-results, failures and the cache must be the local engine's."""
+results, failures and the cache must be the local engine's. The tests that start Ray are
+marked slow (``python -m pytest -m slow tests/test_embed_ray.py``) and skip without ray."""
 
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ def test_unknown_engine(image_folder, tiny_clip):
         embed_images(image_folder, tiny_clip, engine="spark")
 
 
+@pytest.mark.slow  # ray.init and a Ray run: ~30 s on 2 shared cores, mostly process starts
 def test_ray_scan_matches_local_engine_and_its_cache_serves_local_runs(
         ray_local, ray_folder, tiny_clip, tmp_path):
     cache_dir, out = tmp_path / "cache", tmp_path / "ray_scan"

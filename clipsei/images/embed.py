@@ -212,7 +212,8 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
     already holds are not decoded again; new embeddings are written to it in chunks every
     ``flush_every`` rows or ``flush_seconds`` seconds, and on any exit (Ctrl-C and SIGTERM
     included). Images that cannot be read land in ``failures``.
-    num_workers: DataLoader decoding processes; None picks a number for the device.
+    num_workers: DataLoader decoding processes; None picks a number for the device (local
+        engine only).
     jpeg_draft: decode JPEG files at least twice the model's input size at a reduced DCT
         scale (see :func:`clipsei.images.data.decode_image_bytes`), several times faster for large
         photos; False decodes every file at full size, exactly as open_clip's preprocess

@@ -5,9 +5,9 @@ actors holding one model each (GPU actors when the cluster has GPUs, CPU actors 
 :func:`ray_encoded_batches` where the local engine runs its DataLoader: the driver still checks
 the cache, writes every new embedding to it and collects the failures, so a Ray run leaves the
 same content-keyed cache a local run does. Decoding reuses
-:class:`clipsei.images.decode.ImageDataset`. Actors are restarted and their lost batches retried
-when a worker dies (``max_restarts=-1``, ``max_task_retries=-1``); decode tasks are retried up
-to ``max_retries`` times.
+:class:`clipsei.images.decode.ImageDataset`. When a worker dies, Ray Data's defaults redo its
+work: an actor pool's actors are restarted without limit and their lost batches retried
+(``max_restarts=-1``, ``max_task_retries=-1``), a decode task is retried up to 3 times.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from .properties import PROPERTY_NAMES
 logger = logging.getLogger(__name__)
 
 RAY_MISSING = "engine='ray' needs Ray Data: pip install 'clipsei[ray]'"
-_MAX_DECODE_RETRIES = 3
 
 
 def import_ray():
@@ -58,15 +57,14 @@ def ray_encoded_batches(table, rows: np.ndarray, model, *, encode, on_worker, dr
     decoded = ray.data.from_numpy(np.array_split(np.asarray(rows, np.int64), n_blocks)).map_batches(
         _decode_batch, fn_kwargs={"table": table, "read_options": read_options,
                                  "pixels": _probe_pixels(on_worker)}, batch_size=batch_size,
-        batch_format="numpy", num_cpus=1, max_retries=_MAX_DECODE_RETRIES)
+        batch_format="numpy", num_cpus=1)
     n_actors, num_gpus, threads = _encoder_pool(ray.cluster_resources())
     logger.info("ray: %d encoder actor(s), %s each", n_actors,
                 "1 GPU" if num_gpus else f"{threads} CPU")
     encoded = decoded.map_batches(
         _Encoder, fn_constructor_args=(_pack_model(model), encode, bool(num_gpus), threads),
         batch_size=batch_size, batch_format="numpy", num_gpus=num_gpus, num_cpus=threads,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=n_actors),
-        max_restarts=-1, max_task_retries=-1)
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=n_actors))
     for batch in encoded.iter_batches(batch_size=None, batch_format="numpy"):
         yield _unpack_batch(batch)
 
@@ -143,6 +141,8 @@ class _Encoder:
             torch.set_num_threads(threads)
         module = torch.load(io.BytesIO(fields.pop("model")), map_location=device,
                             weights_only=False)  # bytes this run's driver wrote
+        if use_gpu:  # as load_clip_model does on CUDA
+            module = module.to(memory_format=torch.channels_last)
         self.model = cls(model=module.eval(), **{**fields, "device": device})
         self.encode = encode
 
