@@ -58,7 +58,9 @@ def add_image_arguments(parser: argparse.ArgumentParser, *, source_help: str) ->
                              "pip install 'clipsei[ray]') (default %(default)s)")
     parser.add_argument("--address", "--ray-address", dest="ray_address", metavar="ADDR",
                         default=None, help="Ray cluster to join with --engine ray, e.g. "
-                                           "HEAD_IP:6379 (default: RAY_ADDRESS or a local one)")
+                                           "HEAD_IP:6379 (default: RAY_ADDRESS, else a cluster "
+                                           "'ray start' began on this machine, else a new "
+                                           "local instance)")
     parser.add_argument("--intensity-window", dest="intensity", action="store_const",
                         const="window", default="none",
                         help="stretch each image's 1st-99th percentile grey levels to 0-255 "

@@ -228,8 +228,8 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
     engine: "local" (DataLoader workers and this process's model) or "ray" (Ray Data decodes
         on the cluster's CPUs and encodes on actors with one model each; see
         :mod:`clipsei.images.embed_ray`); the cache, results and failures are the same.
-    ray_address: the Ray cluster to join with ``engine="ray"`` (None: ``RAY_ADDRESS``, the
-        current connection, or a new local instance).
+    ray_address: the Ray cluster to join with ``engine="ray"`` (None: the current connection,
+        else ``RAY_ADDRESS``, a cluster ``ray start`` began here, or a new local instance).
     """
     _check_engine(engine)
     table = table_or_source if isinstance(table_or_source, ImageTable) else (

@@ -7,7 +7,8 @@ the cache, writes every new embedding to it and collects the failures, so a Ray 
 same content-keyed cache a local run does. Decoding reuses
 :class:`clipsei.images.decode.ImageDataset`. When a worker dies, Ray Data's defaults redo its
 work: an actor pool's actors are restarted without limit and their lost batches retried
-(``max_restarts=-1``, ``max_task_retries=-1``), a decode task is retried up to 3 times.
+(``max_restarts=-1``, ``max_task_retries=-1``), and Ray Core re-runs a decode task whose
+worker died (``max_retries=3``).
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def ray_encoded_batches(table, rows: np.ndarray, model, *, encode, on_worker, dr
     [(row, reason)] of images that could not be read, (B, P) float32 image properties), in
     the order batches finish. ``encode(batch, model)`` runs in the actors (it is
     :func:`clipsei.images.embed._encode_image_batch`); ``address`` is the cluster to join
-    (None: ``RAY_ADDRESS``, an already connected cluster, or a new local instance).
+    (None: the current connection, else ``RAY_ADDRESS``, a cluster ``ray start`` began on this
+    machine, or a new local instance).
     """
     if not len(rows):
         return
