@@ -108,6 +108,14 @@ def _descendants_named(text: str) -> list:
     return [pid for pid, (_, cmdline) in parents.items() if text in cmdline and descends(pid)]
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 @pytest.mark.slow  # one more Ray run (~15 s on 2 shared cores)
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 def test_killed_encoder_actor_is_restarted_and_its_work_redone(ray_local, ray_folder,
@@ -131,6 +139,8 @@ def test_killed_encoder_actor_is_restarted_and_its_work_redone(ray_local, ray_fo
     killed = _descendants_named("_Encoder")
     for pid in killed:
         os.kill(pid, signal.SIGKILL)
+    while any(_alive(pid) for pid in killed) and time.monotonic() < deadline:
+        time.sleep(0.05)  # a dying reader of the FIFO would swallow the bytes
     with open(fifo, "wb") as handle:  # releases the decode task waiting on the last image
         handle.write(image_bytes)
     thread.join(timeout=120)
@@ -140,3 +150,53 @@ def test_killed_encoder_actor_is_restarted_and_its_work_redone(ray_local, ray_fo
     local = embed_images(ray_folder, tiny_clip, batch_size=2, num_workers=0, progress=False)
     np.testing.assert_array_equal(result["ray"].indices, local.indices)  # 21 read, none lost
     np.testing.assert_array_equal(result["ray"].embeddings, local.embeddings)
+
+
+_DRIVER = """
+import sys, warnings
+warnings.simplefilter("ignore")
+from clipsei.images.embed import embed_images, load_clip_model
+model = load_clip_model("clipsei-tiny", "none", device="cpu")
+embed_images(sys.argv[1], model, engine="ray", ray_address=sys.argv[2], cache_dir=sys.argv[3],
+             batch_size=2, flush_seconds=1, progress=False)
+"""
+
+
+def _release(fifo: Path, data: bytes) -> None:
+    """Feed ``data`` to a reader blocked on ``fifo``, if there is one."""
+    try:
+        handle = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:  # no reader: nothing waits on it
+        return
+    with os.fdopen(handle, "wb") as writer:
+        writer.write(data)
+
+
+@pytest.mark.slow  # a driver process of its own (imports torch, starts an actor): ~30 s
+def test_sigterm_to_a_ray_driver_keeps_its_work_and_the_rerun_resumes(
+        ray_local, ray_folder, tiny_clip, tmp_path, write_images):
+    """ray.init's own SIGTERM handler aborts the process; the cache's must win and flush."""
+    import subprocess
+
+    write_images(ray_folder, n_per_class=40, classes=("eel",), seed=1)
+    image_bytes = (ray_folder / "dog" / "img00.jpg").read_bytes()
+    fifo, cache_dir = ray_folder / "eel" / "zz_last.jpg", tmp_path / "cache"
+    os.mkfifo(fifo)  # the last image: the run cannot end before the signal
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    address = ray_local.get_runtime_context().gcs_address
+    driver = subprocess.Popen([sys.executable, "-c", _DRIVER, str(ray_folder), address,
+                               str(cache_dir)], stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 120
+    while (not list(cache_dir.glob("*/chunk-*.npz")) and driver.poll() is None
+           and time.monotonic() < deadline):
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGTERM)
+    _, stderr = driver.communicate(timeout=60)
+    _release(fifo, image_bytes)
+    assert b"KeyboardInterrupt" in stderr, stderr.decode()[-2000:]  # flushed on the way out
+    fifo.unlink()
+    fifo.write_bytes(image_bytes)
+    resumed = embed_images(ray_folder, tiny_clip, cache_dir=cache_dir, progress=False)
+    assert 0 < resumed.n_cached < 61 and resumed.n_cached + resumed.n_encoded == 61
+    local = embed_images(ray_folder, tiny_clip, num_workers=0, progress=False)
+    np.testing.assert_array_equal(resumed.embeddings, local.embeddings)

@@ -41,17 +41,21 @@ def import_ray():
 
 def ray_encoded_batches(table, rows: np.ndarray, model, *, encode, on_worker, draft_size,
                         intensity: str, properties: bool, batch_size: int, address=None):
-    """Decode and encode the ``rows`` of ``table`` on Ray; yield what the local engine yields.
+    """Decode and encode the ``rows`` of ``table`` on Ray: an iterator over what the local
+    engine yields.
 
     Each item: (rows list, (B, D) float32 embeddings (float16-exact), content hashes,
     [(row, reason)] of images that could not be read, (B, P) float32 image properties), in
     the order batches finish. ``encode(batch, model)`` runs in the actors (it is
     :func:`clipsei.images.embed._encode_image_batch`); ``address`` is the cluster to join
     (None: the current connection, else ``RAY_ADDRESS``, a cluster ``ray start`` began on this
-    machine, or a new local instance).
+    machine, or a new local instance). Joins the cluster at once, not on the first ``next``:
+    ``ray.init`` installs a SIGTERM handler that aborts the process, which the caller's own
+    handler (:func:`clipsei.images.cache.sigterm_as_interrupt`, a flush of the cache) must
+    replace afterwards.
     """
     if not len(rows):
-        return
+        return iter(())
     ray = _connect(address)
     read_options = {"preprocess": on_worker, "draft_size": draft_size, "intensity": intensity,
                     "properties": properties}
@@ -63,12 +67,16 @@ def ray_encoded_batches(table, rows: np.ndarray, model, *, encode, on_worker, dr
     n_actors, num_gpus, threads = _encoder_pool(ray.cluster_resources())
     logger.info("ray: %d encoder actor(s), %s each", n_actors,
                 "1 GPU" if num_gpus else f"{threads} CPU")
+    packed = _pack_model(model)
+    # the model's memory, asked for: it also keeps Ray Data from fusing the decode tasks into
+    # the actors (it fuses map stages whose resource requests are equal), which would leave
+    # all decoding to the actors' own CPUs
     encoded = decoded.map_batches(
-        _Encoder, fn_constructor_args=(_pack_model(model), encode, bool(num_gpus), threads),
+        _Encoder, fn_constructor_args=(packed, encode, bool(num_gpus), threads),
         batch_size=batch_size, batch_format="numpy", num_gpus=num_gpus, num_cpus=threads,
+        memory=2 * len(packed["model"]),
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=n_actors))
-    for batch in encoded.iter_batches(batch_size=None, batch_format="numpy"):
-        yield _unpack_batch(batch)
+    return map(_unpack_batch, encoded.iter_batches(batch_size=None, batch_format="numpy"))
 
 
 def _connect(address):
