@@ -53,6 +53,14 @@ def add_image_arguments(parser: argparse.ArgumentParser, *, source_help: str) ->
     parser.add_argument("--num-workers", type=non_negative_int, default=None,
                         help="decoding processes (default: chosen for the device)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local (this machine) or ray (decode and encode on a Ray cluster; "
+                             "pip install 'clipsei[ray]') (default %(default)s)")
+    parser.add_argument("--address", "--ray-address", dest="ray_address", metavar="ADDR",
+                        default=None, help="Ray cluster to join with --engine ray, e.g. "
+                                           "HEAD_IP:6379 (default: RAY_ADDRESS, else a cluster "
+                                           "'ray start' began on this machine, else a new "
+                                           "local instance)")
     parser.add_argument("--intensity-window", dest="intensity", action="store_const",
                         const="window", default="none",
                         help="stretch each image's 1st-99th percentile grey levels to 0-255 "

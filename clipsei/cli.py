@@ -112,7 +112,8 @@ def _run_embed(args) -> int:
                               pretrained=args.pretrained, device=args.device,
                               cache_dir=args.cache, out=args.out, batch_size=args.batch_size,
                               num_workers=args.num_workers, progress=_progress(args),
-                              intensity=args.intensity)
+                              intensity=args.intensity, engine=args.engine,
+                              ray_address=args.ray_address)
     n_failed = written["n_failed"]
     print(f"embedded {written['n_embedded']} of {written['n_images']} images with "
           f"{written['model']} ({written['weights_id']}): {written['n_cached']} from cache, "
@@ -134,6 +135,8 @@ def _run_scan(args) -> int:
     from .pipeline import load_images, load_model, scan
 
     if args.captions:
+        if args.engine != "local":
+            raise ValueError("--engine ray does not embed caption scans yet; drop --engine")
         return _run_caption_scan(args)
     _check_outputs(args, "--out", "--cache")
     options = {key: getattr(args, key) for key in ("method", "n_epochs", "target_precision",
@@ -156,7 +159,8 @@ def _run_scan(args) -> int:
                   device=args.device, prompts=args.prompts, trusted=trusted,
                   cache_dir=args.cache, out=args.out, random_state=args.random_state,
                   batch_size=args.batch_size, progress=_progress(args),
-                  intensity=args.intensity, **options)
+                  intensity=args.intensity, engine=args.engine,
+                  ray_address=args.ray_address, **options)
     _print_scan_summary(result.summary, args.out)
     return 0
 

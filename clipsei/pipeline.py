@@ -167,7 +167,7 @@ class ScanResult:
 def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
          pretrained="laion2b_s34b_b79k", prompts="generic", cache_dir=None, out=None,
          device="auto", random_state=0, batch_size=64, progress=True, intensity="none",
-         trusted=None, **detector_options) -> ScanResult:
+         trusted=None, engine="local", ray_address=None, **detector_options) -> ScanResult:
     """Find suspected label errors in a folder, manifest, list of paths or image array.
 
     source: as :func:`clipsei.load_image_table` (a folder per class, a manifest
@@ -182,6 +182,8 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
         result is also saved there (:meth:`ScanResult.save`); both are checked before any work.
     trusted: (N,) bool mask or indices of the source's images whose labels a person verified
         (never flagged).
+    engine, ray_address: "ray" embeds on a Ray cluster (the one at ``ray_address``) and fills
+        the same cache (:func:`clipsei.images.embed.embed_images`); scoring runs here.
     detector_options: passed to :class:`clipsei.LabelIssueDetector` (``method``, ``n_epochs``,
         ``target_precision``, ``max_flags``...); its ``device`` defaults to the CLIP model's.
     """
@@ -207,7 +209,8 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
             or load_model(model, pretrained, device=device))
     with _timed(timings, "embed"):
         embedded = embed_images(table, clip, cache_dir=cache_dir, batch_size=batch_size,
-                                progress=progress, intensity=intensity)
+                                progress=progress, intensity=intensity, engine=engine,
+                                ray_address=ray_address)
     if embedded.indices.size == 0:
         raise ValueError(f"none of the {len(table)} images in {source} could be read; "
                          f"first failure: {embedded.failures['reason'].iloc[0]}")

@@ -203,7 +203,8 @@ def _autocast(device: torch.device):
 def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_size: int = 64,
                  num_workers: int | None = None, progress: bool = True,
                  flush_every: int = 1024, flush_seconds: float = 30.0, jpeg_draft: bool = True,
-                 intensity: str = "none", properties: bool = True) -> EmbeddingResult:
+                 intensity: str = "none", properties: bool = True, engine: str = "local",
+                 ray_address: str | None = None) -> EmbeddingResult:
     """Embed every image of an ``ImageTable`` (or of a source ``load_image_table`` accepts).
 
     Every returned row goes through float16 (what the cache stores) and back to unit norm, so
@@ -211,7 +212,8 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
     already holds are not decoded again; new embeddings are written to it in chunks every
     ``flush_every`` rows or ``flush_seconds`` seconds, and on any exit (Ctrl-C and SIGTERM
     included). Images that cannot be read land in ``failures``.
-    num_workers: DataLoader decoding processes; None picks a number for the device.
+    num_workers: DataLoader decoding processes; None picks a number for the device (local
+        engine only).
     jpeg_draft: decode JPEG files at least twice the model's input size at a reduced DCT
         scale (see :func:`clipsei.images.data.decode_image_bytes`), several times faster for large
         photos; False decodes every file at full size, exactly as open_clip's preprocess
@@ -223,7 +225,13 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
     properties: take cheap image statistics (brightness, contrast, sharpness...; see
         :mod:`clipsei.images.properties`) of each image as it is decoded; they are cached
         with its embedding.
+    engine: "local" (DataLoader workers and this process's model) or "ray" (Ray Data decodes
+        on the cluster's CPUs and encodes on actors with one model each; see
+        :mod:`clipsei.images.embed_ray`); the cache, results and failures are the same.
+    ray_address: the Ray cluster to join with ``engine="ray"`` (None: the current connection,
+        else ``RAY_ADDRESS``, a cluster ``ray start`` began here, or a new local instance).
     """
+    _check_engine(engine)
     table = table_or_source if isinstance(table_or_source, ImageTable) else (
         load_image_table(table_or_source))
     _check_embed_args(model, batch_size, num_workers)
@@ -247,23 +255,27 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
     todo = np.asarray([i for i in range(len(table)) if keys[i] is not None and not done[i]],
                       dtype=np.int64)
     logger.info("%d images cached, %d to encode", n_cached, todo.size)
-    if num_workers is None:
-        num_workers = _default_num_workers(model.device, todo.size, int(batch_size))
-    loader = torch.utils.data.DataLoader(
-        ImageDataset(table, todo, plan.on_worker, draft_size, intensity, properties),
-        batch_size=int(batch_size), num_workers=int(num_workers), collate_fn=collate_images,
-        pin_memory=model.device.type == "cuda")
+    if engine == "ray":
+        from .embed_ray import ray_encoded_batches
+
+        batches = ray_encoded_batches(
+            table, todo, model, encode=_encode_image_batch, on_worker=plan.on_worker,
+            draft_size=draft_size, intensity=intensity, properties=properties,
+            batch_size=int(batch_size), address=ray_address)
+    else:
+        batches = _local_encoded_batches(table, todo, model, plan, draft_size, intensity,
+                                         properties, int(batch_size), num_workers)
     with contextlib.ExitStack() as stack:
         stack.enter_context(sigterm_as_interrupt())  # restored after the cache's last flush
         if cache is not None:
             stack.enter_context(cache)  # flushes what is buffered on every exit, Ctrl-C included
         bar = stack.enter_context(tqdm(total=int(todo.size), unit="img", desc="embedding",
                                        disable=not progress, dynamic_ncols=True))
-        for batch_rows, batch, hashes, failed, batch_stats in loader:
+        for batch_rows, new, hashes, failed, batch_stats in batches:
             failures.extend(failed)
             if batch_rows:
-                embeddings[batch_rows] = _encode_and_store(batch, batch_rows, hashes, model,
-                                                           cache, table, keys, batch_stats)
+                embeddings[batch_rows] = _store(new, batch_rows, hashes, cache, table, keys,
+                                                batch_stats)
                 done[batch_rows] = True
                 hashes_all[batch_rows], stats[batch_rows] = hashes, batch_stats
             bar.update(len(batch_rows) + len(failed))
@@ -283,6 +295,16 @@ def _image_cache_fields(model: ClipModel, draft_size, intensity: str) -> dict:
     if intensity != "none":
         fields["intensity"] = intensity
     return fields
+
+
+def _check_engine(engine: str) -> None:
+    """``engine`` must be "local" or "ray"; "ray" also needs the package (one-line error)."""
+    if engine not in ("local", "ray"):
+        raise ValueError(f"engine must be 'local' or 'ray'; got {engine!r}")
+    if engine == "ray":
+        from .embed_ray import import_ray
+
+        import_ray()
 
 
 def _check_embed_args(model, batch_size, num_workers) -> None:
@@ -307,11 +329,23 @@ def _fill_from_cache(cache: EmbeddingCache, table: ImageTable, keys: list,
     _warn_changed(cache, table, keys, rows[~found])
 
 
-def _encode_and_store(batch, rows: list, hashes: list, model: ClipModel, cache, table, keys,
-                      properties=None):
-    """Encode one batch -> (B, D) float32 rounded through float16 as stored; cache it (with
-    its (B, P) image properties) if any."""
-    new = _encode_image_batch(batch, model)
+def _local_encoded_batches(table, todo, model: ClipModel, plan, draft_size, intensity: str,
+                           properties: bool, batch_size: int, num_workers):
+    """Decode ``todo`` rows in DataLoader workers and encode them here; yield (rows,
+    (B, D) float32 embeddings, content hashes, [(row, reason)] failures, (B, P) properties)."""
+    if num_workers is None:
+        num_workers = _default_num_workers(model.device, todo.size, batch_size)
+    loader = torch.utils.data.DataLoader(
+        ImageDataset(table, todo, plan.on_worker, draft_size, intensity, properties),
+        batch_size=batch_size, num_workers=int(num_workers), collate_fn=collate_images,
+        pin_memory=model.device.type == "cuda")
+    for rows, batch, hashes, failed, stats in loader:
+        yield rows, (_encode_image_batch(batch, model) if rows else None), hashes, failed, stats
+
+
+def _store(new, rows: list, hashes: list, cache, table, keys, properties=None):
+    """(B, D) new embeddings -> float32 rounded through float16 as stored; cache them (with
+    their (B, P) image properties) if any."""
     if cache is not None:
         cache.add([keys[i] for i in rows], [table.describe(i) for i in rows], hashes, new,
                   properties)
