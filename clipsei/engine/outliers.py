@@ -94,7 +94,8 @@ def compute_centroid_similarity(embeddings, labels, *, block: int = _BLOCK) -> n
     sums = np.zeros((classes.size, embeddings.shape[1]))
     for start in range(0, len(embeddings), block):
         rows = _unit_standardised(embeddings[start:start + block], mean, scale)
-        np.add.at(sums, codes[start:start + block], rows)
+        block_codes = codes[start:start + block]
+        sums += (block_codes == np.arange(classes.size)[:, None]).astype(rows.dtype) @ rows
     centroids = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
     similarity = np.empty(len(embeddings))
     for start in range(0, len(embeddings), block):
