@@ -212,12 +212,16 @@ def _pixel_correlation(first, second) -> np.ndarray:
     return rows(first) @ rows(second).T
 
 
-def same_picture(images, block: int = 2048) -> np.ndarray:
+def same_picture(images, *, splits=None, block: int = 2048) -> np.ndarray:
     """(N,) bool: the image's pixels correlate at :data:`SAME_PICTURE_CORRELATION` or more
-    with another image's (same size), i.e. one picture stored more than once."""
+    with another image's (same size), i.e. one picture stored more than once; with
+    ``splits``, with another image of another split (leakage)."""
     found = np.zeros(len(images), bool)
     for start in range(0, len(images), block):
         corr = _pixel_correlation(images[start:start + block], images)
         corr[np.arange(corr.shape[0]), start + np.arange(corr.shape[0])] = -1
+        if splits is not None:
+            splits = np.asarray(splits)
+            corr[splits[start:start + block, None] == splits[None, :]] = -1
         found[start:start + block] = (corr >= SAME_PICTURE_CORRELATION).any(axis=1)
     return found
