@@ -117,7 +117,9 @@ def _column_stats(embeddings, block):
 
 
 def _unit_standardised(rows, mean, scale):
-    rows = (np.asarray(rows, dtype=np.float64) - mean) / scale
+    # float32 rows (the statistics stay float64): half the memory and time of float64
+    rows = (np.asarray(rows, dtype=np.float32) - mean.astype(np.float32)) / scale.astype(
+        np.float32)
     return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
 
