@@ -21,7 +21,7 @@ ISSUE_TYPES = ("label_issue", "duplicate", "exact_duplicate", "near_duplicate", 
 
 
 def find_data_issues(neighbor_ids, neighbor_sims, *, embeddings=None, content_hashes=None,
-                     splits=None, properties=None,
+                     splits=None, properties=None, features=None, labels=None,
                      min_similarity: float = NEAR_DUPLICATE_SIMILARITY) -> pd.DataFrame:
     """One row per sample: duplicate, leakage, outlier and (with ``properties``, a DataFrame
     of :data:`~clipsei.images.properties.PROPERTY_NAMES`) image-property columns.
@@ -37,7 +37,8 @@ def find_data_issues(neighbor_ids, neighbor_sims, *, embeddings=None, content_ha
     duplicates = find_duplicates(neighbor_ids, neighbor_sims, content_hashes=content_hashes,
                                  embeddings=embeddings, splits=splits,
                                  min_similarity=min_similarity).as_frame()
-    outliers = find_outliers(neighbor_ids, neighbor_sims).as_frame()
+    outliers = find_outliers(neighbor_ids, neighbor_sims, embeddings=features,
+                             labels=labels).as_frame()
     columns = [duplicates[["is_duplicate", "duplicate_group", "is_exact_duplicate",
                            "is_near_duplicate", "is_leakage"]],
                outliers[["outlier_score", "is_outlier"]]]

