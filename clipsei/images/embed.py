@@ -26,6 +26,8 @@ from .cache import (EmbeddingCache, array_key, file_key, from_stored, hash_bytes
                     sigterm_as_interrupt, to_stored)
 from .data import ImageTable, load_image_table
 from .decode import ImageDataset, collate_images, split_preprocess
+from .decode_device import (JpegBytesDataset, collate_jpeg_bytes, decode_batches,
+                            tensor_preprocess, use_device_decode)
 from .intensity import check_intensity
 from .properties import PROPERTY_NAMES, properties_frame
 from .weights import resolve_weights, check_weights_available, hash_weights
@@ -203,7 +205,8 @@ def _autocast(device: torch.device):
 def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_size: int = 64,
                  num_workers: int | None = None, progress: bool = True,
                  flush_every: int = 1024, flush_seconds: float = 30.0, jpeg_draft: bool = True,
-                 intensity: str = "none", properties: bool = True) -> EmbeddingResult:
+                 intensity: str = "none", properties: bool = True,
+                 decode: str = "auto") -> EmbeddingResult:
     """Embed every image of an ``ImageTable`` (or of a source ``load_image_table`` accepts).
 
     Every returned row goes through float16 (what the cache stores) and back to unit norm, so
@@ -223,11 +226,18 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
     properties: take cheap image statistics (brightness, contrast, sharpness...; see
         :mod:`clipsei.images.properties`) of each image as it is decoded; they are cached
         with its embedding.
+    decode: "cpu" decodes and resizes every image with PIL in the DataLoader workers;
+        "device" decodes JPEGs in batches on the model's device (nvJPEG on CUDA) and resizes
+        them there (:mod:`clipsei.images.decode_device`; other files still take the PIL
+        path, and ``jpeg_draft`` applies only to them); "auto" is "device" on CUDA, else
+        "cpu". The two agree within the tolerance in ``docs/design.md``, so the cache does
+        not tell them apart (as it does not tell devices apart).
     """
     table = table_or_source if isinstance(table_or_source, ImageTable) else (
         load_image_table(table_or_source))
     _check_embed_args(model, batch_size, num_workers)
     check_intensity(intensity)
+    on_device = use_device_decode(decode, model.device, model.preprocess)
     keys, failures = _item_keys(table)
     plan = split_preprocess(model.preprocess)
     draft_size = plan.draft_size if jpeg_draft else None
@@ -250,9 +260,15 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
     if num_workers is None:
         num_workers = _default_num_workers(model.device, todo.size, int(batch_size))
     loader = torch.utils.data.DataLoader(
-        ImageDataset(table, todo, plan.on_worker, draft_size, intensity, properties),
-        batch_size=int(batch_size), num_workers=int(num_workers), collate_fn=collate_images,
+        (JpegBytesDataset if on_device else ImageDataset)(
+            table, todo, plan.on_worker, draft_size, intensity, properties),
+        batch_size=int(batch_size), num_workers=int(num_workers),
+        collate_fn=collate_jpeg_bytes if on_device else collate_images,
         pin_memory=model.device.type == "cuda")
+    if on_device:  # workers read the JPEG files, the model's device decodes them
+        loader = decode_batches(loader, tensor_preprocess(model.preprocess), model.device,
+                                on_worker=plan.on_worker, draft_size=draft_size,
+                                intensity=intensity, properties=properties)
     with contextlib.ExitStack() as stack:
         stack.enter_context(sigterm_as_interrupt())  # restored after the cache's last flush
         if cache is not None:
