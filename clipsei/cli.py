@@ -112,7 +112,7 @@ def _run_embed(args) -> int:
                               pretrained=args.pretrained, device=args.device,
                               cache_dir=args.cache, out=args.out, batch_size=args.batch_size,
                               num_workers=args.num_workers, progress=_progress(args),
-                              intensity=args.intensity)
+                              intensity=args.intensity, decode=args.decode)
     n_failed = written["n_failed"]
     print(f"embedded {written['n_embedded']} of {written['n_images']} images with "
           f"{written['model']} ({written['weights_id']}): {written['n_cached']} from cache, "
@@ -156,7 +156,7 @@ def _run_scan(args) -> int:
                   device=args.device, prompts=args.prompts, trusted=trusted,
                   cache_dir=args.cache, out=args.out, random_state=args.random_state,
                   batch_size=args.batch_size, progress=_progress(args),
-                  intensity=args.intensity, **options)
+                  intensity=args.intensity, decode=args.decode, **options)
     _print_scan_summary(result.summary, args.out)
     return 0
 
@@ -174,7 +174,7 @@ def _run_caption_scan(args) -> int:
     result = scan_captions(args.source, model=model, cache_dir=args.cache, out=args.out,
                            n_neighbors=args.n_neighbors, batch_size=args.batch_size,
                            progress=_progress(args), intensity=args.intensity,
-                           random_state=args.random_state)
+                           random_state=args.random_state, decode=args.decode)
     summary = result.summary
     print(f"scored {summary['n_scored']} of {summary['n_pairs']} image-caption pairs "
           f"({summary['n_failed']} unreadable, listed in failures.csv)")

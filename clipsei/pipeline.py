@@ -167,7 +167,7 @@ class ScanResult:
 def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
          pretrained="laion2b_s34b_b79k", prompts="generic", cache_dir=None, out=None,
          device="auto", random_state=0, batch_size=64, progress=True, intensity="none",
-         trusted=None, **detector_options) -> ScanResult:
+         trusted=None, decode="auto", **detector_options) -> ScanResult:
     """Find suspected label errors in a folder, manifest, list of paths or image array.
 
     source: as :func:`clipsei.load_image_table` (a folder per class, a manifest
@@ -178,6 +178,8 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
     prompts: the prompt set whose class prompts start the head.
     intensity: "none", or "window" to stretch each image's grey levels before embedding
         (:func:`clipsei.images.embed.embed_images`; for dark medical images with few grey levels).
+    decode: "auto", "cpu" or "device": where JPEGs are decoded and resized
+        (:func:`clipsei.images.embed.embed_images`; "auto" is the model's device on CUDA).
     cache_dir: embedding cache (re-runs skip unchanged images). out: when given, the
         result is also saved there (:meth:`ScanResult.save`); both are checked before any work.
     trusted: (N,) bool mask or indices of the source's images whose labels a person verified
@@ -207,7 +209,7 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
             or load_model(model, pretrained, device=device))
     with _timed(timings, "embed"):
         embedded = embed_images(table, clip, cache_dir=cache_dir, batch_size=batch_size,
-                                progress=progress, intensity=intensity)
+                                progress=progress, intensity=intensity, decode=decode)
     if embedded.indices.size == 0:
         raise ValueError(f"none of the {len(table)} images in {source} could be read; "
                          f"first failure: {embedded.failures['reason'].iloc[0]}")

@@ -254,6 +254,35 @@ def test_stored_size_of_a_near_square_draft(tmp_path, tiny_clip):
         assert result.properties.loc[0, ["width", "height"]].tolist() == [728, 725], decode
 
 
+@pytest.mark.filterwarnings("ignore:.*RANDOM weights")
+def test_cli_decode_option(tmp_path, capsys):
+    from clipsei.cli import main
+
+    folder = _write_jpegs(tmp_path / "jpegs", np.random.default_rng(16))
+    tiny = ["--model", "clipsei-tiny", "--pretrained", "none", "--num-workers", "0"]
+    outputs = {}
+    for decode in ("cpu", "device"):
+        out = tmp_path / decode
+        assert main(["embed", str(folder), *tiny, "--decode", decode, "--out", str(out)]) == 0
+        outputs[decode] = np.load(out / "embeddings.npy")
+    assert "embedded 10 of 10 images" in capsys.readouterr().out
+    assert np.sum(outputs["cpu"] * outputs["device"], axis=1).min() >= MIN_COSINE_DRAFT
+    assert main(["embed", str(folder), *tiny, "--decode", "gpu", "--out",
+                 str(tmp_path / "x")]) == 2
+    assert "invalid choice: 'gpu'" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:.*RANDOM weights")
+def test_scan_takes_the_decode_option(tmp_path, tiny_clip):
+    from clipsei.pipeline import scan
+
+    folder = _write_jpegs(tmp_path / "jpegs", np.random.default_rng(17))
+    result = scan(folder, model=tiny_clip, decode="device", n_epochs=3, progress=False)
+    assert len(result.issues) == 10 and result.failures.empty
+    with pytest.raises(ValueError, match="decode must be one of"):
+        scan(folder, model=tiny_clip, decode="fast", n_epochs=3, progress=False)
+
+
 @pytest.mark.shared_data
 def test_brain_mri_matches_the_pil_path(shared_data, tiny_clip):
     folder = shared_data / "brain_mri"
