@@ -205,7 +205,7 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
         needs_weights = detector_options.get("method") == "sei_prompt"  # runs the text tower
         clip = model if isinstance(model, ClipModel) else (
             (None if needs_weights else _model_from_cache(
-                model, pretrained, cache_dir, table, prompts, intensity, device))
+                model, pretrained, cache_dir, table, prompts, intensity, device, decode))
             or load_model(model, pretrained, device=device))
     with _timed(timings, "embed"):
         embedded = embed_images(table, clip, cache_dir=cache_dir, batch_size=batch_size,
@@ -237,14 +237,15 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
         prompt_set=prompts, **detector_options)
 
 
-def _model_from_cache(name, pretrained, cache_dir, table, prompts, intensity, device):
+def _model_from_cache(name, pretrained, cache_dir, table, prompts, intensity, device,
+                      decode="auto"):
     """A weightless stand-in when ``cache_dir`` holds every embedding the scan needs, else
     None (see :func:`clipsei.images.rescan.find_cached_model`)."""
     from .images.rescan import find_cached_model
 
     return find_cached_model(name, pretrained, cache_dir=cache_dir, table=table,
                              class_names=table.class_names, prompt_set=prompts,
-                             intensity=intensity, device=device)
+                             intensity=intensity, device=device, decode=decode)
 
 
 def scan_embeddings(embeddings, labels, *, paths=None, class_names=None, class_embeddings=None,

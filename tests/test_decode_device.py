@@ -146,6 +146,30 @@ def test_workers_and_batches_give_the_same_result(tmp_path, tiny_clip):
     np.testing.assert_array_equal(split.properties.to_numpy(), one.properties.to_numpy())
 
 
+def test_the_cache_keys_the_device_path_as_full_size_decoding(tmp_path, tiny_clip):
+    folder = _write_jpegs(tmp_path / "jpegs", np.random.default_rng(18))
+    cache = tmp_path / "cache"
+    kwargs = dict(num_workers=0, progress=False, cache_dir=cache)
+    first = embed_images(folder, tiny_clip, decode="device", **kwargs)
+    assert first.n_encoded == 10
+    full = embed_images(folder, tiny_clip, decode="cpu", jpeg_draft=False, **kwargs)
+    assert full.n_cached == 10  # the same key: jpeg_draft=False
+    drafted = embed_images(folder, tiny_clip, decode="cpu", **kwargs)
+    assert drafted.n_cached == 0 and drafted.n_encoded == 10  # draft decoding is keyed apart
+
+
+@pytest.mark.filterwarnings("ignore:.*RANDOM weights")
+def test_a_cached_rescan_on_the_device_path_does_not_load_the_model(tmp_path):
+    from clipsei.pipeline import scan
+
+    folder = _write_jpegs(tmp_path / "jpegs", np.random.default_rng(19))
+    runs = [scan(folder, model="clipsei-tiny", pretrained="none", device="cpu",
+                 decode="device", cache_dir=tmp_path / "cache", n_epochs=3, progress=False)
+            for _ in range(2)]
+    assert [run.summary["settings"]["model_loaded"] for run in runs] == [True, False]
+    assert runs[1].issues["label_score"].tolist() == runs[0].issues["label_score"].tolist()
+
+
 def _odd_files(folder, rng):
     """Files the tensor path must hand to PIL (or report as PIL does), in classes a and b."""
     good = _photo(rng, (64, 48))

@@ -135,15 +135,15 @@ def collate_jpeg_bytes(items):
 
 
 def decode_batches(loader, plan: TensorPreprocess, device: torch.device, *, on_worker,
-                   draft_size=None, intensity: str = "none", properties: bool = True):
+                   intensity: str = "none", properties: bool = True):
     """Batches of ``collate_jpeg_bytes`` -> the 5-tuples of ``collate_images``, the JPEGs
     decoded and preprocessed on ``device``: (rows, (B, 3, H, W) uint8 tensor or None,
     hashes, [(row, reason)] failures, (B, P) float32 properties)."""
     for (rows, batch, hashes, failed, stats), jpegs in loader:
         if jpegs:
             new_rows, pixels, new_hashes, new_failed, new_stats = _decode_jpegs(
-                jpegs, plan, device, on_worker=on_worker, draft_size=draft_size,
-                intensity=intensity, properties=properties)
+                jpegs, plan, device, on_worker=on_worker, intensity=intensity,
+                properties=properties)
             if new_rows:
                 batch = pixels if batch is None else torch.cat([batch.to(device), pixels])
                 rows, hashes = list(rows) + new_rows, list(hashes) + new_hashes
@@ -152,7 +152,7 @@ def decode_batches(loader, plan: TensorPreprocess, device: torch.device, *, on_w
         yield rows, batch, hashes, failed, stats
 
 
-def _decode_jpegs(jpegs, plan, device, *, on_worker, draft_size, intensity, properties):
+def _decode_jpegs(jpegs, plan, device, *, on_worker, intensity, properties):
     """[(row, bytes, hash)] -> (rows, (B, 3, H, W) uint8 on ``device``, hashes, failures,
     (B, P) properties); a JPEG the device decoder rejects goes through PIL here."""
     images = decode_jpeg_list([item[1] for item in jpegs], device)
@@ -160,7 +160,7 @@ def _decode_jpegs(jpegs, plan, device, *, on_worker, draft_size, intensity, prop
     for (row, data, content_hash), image in zip(jpegs, images):
         if image is None:  # rare: decode it the PIL way, with the PIL path's failure reasons
             try:
-                pil = decode_image_bytes(bytes(data.numpy()), min_size=draft_size)
+                pil = decode_image_bytes(bytes(data.numpy()))
             except Exception as err:  # noqa: BLE001 - reported per image, as on the PIL path
                 failed.append((row, str(err)))
                 continue

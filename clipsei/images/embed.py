@@ -229,9 +229,10 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
     decode: "cpu" decodes and resizes every image with PIL in the DataLoader workers;
         "device" decodes JPEGs in batches on the model's device (nvJPEG on CUDA) and resizes
         them there (:mod:`clipsei.images.decode_device`; other files still take the PIL
-        path, and ``jpeg_draft`` applies only to them); "auto" is "device" on CUDA, else
-        "cpu". The two agree within the tolerance in ``docs/design.md``, so the cache does
-        not tell them apart (as it does not tell devices apart).
+        path); "auto" is "device" on CUDA, else "cpu". The device path decodes every file at
+        full size (``jpeg_draft`` is ignored) and agrees with the PIL path's
+        ``jpeg_draft=False`` within the tolerance in ``docs/design.md``; the cache treats the
+        two as one (as it does devices) and keys both as ``jpeg_draft=False``.
     """
     table = table_or_source if isinstance(table_or_source, ImageTable) else (
         load_image_table(table_or_source))
@@ -240,7 +241,7 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
     on_device = use_device_decode(decode, model.device, model.preprocess)
     keys, failures = _item_keys(table)
     plan = split_preprocess(model.preprocess)
-    draft_size = plan.draft_size if jpeg_draft else None
+    draft_size = plan.draft_size if jpeg_draft and not on_device else None
     cache = None if cache_dir is None else EmbeddingCache(
         cache_dir, _image_cache_fields(model, draft_size, intensity), flush_every=flush_every,
         flush_seconds=flush_seconds, dim=model.embed_dim)
@@ -267,8 +268,8 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
         pin_memory=model.device.type == "cuda")
     if on_device:  # workers read the JPEG files, the model's device decodes them
         loader = decode_batches(loader, tensor_preprocess(model.preprocess), model.device,
-                                on_worker=plan.on_worker, draft_size=draft_size,
-                                intensity=intensity, properties=properties)
+                                on_worker=plan.on_worker, intensity=intensity,
+                                properties=properties)
     with contextlib.ExitStack() as stack:
         stack.enter_context(sigterm_as_interrupt())  # restored after the cache's last flush
         if cache is not None:
