@@ -205,13 +205,13 @@ def decode_jpeg_list(datas: list, device) -> list:
 
 def resize_crop(image: torch.Tensor, plan: TensorPreprocess) -> torch.Tensor:
     """(3, H, W) uint8 -> (3, crop_h, crop_w) uint8: shorter side to ``plan.size``, centre
-    crop, rounded as PIL's uint8 resize is. Computed in float32 on the image's device."""
+    crop. torchvision resizes uint8 natively on the CPU (after Pillow's algorithm) and in
+    float32, then rounds, on CUDA."""
     from torchvision.transforms.v2 import functional as F
 
-    pixels = F.resize(image[None].float(), [plan.size], interpolation=plan.interpolation,
-                      antialias=plan.antialias)
-    pixels = F.center_crop(pixels, list(plan.crop))
-    return pixels[0].clamp_(0, 255).round_().to(torch.uint8)
+    pixels = F.resize(image[None], [plan.size], interpolation=plan.interpolation,
+                      antialias=plan.antialias)  # uint8 kernel on the CPU, float32 on CUDA
+    return F.center_crop(pixels, list(plan.crop))[0]
 
 
 def compute_properties_tensor(image: torch.Tensor) -> torch.Tensor:
@@ -239,14 +239,16 @@ def compute_properties_tensor(image: torch.Tensor) -> torch.Tensor:
 def _reduce(image: torch.Tensor, factor: int) -> torch.Tensor:
     """PIL's ``Image.reduce(factor)`` of a (C, H, W) uint8 tensor, to the same integers: box
     means over whole and edge boxes in PIL's fixed-point rounding."""
-    dtype = torch.float32 if factor <= 256 else torch.float64  # exact sums: < 2**24 in fp32
-
-    def box_sums(values):
-        return torch.nn.functional.avg_pool2d(values[None], factor, ceil_mode=True,
-                                              divisor_override=1)[0].round_().long()
-
-    sums = box_sums(image.to(dtype))
-    counts = box_sums(torch.ones_like(image[:1], dtype=dtype))
+    channels, height, width = image.shape
+    rows, cols = -(-height // factor), -(-width // factor)
+    padding = (0, cols * factor - width, 0, rows * factor - height)
+    padded = torch.nn.functional.pad(image, padding) if any(padding) else image
+    boxes = padded.reshape(channels, rows, factor, cols, factor)
+    sums = boxes.sum(4, dtype=torch.int32).sum(2).long()  # exact: at most 255 * factor**2
+    row_counts = torch.full((rows,), factor, dtype=torch.int64, device=image.device)
+    col_counts = torch.full((cols,), factor, dtype=torch.int64, device=image.device)
+    row_counts[-1], col_counts[-1] = height - factor * (rows - 1), width - factor * (cols - 1)
+    counts = row_counts[:, None] * col_counts[None, :]
     return ((sums + counts // 2) * ((1 << 24) // counts)) >> 24
 
 
