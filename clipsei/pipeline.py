@@ -221,7 +221,7 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
     detector_options.setdefault("device", str(clip.device))  # heads train where CLIP ran
     settings = {"source": str(source), "model": clip.name, "pretrained": clip.pretrained,
                 "prompts": prompts, "device": str(clip.device), "weights_id": clip.weights_id,
-                "intensity": intensity, "model_loaded": weights_loaded(clip)}
+                "intensity": intensity, "model_loaded": weights_loaded(clip), "decode": decode}
     return _scan_arrays(
         embedded.embeddings, embedded.labels, class_names=table.class_names,
         paths=None if table.paths is None else [table.paths[i] for i in rows],

@@ -170,6 +170,17 @@ def test_a_cached_rescan_on_the_device_path_does_not_load_the_model(tmp_path):
     assert runs[1].issues["label_score"].tolist() == runs[0].issues["label_score"].tolist()
 
 
+def _without_quantisation_tables(data: bytes) -> bytes:
+    """The JPEG ``data`` without its DQT segments: the header reads, decoding fails."""
+    out, at = bytearray(data[:2]), 2
+    while data[at:at + 2] != b"\xff\xda":  # up to the start of scan
+        length = int.from_bytes(data[at + 2:at + 4], "big")
+        if data[at:at + 2] != b"\xff\xdb":
+            out += data[at:at + 2 + length]
+        at += 2 + length
+    return bytes(out + data[at:])
+
+
 def _odd_files(folder, rng):
     """Files the tensor path must hand to PIL (or report as PIL does), in classes a and b."""
     good = _photo(rng, (64, 48))
@@ -182,6 +193,7 @@ def _odd_files(folder, rng):
         "rotated.jpg": _jpeg_bytes(good, exif=exif.tobytes()),
         "progressive.jpg": _jpeg_bytes(good, progressive=True),
         "truncated.jpg": _jpeg_bytes(good)[:300],
+        "no_tables.jpg": _without_quantisation_tables(_jpeg_bytes(good)),  # header looks fine
         "empty.jpg": b"",
         "text.jpg": b"not an image at all",
         "png.png": None,
@@ -204,10 +216,11 @@ def test_odd_files_fall_back_to_pil_with_the_same_failures(tmp_path, tiny_clip):
     assert tensor.indices.tolist() == pil.indices.tolist() and len(pil.indices) == 6
     assert tensor.failures.to_dict("records") == pil.failures.to_dict("records")
     assert set(pil.failures["path"].map(lambda p: p.rsplit("/", 1)[-1])) == {
-        "truncated.jpg", "empty.jpg", "text.jpg"}
+        "truncated.jpg", "empty.jpg", "text.jpg", "no_tables.jpg"}
     cosine = np.sum(pil.embeddings * tensor.embeddings, axis=1)
     assert cosine.min() >= MIN_COSINE, cosine
     rotated = tensor.table.paths.index(str(folder / "b" / "rotated.jpg"))
+    assert device_decodable((folder / "a" / "no_tables.jpg").read_bytes())
     at = tensor.indices.tolist().index(rotated)
     assert tensor.properties.loc[at, ["width", "height"]].tolist() == [48, 64]
 
@@ -303,6 +316,7 @@ def test_scan_takes_the_decode_option(tmp_path, tiny_clip):
     folder = _write_jpegs(tmp_path / "jpegs", np.random.default_rng(17))
     result = scan(folder, model=tiny_clip, decode="device", n_epochs=3, progress=False)
     assert len(result.issues) == 10 and result.failures.empty
+    assert result.summary["settings"]["decode"] == "device"
     with pytest.raises(ValueError, match="decode must be one of"):
         scan(folder, model=tiny_clip, decode="fast", n_epochs=3, progress=False)
 

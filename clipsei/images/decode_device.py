@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .cache import hash_bytes
-from .data import MAX_PIXELS, decode_image_bytes
+from .data import MAX_PIXELS, ImageDecodeError, decode_image_bytes
 from .decode import ImageDataset, collate_images, split_preprocess
 from .intensity import WINDOW_PERCENTILES, apply_intensity
 from .properties import PROPERTY_NAMES, PROPERTY_SIZE, compute_image_properties
@@ -162,7 +162,8 @@ def _decode_jpegs(jpegs, plan, device, *, on_worker, intensity, properties):
             try:
                 pil = decode_image_bytes(bytes(data.numpy()))
             except Exception as err:  # noqa: BLE001 - reported per image, as on the PIL path
-                failed.append((row, str(err)))
+                failed.append((row, str(err) if isinstance(err, ImageDecodeError)
+                               else f"{type(err).__name__}: {err}"))
                 continue
             stat = torch.as_tensor(compute_image_properties(pil) if properties else _nan())
             pixel = on_worker(apply_intensity(pil, intensity)).to(device)
@@ -171,8 +172,10 @@ def _decode_jpegs(jpegs, plan, device, *, on_worker, intensity, properties):
             if intensity == "window":
                 image = window_tensor(image)
             pixel = resize_crop(image, plan)
-        rows.append(row), hashes.append(content_hash)
-        pixels.append(pixel), stats.append(stat.to(device))
+        rows.append(row)
+        hashes.append(content_hash)
+        pixels.append(pixel)
+        stats.append(stat.to(device))
     if not rows:
         return [], None, [], failed, np.zeros((0, len(PROPERTY_NAMES)), np.float32)
     return (rows, torch.stack(pixels), hashes, failed,
