@@ -31,8 +31,8 @@ from clipsei.images.embed import embed_images
 from clipsei.images.intensity import window_intensity
 from clipsei.images.properties import compute_image_properties
 
-MIN_COSINE = 0.9999  # per image, tensor vs PIL path, same model and device (full-size decode)
-MAX_PIXEL_DIFF = 10  # grey levels of 255, model input after resize and crop (mean < 0.5)
+MIN_COSINE = 0.99999  # per image, tensor vs PIL path, same model and device (full-size decode)
+MAX_PIXEL_DIFF = 2  # grey levels of 255, model input after resize and crop (mean < 0.5)
 MIN_COSINE_DRAFT = 0.999  # per image, tensor path vs PIL path with its default JPEG draft
 
 
@@ -357,7 +357,7 @@ def test_nvjpeg_input_matches_the_cpu_decoder(mode):
     for on_cpu, on_gpu in zip(decode_jpeg_list(datas, "cpu"), decode_jpeg_list(datas, "cuda")):
         assert on_gpu.device.type == "cuda" and on_gpu.shape == on_cpu.shape
         difference = (resize_crop(on_gpu, plan).cpu().int() - resize_crop(on_cpu, plan).int())
-        assert difference.abs().float().mean() < 1.0 and difference.abs().max() <= 8
+        assert difference.abs().float().mean() < 1.0 and difference.abs().max() <= 12
         np.testing.assert_allclose(compute_properties_tensor(on_gpu).cpu().numpy(),
                                    compute_properties_tensor(on_cpu).numpy(), rtol=0.05)
 
