@@ -65,6 +65,10 @@ def add_image_arguments(parser: argparse.ArgumentParser, *, source_help: str) ->
                         const="window", default="none",
                         help="stretch each image's 1st-99th percentile grey levels to 0-255 "
                              "before embedding (for dark medical exports with few grey levels)")
+    parser.add_argument("--decode", choices=("auto", "cpu", "device"), default="cpu",
+                        help="where JPEGs are decoded and resized: cpu (PIL, in the decoding "
+                             "processes), device (in batches on the model's device, nvJPEG on "
+                             "CUDA) or auto (device on CUDA, else cpu) (default %(default)s)")
 
 
 def add_embed_arguments(parser: argparse.ArgumentParser) -> None:

@@ -59,7 +59,7 @@ def load_caption_manifest(manifest) -> tuple:
 
 def scan_captions(manifest, *, model="ViT-B-32", pretrained="laion2b_s34b_b79k", device="auto",
                   cache_dir=None, out=None, n_neighbors=10, batch_size=64, progress=True,
-                  intensity="none", random_state=0) -> CaptionScan:
+                  intensity="none", random_state=0, decode="cpu") -> CaptionScan:
     """Find image-caption pairs of ``manifest`` whose image and caption disagree.
 
     model, pretrained: an open_clip model and weights, or ``model`` a loaded
@@ -78,7 +78,7 @@ def scan_captions(manifest, *, model="ViT-B-32", pretrained="laion2b_s34b_b79k",
                                                                       device=device)
     table = ImageTable(paths=paths, labels=np.zeros(len(paths), np.int64), class_names=["image"])
     embedded = embed_images(table, clip, cache_dir=cache_dir, batch_size=batch_size,
-                            progress=progress, intensity=intensity)
+                            progress=progress, intensity=intensity, decode=decode)
     rows = embedded.indices
     if rows.size < 3:
         raise ValueError(f"only {rows.size} of the {len(paths)} images in {manifest} could be "

@@ -113,7 +113,7 @@ def _run_embed(args) -> int:
                               cache_dir=args.cache, out=args.out, batch_size=args.batch_size,
                               num_workers=args.num_workers, progress=_progress(args),
                               intensity=args.intensity, engine=args.engine,
-                              ray_address=args.ray_address)
+                              ray_address=args.ray_address, decode=args.decode)
     n_failed = written["n_failed"]
     print(f"embedded {written['n_embedded']} of {written['n_images']} images with "
           f"{written['model']} ({written['weights_id']}): {written['n_cached']} from cache, "
@@ -160,7 +160,7 @@ def _run_scan(args) -> int:
                   cache_dir=args.cache, out=args.out, random_state=args.random_state,
                   batch_size=args.batch_size, progress=_progress(args),
                   intensity=args.intensity, engine=args.engine,
-                  ray_address=args.ray_address, **options)
+                  ray_address=args.ray_address, decode=args.decode, **options)
     _print_scan_summary(result.summary, args.out)
     return 0
 
@@ -178,7 +178,7 @@ def _run_caption_scan(args) -> int:
     result = scan_captions(args.source, model=model, cache_dir=args.cache, out=args.out,
                            n_neighbors=args.n_neighbors, batch_size=args.batch_size,
                            progress=_progress(args), intensity=args.intensity,
-                           random_state=args.random_state)
+                           random_state=args.random_state, decode=args.decode)
     summary = result.summary
     print(f"scored {summary['n_scored']} of {summary['n_pairs']} image-caption pairs "
           f"({summary['n_failed']} unreadable, listed in failures.csv)")

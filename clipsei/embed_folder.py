@@ -15,7 +15,7 @@ def embed_to_folder(source, *, manifest=None, model="ViT-B-32",
                     pretrained="laion2b_s34b_b79k", device="auto", cache_dir=None,
                     out="clipsei_embeddings", batch_size=64, num_workers=None,
                     progress=True, intensity="none", engine="local",
-                    ray_address=None) -> dict:
+                    ray_address=None, decode="cpu") -> dict:
     """Embed the images of ``source`` and write them to folder ``out``; return the counts.
 
     Writes embeddings.npy (M, D) float32, labels.npy (M,) int64, samples.csv (index, path,
@@ -30,7 +30,7 @@ def embed_to_folder(source, *, manifest=None, model="ViT-B-32",
     clip = load_model(model, pretrained, device=device)
     result = embed_images(table, clip, cache_dir=cache_dir, batch_size=batch_size,
                           num_workers=num_workers, progress=progress, intensity=intensity,
-                          engine=engine, ray_address=ray_address)
+                          engine=engine, ray_address=ray_address, decode=decode)
     out = mark_output_dir(check_output_dir(out, option="out"), kind="embed")
     np.save(out / "embeddings.npy", result.embeddings)
     np.save(out / "labels.npy", result.labels)

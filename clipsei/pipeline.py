@@ -167,7 +167,8 @@ class ScanResult:
 def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
          pretrained="laion2b_s34b_b79k", prompts="generic", cache_dir=None, out=None,
          device="auto", random_state=0, batch_size=64, progress=True, intensity="none",
-         trusted=None, engine="local", ray_address=None, **detector_options) -> ScanResult:
+         trusted=None, engine="local", ray_address=None, decode="cpu",
+         **detector_options) -> ScanResult:
     """Find suspected label errors in a folder, manifest, list of paths or image array.
 
     source: as :func:`clipsei.load_image_table` (a folder per class, a manifest
@@ -178,6 +179,8 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
     prompts: the prompt set whose class prompts start the head.
     intensity: "none", or "window" to stretch each image's grey levels before embedding
         (:func:`clipsei.images.embed.embed_images`; for dark medical images with few grey levels).
+    decode: "cpu" (default), "device" or "auto": where JPEGs are decoded and resized
+        (:func:`clipsei.images.embed.embed_images`; "auto" is the model's device on CUDA).
     cache_dir: embedding cache (re-runs skip unchanged images). out: when given, the
         result is also saved there (:meth:`ScanResult.save`); both are checked before any work.
     trusted: (N,) bool mask or indices of the source's images whose labels a person verified
@@ -205,12 +208,12 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
         needs_weights = detector_options.get("method") == "sei_prompt"  # runs the text tower
         clip = model if isinstance(model, ClipModel) else (
             (None if needs_weights else _model_from_cache(
-                model, pretrained, cache_dir, table, prompts, intensity, device))
+                model, pretrained, cache_dir, table, prompts, intensity, device, decode))
             or load_model(model, pretrained, device=device))
     with _timed(timings, "embed"):
         embedded = embed_images(table, clip, cache_dir=cache_dir, batch_size=batch_size,
                                 progress=progress, intensity=intensity, engine=engine,
-                                ray_address=ray_address)
+                                ray_address=ray_address, decode=decode)
     if embedded.indices.size == 0:
         raise ValueError(f"none of the {len(table)} images in {source} could be read; "
                          f"first failure: {embedded.failures['reason'].iloc[0]}")
@@ -222,7 +225,7 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
     detector_options.setdefault("device", str(clip.device))  # heads train where CLIP ran
     settings = {"source": str(source), "model": clip.name, "pretrained": clip.pretrained,
                 "prompts": prompts, "device": str(clip.device), "weights_id": clip.weights_id,
-                "intensity": intensity, "model_loaded": weights_loaded(clip)}
+                "intensity": intensity, "model_loaded": weights_loaded(clip), "decode": decode}
     return _scan_arrays(
         embedded.embeddings, embedded.labels, class_names=table.class_names,
         paths=None if table.paths is None else [table.paths[i] for i in rows],
@@ -238,14 +241,15 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
         prompt_set=prompts, **detector_options)
 
 
-def _model_from_cache(name, pretrained, cache_dir, table, prompts, intensity, device):
+def _model_from_cache(name, pretrained, cache_dir, table, prompts, intensity, device,
+                      decode="cpu"):
     """A weightless stand-in when ``cache_dir`` holds every embedding the scan needs, else
     None (see :func:`clipsei.images.rescan.find_cached_model`)."""
     from .images.rescan import find_cached_model
 
     return find_cached_model(name, pretrained, cache_dir=cache_dir, table=table,
                              class_names=table.class_names, prompt_set=prompts,
-                             intensity=intensity, device=device)
+                             intensity=intensity, device=device, decode=decode)
 
 
 def scan_embeddings(embeddings, labels, *, paths=None, class_names=None, class_embeddings=None,

@@ -16,6 +16,8 @@ from .data import ImageDecodeError, ImageTable, array_to_image, decode_image_byt
 from .intensity import apply_intensity
 from .properties import PROPERTY_NAMES, compute_image_properties
 
+_EXIF_ORIENTATION = 0x0112
+
 
 @dataclass(frozen=True)
 class PreprocessPlan:
@@ -75,10 +77,13 @@ class ImageDataset(torch.utils.data.Dataset):
         return int(self.rows.size)
 
     def __getitem__(self, position: int):
-        row = int(self.rows[position])
+        return self._item(int(self.rows[position]))
+
+    def _item(self, row: int, data: bytes | None = None):
+        """The item of table row ``row``; ``data``: its file's bytes when already read."""
         no_properties = np.full(len(PROPERTY_NAMES), np.nan, dtype=np.float32)
         try:
-            image, content_hash, size = self._read(row)
+            image, content_hash, size = self._read(row, data)
             properties = (compute_image_properties(image, size=size) if self.properties
                           else no_properties)
             image = apply_intensity(image, self.intensity)
@@ -90,13 +95,14 @@ class ImageDataset(torch.utils.data.Dataset):
         except Exception as err:  # noqa: BLE001 - any per-image failure is reported, not fatal
             return row, None, "", f"{type(err).__name__}: {err}", no_properties
 
-    def _read(self, row: int):
+    def _read(self, row: int, data: bytes | None = None):
         """-> (RGB image, content hash, (width, height) as stored, before any draft)."""
         if self.table.paths is not None:
-            with open(self.table.paths[row], "rb") as handle:
-                data = handle.read()
+            if data is None:
+                with open(self.table.paths[row], "rb") as handle:
+                    data = handle.read()
             image = decode_image_bytes(data, min_size=self.draft_size)
-            return image, hash_bytes(data), _stored_size(data, image)
+            return image, hash_bytes(data), _stored_size(data)
         item = self.table.images[row]
         if isinstance(item, np.ndarray):
             image = array_to_image(item)
@@ -105,15 +111,15 @@ class ImageDataset(torch.utils.data.Dataset):
         return image, array_key(np.asarray(item)), image.size
 
 
-def _stored_size(data: bytes, image) -> tuple:
-    """(width, height) of the encoded image (its header only), turned as ``image`` is (EXIF)."""
+def _stored_size(data: bytes) -> tuple:
+    """(width, height) of the encoded image (its header only), turned as EXIF orientation
+    5-8 turns the decoded image (never inferred from a draft's size, which may be square)."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as header:
         width, height = header.size
-    if (width > height) != (image.width > image.height) and width != height:
-        width, height = height, width
-    return width, height
+        orientation = header.getexif().get(_EXIF_ORIENTATION, 1)
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 def collate_images(items):

@@ -26,6 +26,8 @@ from .cache import (EmbeddingCache, array_key, file_key, from_stored, hash_bytes
                     sigterm_as_interrupt, to_stored)
 from .data import ImageTable, load_image_table
 from .decode import ImageDataset, collate_images, split_preprocess
+from .decode_device import (JpegBytesDataset, collate_jpeg_bytes, decode_batches,
+                            tensor_preprocess, use_device_decode)
 from .intensity import check_intensity
 from .properties import PROPERTY_NAMES, properties_frame
 from .weights import resolve_weights, check_weights_available, hash_weights
@@ -204,7 +206,7 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
                  num_workers: int | None = None, progress: bool = True,
                  flush_every: int = 1024, flush_seconds: float = 30.0, jpeg_draft: bool = True,
                  intensity: str = "none", properties: bool = True, engine: str = "local",
-                 ray_address: str | None = None) -> EmbeddingResult:
+                 ray_address: str | None = None, decode: str = "cpu") -> EmbeddingResult:
     """Embed every image of an ``ImageTable`` (or of a source ``load_image_table`` accepts).
 
     Every returned row goes through float16 (what the cache stores) and back to unit norm, so
@@ -230,15 +232,27 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
         :mod:`clipsei.images.embed_ray`); the cache, results and failures are the same.
     ray_address: the Ray cluster to join with ``engine="ray"`` (None: the current connection,
         else ``RAY_ADDRESS``, a cluster ``ray start`` began here, or a new local instance).
+    decode: "cpu" decodes and resizes every image with PIL in the DataLoader workers;
+        "device" decodes JPEGs in batches on the model's device (nvJPEG on CUDA) and resizes
+        them there (:mod:`clipsei.images.decode_device`; other files still take the PIL
+        path); "auto" is "device" on CUDA, else "cpu". "cpu" is the default until the CUDA
+        path is measured (benchmarks/gpu_check.sh). The device path decodes every file at
+        full size (``jpeg_draft`` is ignored) and agrees with the PIL path's
+        ``jpeg_draft=False`` within the tolerance in ``docs/design.md``; the cache treats the
+        two as one (as it does devices) and keys both as ``jpeg_draft=False``.
     """
     _check_engine(engine)
     table = table_or_source if isinstance(table_or_source, ImageTable) else (
         load_image_table(table_or_source))
     _check_embed_args(model, batch_size, num_workers)
     check_intensity(intensity)
+    on_device = engine == "local" and use_device_decode(decode, model.device, model.preprocess)
+    if engine == "ray" and decode == "device":
+        raise ValueError("decode='device' runs with engine='local' only; Ray workers decode "
+                         "with PIL (use decode='auto' or 'cpu')")
     keys, failures = _item_keys(table)
     plan = split_preprocess(model.preprocess)
-    draft_size = plan.draft_size if jpeg_draft else None
+    draft_size = plan.draft_size if jpeg_draft and not on_device else None
     cache = None if cache_dir is None else EmbeddingCache(
         cache_dir, _image_cache_fields(model, draft_size, intensity), flush_every=flush_every,
         flush_seconds=flush_seconds, dim=model.embed_dim)
@@ -264,7 +278,7 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
             batch_size=int(batch_size), address=ray_address)
     else:
         batches = _local_encoded_batches(table, todo, model, plan, draft_size, intensity,
-                                         properties, int(batch_size), num_workers)
+                                         properties, int(batch_size), num_workers, on_device)
     with contextlib.ExitStack() as stack:
         stack.enter_context(sigterm_as_interrupt())  # restored after the cache's last flush
         if cache is not None:
@@ -330,15 +344,22 @@ def _fill_from_cache(cache: EmbeddingCache, table: ImageTable, keys: list,
 
 
 def _local_encoded_batches(table, todo, model: ClipModel, plan, draft_size, intensity: str,
-                           properties: bool, batch_size: int, num_workers):
-    """Decode ``todo`` rows in DataLoader workers and encode them here; yield (rows,
-    (B, D) float32 embeddings, content hashes, [(row, reason)] failures, (B, P) properties)."""
+                           properties: bool, batch_size: int, num_workers, on_device: bool):
+    """Decode ``todo`` rows in DataLoader workers (or, ``on_device``, read them there and
+    decode JPEGs on the model's device) and encode them here; yield (rows, (B, D) float32
+    embeddings, content hashes, [(row, reason)] failures, (B, P) properties)."""
     if num_workers is None:
         num_workers = _default_num_workers(model.device, todo.size, batch_size)
     loader = torch.utils.data.DataLoader(
-        ImageDataset(table, todo, plan.on_worker, draft_size, intensity, properties),
-        batch_size=batch_size, num_workers=int(num_workers), collate_fn=collate_images,
+        (JpegBytesDataset if on_device else ImageDataset)(
+            table, todo, plan.on_worker, draft_size, intensity, properties),
+        batch_size=batch_size, num_workers=int(num_workers),
+        collate_fn=collate_jpeg_bytes if on_device else collate_images,
         pin_memory=model.device.type == "cuda")
+    if on_device:  # workers read the JPEG files, the model's device decodes them
+        loader = decode_batches(loader, tensor_preprocess(model.preprocess), model.device,
+                                on_worker=plan.on_worker, intensity=intensity,
+                                properties=properties)
     for rows, batch, hashes, failed, stats in loader:
         yield rows, (_encode_image_batch(batch, model) if rows else None), hashes, failed, stats
 

@@ -19,6 +19,7 @@ import open_clip
 from .._device import resolve_device
 from .cache import CACHE_FORMAT, EmbeddingCache, text_key
 from .decode import split_preprocess
+from .decode_device import use_device_decode
 from .embed import ClipModel, _image_cache_fields, _item_keys
 from .prompts import load_prompt_set
 from .weights import resolve_weights
@@ -47,7 +48,7 @@ def weights_loaded(model: ClipModel) -> bool:
 
 def find_cached_model(name: str, pretrained, *, cache_dir, table, class_names,
                       prompt_set: str = "generic", intensity: str = "none",
-                      device="auto") -> ClipModel | None:
+                      device="auto", decode: str = "cpu") -> ClipModel | None:
     """A :class:`ClipModel` stand-in without weights, when the cache under ``cache_dir`` holds
     every readable image of ``table`` and every prompt text of ``class_names`` (and of the
     set's "other" class) for model ``name``/``pretrained``; else None (load the model).
@@ -65,7 +66,8 @@ def find_cached_model(name: str, pretrained, *, cache_dir, table, class_names,
         model = _stand_in(name, pretrained, image_fields, text_fields, device)
         if model is None:
             continue
-        draft = split_preprocess(model.preprocess).draft_size
+        draft = None if use_device_decode(decode, model.device, model.preprocess) else (
+            split_preprocess(model.preprocess).draft_size)  # as embed_images keys it
         if _image_cache_fields(model, draft, intensity) != image_fields:
             continue
         dims = {_cached_dim(cache_dir, model.cache_fields("text"), [text_key(t) for t in texts]),
