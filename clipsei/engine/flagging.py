@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .._validation import check_option
+from .verified import estimate_from_verified
 
 CUTOFF_RULES = ("mean", "percentile")
 # an error rate below the lowest audited in a curated set (MNIST, 0.15%): "consistent with zero"
@@ -47,6 +49,7 @@ class Flags:
     class_cutoffs: np.ndarray
     error_probability: np.ndarray | None
     counts: FlagCounts
+    verified: object = None  # a VerifiedEstimate where verified rows chose the count
 
     def without_flags(self, label_scores, labels) -> "Flags":
         """The same scores with nothing flagged (each class's cutoff at its lowest score)."""
@@ -57,7 +60,7 @@ class Flags:
 
 def flag_issues(label_scores, labels, *, n_classes: int, rule: str, percentile: float,
                 threshold_reference, threshold_scores, class_error_counts,
-                error_probs=None, choice: "FlagChoice | None" = None) -> Flags:
+                error_probs=None, choice: "FlagChoice | None" = None, rng=None) -> Flags:
     """Flags on (N,) ``label_scores`` under ``rule`` (:data:`CUTOFF_RULES`,
     :data:`COUNT_RULE` or :data:`CALIBRATED_RULE`).
 
@@ -71,7 +74,8 @@ def flag_issues(label_scores, labels, *, n_classes: int, rule: str, percentile: 
     alignment also caps each class at confident learning's count) or the expected-F1 count
     alone (:data:`CALIBRATED_RULE`).
     ``choice`` (:class:`FlagChoice`): the user's target precision, review budget and
-    verified (never flagged) rows.
+    verified (never flagged) rows; with enough verified rows they choose the count
+    (:mod:`clipsei.engine.verified`, bootstrapped with ``rng``, default seed 0).
     """
     choice = choice or FlagChoice()
     trusted = choice.trusted_mask(labels.size)
@@ -88,6 +92,10 @@ def flag_issues(label_scores, labels, *, n_classes: int, rule: str, percentile: 
         flag_order = np.lexsort((label_scores, -aligned, trusted))  # ties: lower score first
         counts = replace(counts, expected_f1=compute_expected_f1_count(
             aligned, np.argsort(flag_order)))
+    verified = _flag_verified(label_scores, labels, None if error_probs is None else aligned,
+                              choice, counts, rng=rng, n_classes=n_classes)
+    if verified is not None:
+        return verified
     if rule in (COUNT_RULE, CALIBRATED_RULE) and error_probs is not None:
         is_issue = np.zeros(labels.size, dtype=bool)
         default_count = (max(counts.confident_learning, counts.expected_f1) if by_count
@@ -110,20 +118,49 @@ def flag_issues(label_scores, labels, *, n_classes: int, rule: str, percentile: 
     return Flags(is_issue, cutoff, np.full(n_classes, cutoff), None, counts)
 
 
+def _flag_verified(label_scores, labels, aligned, choice, counts, *, rng,
+                   n_classes: int) -> Flags | None:
+    """Flags whose count the verified rows chose, on the label score's order (one cutoff:
+    it ranked errors better than the per-class order at low rates, see docs/design.md), or
+    None where they are too few. ``aligned`` : the error_probability column or None."""
+    trusted = choice.trusted_mask(labels.size)
+    if trusted.sum() == 0:
+        return None
+    label_scores = np.asarray(label_scores, dtype=np.float64)
+    estimate = estimate_from_verified(
+        -label_scores, trusted, choice.known_error_mask(labels.size),
+        rng=rng if rng is not None else np.random.default_rng(0),
+        target_precision=choice.target_precision, max_flags=choice.max_flags)
+    if estimate is None:
+        return None
+    order = np.lexsort((np.arange(labels.size), label_scores, trusted))  # ties: row order
+    is_issue = np.zeros(labels.size, dtype=bool)
+    is_issue[order[:estimate.n_flagged]] = True
+    cutoff = compute_cutoff_for_count(label_scores[~trusted], estimate.n_flagged)
+    return Flags(is_issue, cutoff, np.full(n_classes, cutoff), aligned, counts,
+                 verified=estimate)
+
+
 @dataclass(frozen=True)
 class FlagChoice:
     """What the user asked for. target_precision : flag as many as keep the expected
     precision at least this (needs error probabilities); max_flags : at most this many, the
     most likely first (alone: exactly this many); trusted : (N,) bool or indices of verified
-    rows, never flagged."""
+    rows, never flagged; known_errors : (N,) bool or indices of the verified rows whose
+    verified label differs from the given one (None: every verified label as given)."""
 
     target_precision: float | None = None
     max_flags: int | None = None
     trusted: object = None
+    known_errors: object = None
 
     def trusted_mask(self, n_samples: int) -> np.ndarray:
         """(N,) bool: the verified rows."""
         return as_trusted_mask(self.trusted, n_samples)
+
+    def known_error_mask(self, n_samples: int) -> np.ndarray:
+        """(N,) bool: the verified rows whose label is known to be wrong."""
+        return as_trusted_mask(self.known_errors, n_samples) & self.trusted_mask(n_samples)
 
 
 def as_trusted_mask(trusted, n_samples: int) -> np.ndarray:
@@ -146,6 +183,34 @@ def as_trusted_mask(trusted, n_samples: int) -> np.ndarray:
                          f"{values.max()}")
     mask[values] = True
     return mask
+
+
+def split_trusted(trusted, given_labels) -> tuple[np.ndarray, np.ndarray]:
+    """((N,) bool verified rows, (N,) bool verified rows whose label is wrong) from None, a
+    bool mask or row indices (every label verified as given) or a mapping ``{row: verified
+    label}`` (labels in the encoding of the (N,) ``given_labels``)."""
+    given_labels = np.asarray(given_labels)
+    if not isinstance(trusted, Mapping):
+        mask = as_trusted_mask(trusted, given_labels.size)
+        return mask, np.zeros(given_labels.size, dtype=bool)
+    rows = np.fromiter((int(row) for row in trusted), dtype=np.int64, count=len(trusted))
+    mask = as_trusted_mask(rows, given_labels.size)
+    known = np.zeros(given_labels.size, dtype=bool)
+    known[rows] = [verified != given_labels[row] for row, verified in
+                   zip(rows, trusted.values())]
+    return mask, known
+
+
+def select_trusted(trusted, n_samples: int, rows=None):
+    """``trusted`` (as :func:`split_trusted` takes it) checked against ``n_samples`` rows and
+    restricted to ``rows`` (kept row indices, renumbered 0..len(rows)-1; None: all): an (M,)
+    bool mask, or a ``{row: verified label}`` mapping for a mapping."""
+    if not isinstance(trusted, Mapping):
+        mask = as_trusted_mask(trusted, n_samples)
+        return mask if rows is None else mask[rows]
+    as_trusted_mask(np.fromiter(trusted, dtype=np.int64, count=len(trusted)), n_samples)
+    rows = np.arange(n_samples) if rows is None else np.asarray(rows)
+    return {new: trusted[int(old)] for new, old in enumerate(rows) if int(old) in trusted}
 
 
 def choose_flag_count(ordered_probs, default_count: int, choice: FlagChoice, *,
@@ -281,10 +346,13 @@ def decision_attrs(flags: Flags, error_rate, *, informative: bool = True) -> dic
     """``issues.attrs`` of the decision: ``calibrated_error_rate`` (float or None),
     ``expected_errors_flagged`` / ``expected_errors_unflagged`` (sums of the flags'
     error probabilities, the ``error_probability`` column; None without them) and ``notes``
-    (user-facing lines: the clean-set note when the rate is below :data:`CLEAN_RATE`)."""
+    (user-facing lines: the clean-set note when the rate is below :data:`CLEAN_RATE`) and
+    ``verified`` (:meth:`clipsei.engine.verified.VerifiedEstimate.as_dict` where verified
+    rows chose the count, else None)."""
+    verified = None if flags.verified is None else flags.verified.as_dict()
     if flags.error_probability is None or error_rate is None:
         return {"calibrated_error_rate": None, "expected_errors_flagged": None,
-                "expected_errors_unflagged": None, "notes": []}
+                "expected_errors_unflagged": None, "notes": [], "verified": verified}
     flagged, unflagged = compute_expected_errors(flags.error_probability, flags.is_label_issue)
     n_flagged, n_samples = int(flags.is_label_issue.sum()), flags.is_label_issue.size
     notes = []
@@ -295,4 +363,4 @@ def decision_attrs(flags: Flags, error_rate, *, informative: bool = True) -> dic
                      f"{error_rate:.2%}, about {flagged + unflagged:.0f} of {n_samples} "
                      f"labels): this looks like a clean dataset, and {shown}.")
     return {"calibrated_error_rate": float(error_rate), "expected_errors_flagged": flagged,
-            "expected_errors_unflagged": unflagged, "notes": notes}
+            "expected_errors_unflagged": unflagged, "notes": notes, "verified": verified}
