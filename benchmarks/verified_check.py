@@ -1,11 +1,13 @@
 """Verified labels choose the flag count: F1 and its spread over random draws of them.
 
     python benchmarks/verified_check.py [--rates 0.005,0.01] [--seeds 0,1,2] [--per-class 16]
+                                        [--noise symmetric|confusion|real]
                                         [--draws 10] [--out FILE.json]
                                         [--cache DIR]
 
 10,000 CIFAR-10 images with clean labels (drawn once with seed 0 from cifar10n_dev, as in
-low_rate.py), symmetric noise injected at each rate and seed. Each row is fitted once with
+low_rate.py), symmetric or confusion noise injected at each rate and seed, or their own
+human labels (CIFAR-10N aggre, about 9% wrong). Each row is fitted once with
 the default (no verified rows); then ``--draws`` random sets of ``--per-class`` images per
 class are "verified" (their clean label, so an injected error among them is a known error)
 and :func:`clipsei.engine.verified.estimate_from_verified` chooses the count on the fit's
@@ -33,14 +35,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prepare import DEFAULT_DATA, DEFAULT_OUT, prepare_all  # noqa: E402
 
 
-def _load_cifar(rate: float, seed: int):
+def _load_cifar(rate: float, seed: int, noise: str = "symmetric"):
+    """10,000 CIFAR-10 images: (features, clean labels, given labels); ``noise`` "real" takes
+    the file's human (CIFAR-10N aggre) labels, else it is injected at ``rate``."""
     from clipsei.evaluation.bench import load_bench_npz
-    from clipsei.evaluation.noise import inject_label_noise
+    from clipsei.evaluation.noise import compute_confusion_matrix, inject_label_noise
 
     data = load_bench_npz(DEFAULT_OUT / "cifar10n_dev_aggre.npz")
     keep = np.sort(np.random.default_rng(0).choice(data.true_labels.size, 10000, replace=False))
     clean, features = data.true_labels[keep], data.features[keep]
-    given = inject_label_noise(clean, noise="symmetric", rate=rate, random_state=seed)
+    if noise == "real":
+        return features, clean, data.labels[keep]
+    confusion = compute_confusion_matrix(features, clean) if noise == "confusion" else None
+    given = inject_label_noise(clean, noise=noise, rate=rate, random_state=seed,
+                               confusion=confusion)
     return features, clean, given
 
 
@@ -55,15 +63,16 @@ def _f1(flags, is_error) -> float:
 
 
 def run_row(rate: float, seed: int, *, per_class: int, draws: int, check: bool,
-            cache=None) -> dict:
+            cache=None, noise: str = "symmetric") -> dict:
     """One fit, then ``draws`` verified draws; per draw F1, estimated and true precision."""
     from clipsei.engine.detect import LabelIssueDetector, find_label_issues
     from clipsei.engine.verified import estimate_from_verified
     from clipsei.evaluation.bench import compute_best_cutoff_f1
 
-    features, clean, given = _load_cifar(rate, seed)
+    features, clean, given = _load_cifar(rate, seed, noise)
     is_error = given != clean
-    stored = None if cache is None else Path(cache) / f"fit_{rate}_{seed}.npz"
+    tag = f"{rate}_{seed}" if noise == "symmetric" else f"{noise}_{rate}_{seed}"
+    stored = None if cache is None else Path(cache) / f"fit_{tag}.npz"
     if stored is not None and stored.is_file():
         fit = dict(np.load(stored))
     else:
@@ -75,7 +84,7 @@ def run_row(rate: float, seed: int, *, per_class: int, draws: int, check: bool,
             stored.parent.mkdir(parents=True, exist_ok=True)
             np.savez(stored, **fit)
     scores = fit["scores"]
-    record = {"rate": rate, "seed": seed, "n_errors": int(is_error.sum()),
+    record = {"noise": noise, "rate": rate, "seed": seed, "n_errors": int(is_error.sum()),
               "default_flags": int(fit["flags"].sum()),
               "default_f1": _f1(fit["flags"], is_error),
               "best_f1": compute_best_cutoff_f1(scores, is_error), "draws": []}
@@ -105,10 +114,10 @@ def run_row(rate: float, seed: int, *, per_class: int, draws: int, check: bool,
 
 
 def render(records) -> str:
-    lines = ["| rate | seed | errors | default flags | default F1 | best-cutoff F1 | "
+    lines = ["| noise | rate | seed | errors | default flags | default F1 | best-cutoff F1 | "
              "verified F1 mean (min-max) | flags mean | est. precision mean | true precision "
              "mean | precision in 80% interval | est. errors mean (true) |",
-             "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
+             "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
     for r in records:
         f1s = np.array([d["f1"] for d in r["draws"]])
         inside = np.mean([d["true_precision"] is not None and d["precision_interval"][0]
@@ -116,7 +125,8 @@ def render(records) -> str:
                           for d in r["draws"]])
         true_p = [d["true_precision"] for d in r["draws"] if d["true_precision"] is not None]
         lines.append(
-            f"| {r['rate']:.3f} | {r['seed']} | {r['n_errors']} | {r['default_flags']} | "
+            f"| {r['noise']} | {r['rate']:.3f} | {r['seed']} | {r['n_errors']} | "
+            f"{r['default_flags']} | "
             f"{r['default_f1']:.2f} | {r['best_f1']:.2f} | {f1s.mean():.2f} "
             f"({f1s.min():.2f}-{f1s.max():.2f}) | "
             f"{np.mean([d['n_flagged'] for d in r['draws']]):.0f} | "
@@ -131,6 +141,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="0.005,0.01")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--noise", default="symmetric",
+                        choices=("symmetric", "confusion", "real"),
+                        help="injected noise, or 'real': CIFAR-10N's human labels (rate unused)")
     parser.add_argument("--per-class", type=int, default=16)
     parser.add_argument("--draws", type=int, default=10)
     parser.add_argument("--no-check", action="store_true", help="skip the detector check")
@@ -145,7 +158,8 @@ def main(argv=None) -> int:
     for i, (rate, seed) in enumerate((float(r), int(s)) for r in args.rates.split(",")
                                      for s in args.seeds.split(",")):
         records.append(run_row(rate, seed, per_class=args.per_class, draws=args.draws,
-                               check=i == 0 and not args.no_check, cache=args.cache))
+                               check=i == 0 and not args.no_check, cache=args.cache,
+                               noise=args.noise))
         print(json.dumps({k: v for k, v in records[-1].items() if k != "draws"}),
               file=sys.stderr, flush=True)
         if args.out:

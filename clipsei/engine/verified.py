@@ -8,14 +8,14 @@ clean rows it is ``j / (n0 + 1)`` (linear in between). Among the ``N_u`` unverif
 with ``E`` errors, flagging ``m`` gives ``FP(m) = (N_u - E) FPR(m)`` false flags and
 ``TP(m) = m - FP(m)`` real ones. ``E`` is bounded from below by the flags in excess of the
 clean expectation at the clean rows' positions, less two standard deviations (the largest
-excess over all of them, so the bound must hold at every one), divided by the share of known
-errors ranked above that point (Laplace-smoothed; 1 without known errors), and by the known
-errors' share of the verified rows less one standard deviation, whichever is larger. The count
+excess over all of them, so the bound must hold at every one). The count
 maximises the expected F1 ``2 TP / (m + E)`` but is at least the number of rows ranked above
 every verified-as-given one (where ``E`` cannot be told from zero, a few verified rows
 cannot resolve a low rate: this keeps about ``N_u / (n0 + 1)`` false flags); with a target
-precision it is the largest count whose ``TP(m) / m`` reaches it. A bootstrap over the
-verified rows gives 80% intervals on the precision of the chosen count and on ``E``.
+precision it is the largest count whose ``TP(m) / m`` reaches it. The reported ``E`` is
+also at least the known errors' share of the verified rows (less one standard deviation)
+times ``N_u``; both are lower bounds. A bootstrap over the verified rows gives 80% intervals
+on the precision of the chosen count and on ``E``.
 """
 
 from __future__ import annotations
@@ -69,10 +69,9 @@ def _false_flag_rate(clean_positions, n_unverified: int) -> np.ndarray:
     return np.interp(np.arange(n_unverified + 1), xs, ys)
 
 
-def _estimate(fpr, clean_positions, error_positions, n_unverified: int
-              ) -> tuple[float, np.ndarray]:
-    """(E, TP(m) for m = 0..N_u) from the false-flag rates, the verified-as-given rows' and
-    the known errors' positions. E is read where the false-flag rate is known without
+def _estimate(fpr, clean_positions, n_unverified: int) -> tuple[float, np.ndarray]:
+    """(E, TP(m) for m = 0..N_u) from the false-flag rates and the verified-as-given rows'
+    positions. E is read where the false-flag rate is known without
     interpolation, at the j-th clean row (``j / (n0 + 1)``), less two standard deviations
     of that row's position (a bound that holds over every j at once, not only at one)."""
     counts = np.arange(n_unverified + 1, dtype=np.float64)
@@ -81,13 +80,16 @@ def _estimate(fpr, clean_positions, error_positions, n_unverified: int
     hits = np.arange(1, n_clean + 1)
     spread = n_unverified * np.sqrt(hits * (n_clean + 1 - hits) / (n_clean + 2)) / (n_clean + 1)
     excess = ordered - n_unverified * hits / (n_clean + 1) - BOUND_SDS * spread
-    peak = int(np.argmax(excess))
-    caught = (np.sum(error_positions < ordered[peak]) + 1.0) / (error_positions.size + 1.0)
-    # the known errors' share of the verified rows, less one standard deviation, also bounds E
-    n_known = error_positions.size
-    sampled = n_unverified * (n_known - np.sqrt(n_known)) / (n_known + n_clean)
-    n_errors = float(np.clip(max(excess[peak] / caught, sampled, 0.0), 0.0, n_unverified))
+    n_errors = float(np.clip(excess.max(), 0.0, n_unverified))
     return n_errors, np.clip(counts - (n_unverified - n_errors) * fpr, 0.0, None)
+
+
+def _bound_by_known_errors(n_errors: float, n_known: int, n_clean: int,
+                           n_unverified: int) -> float:
+    """E, or the known errors' share of the verified rows less one standard deviation (times
+    N_u) where that is larger: another lower bound, for the reported error count only."""
+    sampled = n_unverified * (n_known - np.sqrt(n_known)) / max(n_known + n_clean, 1)
+    return float(min(max(n_errors, sampled), n_unverified))
 
 
 def _choose(true_flags, n_errors: float, target_precision, first_clean: int) -> int:
@@ -120,8 +122,7 @@ def estimate_from_verified(flag_keys, is_trusted, is_known_error, *, rng,
     if clean.size < MIN_VERIFIED_CLEAN or unverified.size == 0:
         return None
     n_unverified = unverified.size
-    n_errors, true_flags = _estimate(_false_flag_rate(clean, n_unverified), clean, errors,
-                                     n_unverified)
+    n_errors, true_flags = _estimate(_false_flag_rate(clean, n_unverified), clean, n_unverified)
     n_flagged = _choose(true_flags, n_errors, target_precision, int(clean.min()))
     if max_flags is not None:
         n_flagged = min(n_flagged, int(max_flags))
@@ -132,14 +133,15 @@ def estimate_from_verified(flag_keys, is_trusted, is_known_error, *, rng,
         boot_clean = positions[drawn[drawn < clean.size]]
         if boot_clean.size == 0:
             continue
-        resampled = _estimate(_false_flag_rate(boot_clean, n_unverified), boot_clean,
-                              positions[drawn[drawn >= clean.size]], n_unverified)
-        boot_errors.append(resampled[0])
-        boot_precision.append(min(resampled[1][n_flagged], n_flagged) / max(n_flagged, 1))
+        boot_n, boot_flags = _estimate(_false_flag_rate(boot_clean, n_unverified), boot_clean,
+                                       n_unverified)
+        boot_errors.append(_bound_by_known_errors(boot_n, int((drawn >= clean.size).sum()),
+                                                  boot_clean.size, n_unverified))
+        boot_precision.append(min(boot_flags[n_flagged], n_flagged) / max(n_flagged, 1))
     return VerifiedEstimate(
         n_flagged=n_flagged,
         precision=float(min(true_flags[n_flagged], n_flagged) / max(n_flagged, 1)),
         precision_interval=tuple(float(v) for v in np.percentile(boot_precision, INTERVAL)),
-        n_errors=n_errors,
+        n_errors=_bound_by_known_errors(n_errors, errors.size, clean.size, n_unverified),
         n_errors_interval=tuple(float(v) for v in np.percentile(boot_errors, INTERVAL)),
         n_verified_clean=int(clean.size), n_known_errors=int(errors.size))
