@@ -13,6 +13,8 @@ from .verified import estimate_from_verified
 CUTOFF_RULES = ("mean", "percentile")
 # an error rate below the lowest audited in a curated set (MNIST, 0.15%): "consistent with zero"
 CLEAN_RATE = 0.001
+# flags at least this many times the calibrated expected errors: most cannot be errors
+OVERFLAGGED = 4.0
 COUNT_RULE = "count"  # per-class cutoffs: the larger of confident learning's count and the
 # expected-F1 count of its Bayes error probabilities (without them, confident learning's count)
 CALIBRATED_RULE = "calibrated"  # the expected-F1 count of calibrated error probabilities, no floor
@@ -346,7 +348,8 @@ def decision_attrs(flags: Flags, error_rate, *, informative: bool = True) -> dic
     """``issues.attrs`` of the decision: ``calibrated_error_rate`` (float or None),
     ``expected_errors_flagged`` / ``expected_errors_unflagged`` (sums of the flags'
     error probabilities, the ``error_probability`` column; None without them) and ``notes``
-    (user-facing lines: the clean-set note when the rate is below :data:`CLEAN_RATE`) and
+    (user-facing lines: the clean-set note when the rate is below :data:`CLEAN_RATE`, or
+    when the flags outnumber the calibrated expected errors :data:`OVERFLAGGED` times) and
     ``verified`` (:meth:`clipsei.engine.verified.VerifiedEstimate.as_dict` where verified
     rows chose the count, else None)."""
     verified = None if flags.verified is None else flags.verified.as_dict()
@@ -362,5 +365,14 @@ def decision_attrs(flags: Flags, error_rate, *, informative: bool = True) -> dic
         notes.append(f"The estimated error rate is consistent with zero (at most "
                      f"{error_rate:.2%}, about {flagged + unflagged:.0f} of {n_samples} "
                      f"labels): this looks like a clean dataset, and {shown}.")
+    expected = error_rate * n_samples
+    if (informative and error_rate >= CLEAN_RATE and flags.verified is None
+            and n_flagged >= OVERFLAGGED * max(expected, 1.0)):
+        notes.append(f"The calibrated estimate is about {expected:.0f} label errors in "
+                     f"{n_samples} ({error_rate:.2%}), far fewer than the {n_flagged} flagged: "
+                     f"at most about 1 in {n_flagged / max(expected, 1.0):.0f} flags can be a "
+                     "real error, the others are likely hard but correct images. For fewer, "
+                     "likelier flags use cutoff='calibrated', a target precision or a few "
+                     "verified labels (trusted=).")
     return {"calibrated_error_rate": float(error_rate), "expected_errors_flagged": flagged,
             "expected_errors_unflagged": unflagged, "notes": notes, "verified": verified}
