@@ -10,9 +10,11 @@ low_rate.py), symmetric or confusion noise injected at each rate and seed, or th
 human labels (CIFAR-10N aggre, about 9% wrong). Each row is fitted once with
 the default (no verified rows); then ``--draws`` random sets of ``--per-class`` images per
 class are "verified" (their clean label, so an injected error among them is a known error)
-and :func:`clipsei.engine.verified.estimate_from_verified` chooses the count on the fit's
-label-score order, exactly as ``find_label_issues(..., trusted={row: label})`` does (checked once
-against a second fit on the first row). F1 is over the unverified rows. Prints a markdown
+and :func:`clipsei.engine.verified.estimate_from_verified` keeps the default's flags or
+chooses the count on the label-score order, as ``LabelIssueDetector().fit(...,
+trusted={row: label})`` does (checked once against a second fit on the first row; where the
+default's flags stand, the detector's count moves by the verified rows it leaves out). F1 is
+over the unverified rows. Prints a markdown
 table; ``--out`` also writes the records as JSON.
 """
 
@@ -66,6 +68,7 @@ def run_row(rate: float, seed: int, *, per_class: int, draws: int, check: bool,
             cache=None, noise: str = "symmetric") -> dict:
     """One fit, then ``draws`` verified draws; per draw F1, estimated and true precision."""
     from clipsei.engine.detect import LabelIssueDetector, find_label_issues
+    from clipsei.engine.flagging import compute_class_cutoffs
     from clipsei.engine.verified import estimate_from_verified
     from clipsei.evaluation.bench import compute_best_cutoff_f1
 
@@ -84,6 +87,7 @@ def run_row(rate: float, seed: int, *, per_class: int, draws: int, check: bool,
             stored.parent.mkdir(parents=True, exist_ok=True)
             np.savez(stored, **fit)
     scores = fit["scores"]
+    cutoffs = compute_class_cutoffs(scores, given, fit["flags"], n_classes=int(given.max()) + 1)
     record = {"noise": noise, "rate": rate, "seed": seed, "n_errors": int(is_error.sum()),
               "default_flags": int(fit["flags"].sum()),
               "default_f1": _f1(fit["flags"], is_error),
@@ -94,10 +98,15 @@ def run_row(rate: float, seed: int, *, per_class: int, draws: int, check: bool,
         trusted = np.zeros(given.size, dtype=bool)
         trusted[list(verified)] = True
         known = trusted & (given != clean)
-        estimate = estimate_from_verified(-scores, trusted, known, rng=np.random.default_rng(0))
-        order = np.lexsort((np.arange(scores.size), scores, trusted))
-        flags = np.zeros(given.size, dtype=bool)
-        flags[order[:estimate.n_flagged]] = True
+        # the default's flags without the verified rows, its cutoffs applied to them too
+        would_flag = scores < cutoffs[given]
+        estimate = estimate_from_verified(-scores, trusted, known, rng=np.random.default_rng(0),
+                                          rule_flags=(would_flag & trusted) | fit["flags"])
+        flags = fit["flags"] & ~trusted
+        if estimate.chose_count:
+            order = np.lexsort((np.arange(scores.size), scores, trusted))
+            flags = np.zeros(given.size, dtype=bool)
+            flags[order[:estimate.n_flagged]] = True
         rest = ~trusted
         true_precision = float(is_error[flags].mean()) if flags.any() else None
         record["draws"].append({
@@ -105,10 +114,14 @@ def run_row(rate: float, seed: int, *, per_class: int, draws: int, check: bool,
             "precision": estimate.precision, "precision_interval": estimate.precision_interval,
             "true_precision": true_precision, "n_errors": estimate.n_errors,
             "n_errors_interval": estimate.n_errors_interval,
-            "true_errors": int(is_error[rest].sum()), "known_errors": int(known.sum())})
+            "true_errors": int(is_error[rest].sum()), "known_errors": int(known.sum()),
+            "chose_count": estimate.chose_count})
         if check and draw == 0:
             again = LabelIssueDetector(random_state=seed).fit(features, given, trusted=verified)
-            if not np.array_equal(again.issues_["is_label_issue"].to_numpy(bool), flags):
+            found = again.issues_["is_label_issue"].to_numpy(bool)
+            record["detector_check"] = {"chose_count": again.issues_.attrs["verified"][
+                "chose_count"], "f1": _f1(found[rest], is_error[rest])}
+            if estimate.chose_count and not np.array_equal(found, flags):
                 raise RuntimeError("the detector's verified flags differ from the script's")
     return record
 
@@ -116,8 +129,8 @@ def run_row(rate: float, seed: int, *, per_class: int, draws: int, check: bool,
 def render(records) -> str:
     lines = ["| noise | rate | seed | errors | default flags | default F1 | best-cutoff F1 | "
              "verified F1 mean (min-max) | flags mean | est. precision mean | true precision "
-             "mean | precision in 80% interval | est. errors mean (true) |",
-             "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
+             "mean | precision in 80% interval | est. errors mean (true) | verified chose |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---:|"]
     for r in records:
         f1s = np.array([d["f1"] for d in r["draws"]])
         inside = np.mean([d["true_precision"] is not None and d["precision_interval"][0]
@@ -133,7 +146,8 @@ def render(records) -> str:
             f"{np.mean([d['precision'] for d in r['draws']]):.2f} | "
             f"{np.mean(true_p) if true_p else float('nan'):.2f} | {inside:.0%} | "
             f"{np.mean([d['n_errors'] for d in r['draws']]):.0f} "
-            f"({np.mean([d['true_errors'] for d in r['draws']]):.0f}) |")
+            f"({np.mean([d['true_errors'] for d in r['draws']]):.0f}) | "
+            f"{sum(d['chose_count'] for d in r['draws'])}/{len(r['draws'])} |")
     return "\n".join(lines)
 
 

@@ -118,3 +118,22 @@ def test_scan_embeddings_reports_the_verified_estimate(noisy, tmp_path):
     assert result.summary["verified"]["n_verified_clean"] == 16
     page = (tmp_path / "out" / "report.html").read_text()
     assert "estimated precision (from verified images)" in page
+
+
+def test_a_rule_flags_stand_unless_verified_rows_show_most_are_wrong():
+    rng = np.random.default_rng(5)
+    keys, is_error = _ranked_sample(rng, n_samples=4000, n_errors=400)
+    trusted = np.zeros(keys.size, dtype=bool)
+    trusted[rng.choice(keys.size, 200, replace=False)] = True
+    ranks = np.argsort(np.argsort(-keys))
+
+    def estimate(n_rule):
+        return estimate_from_verified(keys, trusted, trusted & is_error, rng=rng,
+                                      rule_flags=ranks < n_rule)
+
+    good = estimate(400)  # about as many as there are errors: mostly right
+    assert not good.chose_count and good.n_flagged == int(((ranks < 400) & ~trusted).sum())
+    assert good.precision_interval[1] >= 0.5
+    floored = estimate(2000)  # five times too many: the verified rows choose the count
+    assert floored.chose_count and floored.n_flagged < 2000
+    assert 0 <= floored.precision <= 1

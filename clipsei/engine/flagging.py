@@ -63,6 +63,21 @@ class Flags:
 def flag_issues(label_scores, labels, *, n_classes: int, rule: str, percentile: float,
                 threshold_reference, threshold_scores, class_error_counts,
                 error_probs=None, choice: "FlagChoice | None" = None, rng=None) -> Flags:
+    """:func:`_flag_by_rule`'s flags, then, with enough verified rows in ``choice``, their
+    estimated precision, or the count they choose where they show that most of the rule's
+    flags are not errors (:mod:`clipsei.engine.verified`, bootstrapped with ``rng``)."""
+    choice = choice or FlagChoice()
+    flags = _flag_by_rule(label_scores, labels, n_classes=n_classes, rule=rule,
+                          percentile=percentile, threshold_reference=threshold_reference,
+                          threshold_scores=threshold_scores,
+                          class_error_counts=class_error_counts, error_probs=error_probs,
+                          choice=choice)
+    return _apply_verified(flags, label_scores, labels, choice, rng=rng, n_classes=n_classes)
+
+
+def _flag_by_rule(label_scores, labels, *, n_classes: int, rule: str, percentile: float,
+                  threshold_reference, threshold_scores, class_error_counts,
+                  error_probs=None, choice: "FlagChoice | None" = None) -> Flags:
     """Flags on (N,) ``label_scores`` under ``rule`` (:data:`CUTOFF_RULES`,
     :data:`COUNT_RULE` or :data:`CALIBRATED_RULE`).
 
@@ -76,8 +91,7 @@ def flag_issues(label_scores, labels, *, n_classes: int, rule: str, percentile: 
     alignment also caps each class at confident learning's count) or the expected-F1 count
     alone (:data:`CALIBRATED_RULE`).
     ``choice`` (:class:`FlagChoice`): the user's target precision, review budget and
-    verified (never flagged) rows; with enough verified rows they choose the count
-    (:mod:`clipsei.engine.verified`, bootstrapped with ``rng``, default seed 0).
+    verified (never flagged) rows.
     """
     choice = choice or FlagChoice()
     trusted = choice.trusted_mask(labels.size)
@@ -94,10 +108,6 @@ def flag_issues(label_scores, labels, *, n_classes: int, rule: str, percentile: 
         flag_order = np.lexsort((label_scores, -aligned, trusted))  # ties: lower score first
         counts = replace(counts, expected_f1=compute_expected_f1_count(
             aligned, np.argsort(flag_order)))
-    verified = _flag_verified(label_scores, labels, None if error_probs is None else aligned,
-                              choice, counts, rng=rng, n_classes=n_classes)
-    if verified is not None:
-        return verified
     if rule in (COUNT_RULE, CALIBRATED_RULE) and error_probs is not None:
         is_issue = np.zeros(labels.size, dtype=bool)
         default_count = (max(counts.confident_learning, counts.expected_f1) if by_count
@@ -120,27 +130,29 @@ def flag_issues(label_scores, labels, *, n_classes: int, rule: str, percentile: 
     return Flags(is_issue, cutoff, np.full(n_classes, cutoff), None, counts)
 
 
-def _flag_verified(label_scores, labels, aligned, choice, counts, *, rng,
-                   n_classes: int) -> Flags | None:
-    """Flags whose count the verified rows chose, on the label score's order (one cutoff:
-    it ranked errors better than the per-class order at low rates, see docs/design.md), or
-    None where they are too few. ``aligned`` : the error_probability column or None."""
+def _apply_verified(flags: Flags, label_scores, labels, choice, *, rng,
+                    n_classes: int) -> Flags:
+    """``flags`` with the verified rows' estimate, re-flagged on the label score's order
+    (one cutoff: it ranked errors better than the per-class order at low rates, see
+    docs/design.md) where they choose the count; unchanged with too few verified rows."""
     trusted = choice.trusted_mask(labels.size)
     if trusted.sum() == 0:
-        return None
+        return flags
     label_scores = np.asarray(label_scores, dtype=np.float64)
+    would_flag = label_scores < flags.class_cutoffs[labels]  # the rule's cutoffs, every row
     estimate = estimate_from_verified(
         -label_scores, trusted, choice.known_error_mask(labels.size),
         rng=rng if rng is not None else np.random.default_rng(0),
-        target_precision=choice.target_precision, max_flags=choice.max_flags)
-    if estimate is None:
-        return None
+        target_precision=choice.target_precision, max_flags=choice.max_flags,
+        rule_flags=(would_flag & trusted) | flags.is_label_issue)
+    if estimate is None or not estimate.chose_count:
+        return replace(flags, verified=estimate)
     order = np.lexsort((np.arange(labels.size), label_scores, trusted))  # ties: row order
     is_issue = np.zeros(labels.size, dtype=bool)
     is_issue[order[:estimate.n_flagged]] = True
     cutoff = compute_cutoff_for_count(label_scores[~trusted], estimate.n_flagged)
-    return Flags(is_issue, cutoff, np.full(n_classes, cutoff), aligned, counts,
-                 verified=estimate)
+    return replace(flags, is_label_issue=is_issue, cutoff=cutoff,
+                   class_cutoffs=np.full(n_classes, cutoff), verified=estimate)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ import numpy as np
 MIN_VERIFIED_CLEAN = 10
 N_BOOTSTRAP = 200
 INTERVAL = (10.0, 90.0)  # percentiles of the bootstrap: an 80% interval
+# the rule's own flags stand unless even the upper end of their estimated precision is below
+KEEP_RULE_PRECISION = 0.5
 BOUND_SDS = 2.0  # E's lower bound: the largest excess over every clean row, less 2 sd
 
 
@@ -35,7 +37,8 @@ BOUND_SDS = 2.0  # E's lower bound: the largest excess over every clean row, les
 class VerifiedEstimate:
     """n_flagged : the chosen count; precision, n_errors : estimated precision of those flags
     and errors among the unverified rows, each with an 80% bootstrap ``*_interval`` (lo, hi);
-    n_verified_clean, n_known_errors : verified rows whose label was confirmed / corrected."""
+    n_verified_clean, n_known_errors : verified rows whose label was confirmed / corrected;
+    chose_count : whether the verified rows chose the count (else the rule's flags stand)."""
 
     n_flagged: int
     precision: float
@@ -44,9 +47,11 @@ class VerifiedEstimate:
     n_errors_interval: tuple
     n_verified_clean: int
     n_known_errors: int
+    chose_count: bool = True
 
     def as_dict(self) -> dict:
-        return {"n_flagged": self.n_flagged, "precision": self.precision,
+        return {"n_flagged": self.n_flagged, "chose_count": self.chose_count,
+                "precision": self.precision,
                 "precision_interval": list(self.precision_interval),
                 "n_errors": self.n_errors, "n_errors_interval": list(self.n_errors_interval),
                 "n_verified_clean": self.n_verified_clean,
@@ -106,13 +111,18 @@ def _choose(true_flags, n_errors: float, target_precision, first_clean: int) -> 
 
 
 def estimate_from_verified(flag_keys, is_trusted, is_known_error, *, rng,
-                           target_precision=None, max_flags=None) -> VerifiedEstimate | None:
+                           target_precision=None, max_flags=None,
+                           rule_flags=None) -> VerifiedEstimate | None:
     """The flag count and its estimated precision from verified rows (module docstring).
 
     flag_keys : (N,) higher = flagged first (on every row, verified ones included);
     is_trusted : (N,) bool verified rows; is_known_error : (N,) bool verified rows whose
-    verified label differs from the given one. Returns None with fewer than
-    :data:`MIN_VERIFIED_CLEAN` verified-as-given rows or no unverified row."""
+    verified label differs from the given one; rule_flags : (N,) bool or None, what a cutoff
+    rule flags, verified rows included (as its cutoffs would): without a target precision or
+    review budget, those flags stand (``chose_count`` False, their precision estimated)
+    unless the upper end of their precision's interval is below :data:`KEEP_RULE_PRECISION`.
+    Returns None with fewer than :data:`MIN_VERIFIED_CLEAN` verified-as-given rows or no
+    unverified row."""
     flag_keys = np.asarray(flag_keys, dtype=np.float64)
     is_trusted = np.asarray(is_trusted, dtype=bool)
     is_known_error = np.asarray(is_known_error, dtype=bool) & is_trusted
@@ -123,25 +133,63 @@ def estimate_from_verified(flag_keys, is_trusted, is_known_error, *, rng,
         return None
     n_unverified = unverified.size
     n_errors, true_flags = _estimate(_false_flag_rate(clean, n_unverified), clean, n_unverified)
+    rule = None
+    if rule_flags is not None and target_precision is None and max_flags is None:
+        rule_flags = np.asarray(rule_flags, dtype=bool)
+        rule = _rule_precision(rule_flags[is_trusted & ~is_known_error],
+                               int((rule_flags & ~is_trusted).sum()), n_unverified - n_errors,
+                               rng)
+    errors_found = _bootstrap_errors(clean, errors, n_unverified, rng)
+    common = dict(n_errors=_bound_by_known_errors(n_errors, errors.size, clean.size,
+                                                  n_unverified),
+                  n_errors_interval=errors_found, n_verified_clean=int(clean.size),
+                  n_known_errors=int(errors.size))
+    if rule is not None and rule[1][1] >= KEEP_RULE_PRECISION:
+        return VerifiedEstimate(n_flagged=int((rule_flags & ~is_trusted).sum()),
+                                precision=rule[0], precision_interval=rule[1],
+                                chose_count=False, **common)
     n_flagged = _choose(true_flags, n_errors, target_precision, int(clean.min()))
     if max_flags is not None:
         n_flagged = min(n_flagged, int(max_flags))
-    boot_precision, boot_errors = [], []
-    positions = np.r_[clean, errors]
-    for _ in range(N_BOOTSTRAP):  # resample the verified rows: clean and known errors alike
-        drawn = rng.choice(positions.size, positions.size)
-        boot_clean = positions[drawn[drawn < clean.size]]
-        if boot_clean.size == 0:
-            continue
-        boot_n, boot_flags = _estimate(_false_flag_rate(boot_clean, n_unverified), boot_clean,
-                                       n_unverified)
-        boot_errors.append(_bound_by_known_errors(boot_n, int((drawn >= clean.size).sum()),
-                                                  boot_clean.size, n_unverified))
-        boot_precision.append(min(boot_flags[n_flagged], n_flagged) / max(n_flagged, 1))
     return VerifiedEstimate(
         n_flagged=n_flagged,
         precision=float(min(true_flags[n_flagged], n_flagged) / max(n_flagged, 1)),
-        precision_interval=tuple(float(v) for v in np.percentile(boot_precision, INTERVAL)),
-        n_errors=_bound_by_known_errors(n_errors, errors.size, clean.size, n_unverified),
-        n_errors_interval=tuple(float(v) for v in np.percentile(boot_errors, INTERVAL)),
-        n_verified_clean=int(clean.size), n_known_errors=int(errors.size))
+        precision_interval=_bootstrap_precision(clean, n_flagged, n_unverified, rng),
+        **common)
+
+
+def _rule_precision(clean_flagged, n_flagged: int, n_clean_unverified: float, rng) -> tuple:
+    """(precision, 80% interval) of a rule's ``n_flagged`` flags from which verified-as-given
+    rows (``clean_flagged``, (n0,) bool) its cutoffs would flag."""
+    if n_flagged == 0:
+        return 0.0, (0.0, 0.0)
+    shares = rng.choice(clean_flagged, (N_BOOTSTRAP, clean_flagged.size)).mean(axis=1)
+    precisions = np.clip(1 - n_clean_unverified * np.r_[clean_flagged.mean(), shares]
+                         / n_flagged, 0.0, 1.0)
+    return float(precisions[0]), tuple(float(v) for v in np.percentile(precisions[1:],
+                                                                         INTERVAL))
+
+
+def _bootstrap_errors(clean, errors, n_unverified: int, rng) -> tuple:
+    """80% interval of the reported error count, resampling the verified rows."""
+    positions, found = np.r_[clean, errors], []
+    for _ in range(N_BOOTSTRAP):
+        drawn = rng.choice(positions.size, positions.size)
+        boot_clean = positions[drawn[drawn < clean.size]]
+        if boot_clean.size:
+            boot_n = _estimate(_false_flag_rate(boot_clean, n_unverified), boot_clean,
+                               n_unverified)[0]
+            found.append(_bound_by_known_errors(boot_n, int((drawn >= clean.size).sum()),
+                                                boot_clean.size, n_unverified))
+    return tuple(float(v) for v in np.percentile(found, INTERVAL))
+
+
+def _bootstrap_precision(clean, n_flagged: int, n_unverified: int, rng) -> tuple:
+    """80% interval of the precision of flagging ``n_flagged``, resampling the clean rows."""
+    found = []
+    for _ in range(N_BOOTSTRAP):
+        boot_clean = rng.choice(clean, clean.size)
+        boot_n, boot_flags = _estimate(_false_flag_rate(boot_clean, n_unverified), boot_clean,
+                                       n_unverified)
+        found.append(min(boot_flags[n_flagged], n_flagged) / max(n_flagged, 1))
+    return tuple(float(v) for v in np.percentile(found, INTERVAL))
