@@ -1,6 +1,6 @@
 """Reliability of ``error_probability``: the default's (count rule) against the calibrated one.
 
-    python benchmarks/reliability.py [--rows ROW ...] [--out docs/reliability.png]
+    python benchmarks/reliability.py [--rows ROW ...] [--out docs/reliability.png] [--from-json]
 
 A ROW is as in flag_rule_check.py (``stem:subsample:noise:rate:seed``; ``real`` = the file's
 own human labels). Each row is fitted with ``cutoff="count"`` (the default: Bayes error
@@ -92,7 +92,14 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="the shared data folder")
     parser.add_argument("--out", default=str(ROOT / "docs" / "reliability.png"),
                         help="the PNG (its records go next to it as .json)")
+    parser.add_argument("--from-json", action="store_true",
+                        help="no fits: plot the records an earlier run left next to --out")
     args = parser.parse_args(argv)
+    if args.from_json:
+        records = json.loads(Path(args.out).with_suffix(".json").read_text())
+        plot(records, Path(args.out))
+        print(render(records))
+        return 0
     warnings.simplefilter("ignore")
     prepare_all(args.data, DEFAULT_OUT)
     records = []
