@@ -106,6 +106,8 @@ def render_low_rate(summary, meta) -> str:
               "run counts its last part only). Raw runs (with reliability bins): "
               "`docs/benchmarks_low_rate.json`.",
               "", f"Command: `{meta['command']}`", "", meta["machine"]]
+    if meta.get("note"):
+        lines += ["", meta["note"]]
     return "\n".join(lines)
 
 
@@ -139,9 +141,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="write the JSON here and leave docs/ alone")
     parser.add_argument("--from-json", default=None, metavar="FILE",
                         help="no runs: write docs/ from the JSON of an earlier --out run")
+    parser.add_argument("--note", default=None,
+                        help="with --from-json: a line under the tables (e.g. what was run)")
     args = parser.parse_args(argv)
     if args.from_json:
-        return _write_from_json(Path(args.from_json))
+        return _write_from_json(Path(args.from_json), note=args.note)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seeds = [int(s) for s in args.seeds.split(",")]
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
@@ -164,10 +168,11 @@ def main(argv=None) -> int:
     return 0
 
 
-def _write_from_json(path: Path) -> int:
+def _write_from_json(path: Path, *, note=None) -> int:
     """Summarise the records of an earlier run into docs/ (the section and the JSON)."""
     saved = json.loads(path.read_text())
-    meta = saved["meta"]
+    meta = {**saved["meta"], **({"note": note} if note else {})}
+    saved["meta"] = meta
     markdown = render_low_rate(summarise_low_rate(saved["runs"], meta["settings"],
                                                   meta["methods"]), meta)
     (ROOT / "docs" / "benchmarks_low_rate.json").write_text(json.dumps(saved, indent=1) + "\n")
