@@ -35,11 +35,9 @@ DEFAULT_ROWS = ("cifar10n_dev_aggre:10000:symmetric:0:0",
                 "breastmnist:0:symmetric:0.02:0", "pneumoniamnist:0:confusion:0.2:0")
 
 
-def run_row(row: str) -> dict:
-    """Fit the default on one row under both flag rules."""
-    from clipsei.engine.detect import find_label_issues
-    from clipsei.evaluation.bench import (compute_best_cutoff_f1, compute_calibration_metrics,
-                                          load_bench_npz)
+def load_row(row: str) -> tuple:
+    """(features, given labels, clean labels, seed) of a ROW (see the module docstring)."""
+    from clipsei.evaluation.bench import load_bench_npz
     from clipsei.evaluation.noise import compute_confusion_matrix, inject_label_noise
 
     stem, subsample, noise, rate, seed = row.split(":")
@@ -55,8 +53,17 @@ def run_row(row: str) -> dict:
         confusion = compute_confusion_matrix(features, clean) if noise == "confusion" else None
         given = (inject_label_noise(clean, noise=noise, rate=float(rate), random_state=int(seed),
                                     confusion=confusion) if float(rate) > 0 else clean.copy())
-    old = find_label_issues(features, given, random_state=int(seed), cutoff="count")
-    new = find_label_issues(features, given, random_state=int(seed), cutoff="calibrated")
+    return features, given, clean, int(seed)
+
+
+def run_row(row: str) -> dict:
+    """Fit the default on one row under both flag rules."""
+    from clipsei.engine.detect import find_label_issues
+    from clipsei.evaluation.bench import compute_best_cutoff_f1, compute_calibration_metrics
+
+    features, given, clean, seed = load_row(row)
+    old = find_label_issues(features, given, random_state=seed, cutoff="count")
+    new = find_label_issues(features, given, random_state=seed, cutoff="calibrated")
     if not np.array_equal(old["label_score"], new["label_score"]):
         raise RuntimeError(f"{row}: the two fits ranked differently")
     is_error = given != clean

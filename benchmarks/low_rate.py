@@ -1,7 +1,8 @@
 """The low-rate grid: detectors at the error rates curated datasets have (issue 15).
 
-    python benchmarks/low_rate.py [--seeds 0,1,2] [--methods clipsei,cleanlab,aum] [--jobs 2]
+    python benchmarks/low_rate.py [--seeds 0,1,2] [--methods clipsei,cleanlab,aum]
                                   [--datasets cifar,pneumoniamnist,breastmnist]
+                                  [--out FILE.json | --from-json FILE.json]
 
 Rows: 10,000 CIFAR-10 images with clean labels (drawn once with seed 0 from cifar10n_dev),
 PneumoniaMNIST and BreastMNIST (train + val + test, clean labels), each with symmetric and
@@ -32,7 +33,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _docs import machine_line, write_section  # noqa: E402
 from prepare import DEFAULT_DATA, DEFAULT_OUT, prepare_all  # noqa: E402
-from run_suite import _mean_std, _row, run_suite  # noqa: E402
+from run_suite import _confusions, _cost, _mean_std, _row, run_task  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LOW_RATES = (0.005, 0.01, 0.02)
@@ -101,10 +102,34 @@ def render_low_rate(summary, meta) -> str:
             lines.append(f"| {row['label']} | {row['n']} | {row['n_errors']:.0f} | "
                          + " | ".join(cells) + " |")
         lines.append("")
-    lines += [f"Total time: {meta['total_seconds'] / 60:.1f} min with {meta['jobs']} worker "
-              "processes. Raw runs (with reliability bins): `docs/benchmarks_low_rate.json`.",
+    lines += [f"Total time: {meta['total_seconds'] / 60:.1f} min in one process (a resumed "
+              "run counts its last part only). Raw runs (with reliability bins): "
+              "`docs/benchmarks_low_rate.json`.",
               "", f"Command: `{meta['command']}`", "", meta["machine"]]
+    if meta.get("note"):
+        lines += ["", meta["note"]]
     return "\n".join(lines)
+
+
+def run_grid(settings, methods, *, out: Path, meta: dict, start: float) -> list[dict]:
+    """Every row x seed x method in this process, smallest dataset first; each record is
+    appended to ``out`` as it comes (a killed run keeps what it finished), and a rerun with
+    the same ``out`` skips the tasks already there."""
+    done = json.loads(out.read_text())["runs"] if out.is_file() else []
+    finished = {(r["row"], r["seed"], r["method"]) for r in done}
+    confusions = _confusions(settings, str(DEFAULT_OUT))
+    tasks = sorted(((s, seed, m) for s in settings for seed in s["seeds"] for m in methods
+                    if (s["label"], seed, m) not in finished), key=lambda t: _cost(t[0]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for number, (setting, seed, method) in enumerate(tasks, 1):
+        record = run_task(setting, seed, method, str(DEFAULT_OUT),
+                          confusions.get((setting["stem"], setting["subsample"])))
+        done.append(record)
+        meta["total_seconds"] = time.perf_counter() - start
+        out.write_text(json.dumps({"meta": meta, "runs": done}, indent=1) + "\n")
+        print(f"[{number}/{len(tasks)}] {setting['label']} seed {seed} {method}: "
+              f"F1 {record.get('f1')} best {record.get('best_f1')}", file=sys.stderr, flush=True)
+    return done
 
 
 def main(argv=None) -> int:
@@ -112,10 +137,15 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", default="clipsei,cleanlab,aum")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--datasets", default=",".join(DATASETS))
-    parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="the shared data folder")
     parser.add_argument("--out", default=None, help="write the JSON here and leave docs/ alone")
+    parser.add_argument("--from-json", default=None, metavar="FILE",
+                        help="no runs: write docs/ from the JSON of an earlier --out run")
+    parser.add_argument("--note", default=None,
+                        help="with --from-json: a line under the tables (e.g. what was run)")
     args = parser.parse_args(argv)
+    if args.from_json:
+        return _write_from_json(Path(args.from_json), note=args.note)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seeds = [int(s) for s in args.seeds.split(",")]
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
@@ -125,17 +155,28 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     prepare_all(args.data, DEFAULT_OUT)
     settings = build_low_rate_settings(datasets, seeds)
-    records = run_suite(settings, methods, jobs=args.jobs, data_dir=str(DEFAULT_OUT))
     arguments = argv if argv is not None else sys.argv[1:]
     meta = {"command": ("python benchmarks/low_rate.py " + " ".join(arguments)).strip(),
-            "machine": machine_line(), "total_seconds": time.perf_counter() - start,
-            "jobs": args.jobs, "methods": methods, "settings": settings}
-    markdown = render_low_rate(summarise_low_rate(records, settings, methods), meta)
+            "machine": machine_line(), "total_seconds": 0.0, "jobs": 1, "methods": methods,
+            "settings": settings}
     out = Path(args.out) if args.out else ROOT / "docs" / "benchmarks_low_rate.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "runs": records}, indent=1) + "\n")
+    records = run_grid(settings, methods, out=out, meta=meta, start=start)
+    markdown = render_low_rate(summarise_low_rate(records, settings, methods), meta)
     if not args.out:
         write_section("suite_low_rate", markdown)
+    print(markdown)
+    return 0
+
+
+def _write_from_json(path: Path, *, note=None) -> int:
+    """Summarise the records of an earlier run into docs/ (the section and the JSON)."""
+    saved = json.loads(path.read_text())
+    meta = {**saved["meta"], **({"note": note} if note else {})}
+    saved["meta"] = meta
+    markdown = render_low_rate(summarise_low_rate(saved["runs"], meta["settings"],
+                                                  meta["methods"]), meta)
+    (ROOT / "docs" / "benchmarks_low_rate.json").write_text(json.dumps(saved, indent=1) + "\n")
+    write_section("suite_low_rate", markdown)
     print(markdown)
     return 0
 

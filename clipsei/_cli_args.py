@@ -104,7 +104,8 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="N",
                         help="flag the N likeliest errors (at most N with --precision)")
     parser.add_argument("--trusted", metavar="MANIFEST.csv", default=None,
-                        help="CSV with a path column: verified images, never flagged")
+                        help="CSV with a path column (and optionally the verified label): "
+                             "verified images, never flagged; 10 or more calibrate the count")
 
 
 def add_relabel_arguments(parser: argparse.ArgumentParser) -> None:

@@ -149,9 +149,9 @@ def _run_scan(args) -> int:
     table = load_images(args.source, manifest=manifest)  # bad input fails before the model loads
     trusted = None
     if args.trusted is not None:
-        from .images.trusted import find_trusted_rows
+        from .images.trusted import read_trusted_manifest
 
-        trusted = find_trusted_rows(args.trusted, table.paths, source=args.source)
+        trusted = read_trusted_manifest(args.trusted, table, source=args.source)
     # with a cache, scan() loads the model only if some embedding is missing from it
     model = args.model if args.cache else load_model(args.model, args.pretrained,
                                                      device=args.device)
@@ -205,6 +205,12 @@ def _print_scan_summary(summary: dict, out) -> None:
     if summary.get("expected_errors_flagged") is not None:
         print(f"expected real errors: {summary['expected_errors_flagged']:.0f} among the flags, "
               f"{summary['expected_errors_unflagged']:.0f} left unflagged")
+    verified = summary.get("verified")
+    if verified:
+        low, high = verified["precision_interval"]
+        print(f"from {verified['n_verified_clean'] + verified['n_known_errors']} verified "
+              f"images: estimated precision {verified['precision']:.0%} (80% interval "
+              f"{low:.0%}-{high:.0%}), about {verified['n_errors']:.0f} errors among the rest")
     print(f"wrote {out}/issues.csv, summary.json and report.html")
     _print_warnings(summary.get("warnings"))
 

@@ -36,7 +36,8 @@ logger = logging.getLogger(__name__)
 _ARRAYS = ("entropy_history", "agreement_history", "neighbor_ids", "neighbor_sims")
 _ATTRS = ("calibrated_error_rate", "expected_errors_flagged", "expected_errors_unflagged",
           "cutoff", "class_cutoffs", "estimated_error_rate", "flagged_share_per_class",
-          "estimated_errors_per_class", "method", "warnings", "class_signal", "zero_shot_prior")
+          "estimated_errors_per_class", "method", "warnings", "class_signal", "zero_shot_prior",
+          "verified")
 
 
 @dataclass
@@ -184,13 +185,13 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
     cache_dir: embedding cache (re-runs skip unchanged images). out: when given, the
         result is also saved there (:meth:`ScanResult.save`); both are checked before any work.
     trusted: (N,) bool mask or indices of the source's images whose labels a person verified
-        (never flagged).
+        (never flagged), or a mapping ``{row: verified label}``.
     engine, ray_address: "ray" embeds on a Ray cluster (the one at ``ray_address``) and fills
         the same cache (:func:`clipsei.images.embed.embed_images`); scoring runs here.
     detector_options: passed to :class:`clipsei.LabelIssueDetector` (``method``, ``n_epochs``,
         ``target_precision``, ``max_flags``...); its ``device`` defaults to the CLIP model's.
     """
-    from .engine.flagging import as_trusted_mask
+    from .engine.flagging import select_trusted
     from .images.embed import ClipModel, embed_images
     from .images.prompts import encode_class_prompts, encode_other_prompt
     from .images.rescan import weights_loaded
@@ -203,7 +204,7 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
     timings: dict = {}
     with _timed(timings, "load_images"):
         table = load_images(source, labels=labels, manifest=manifest)
-    trusted = as_trusted_mask(trusted, len(table))
+    trusted = select_trusted(trusted, len(table))
     with _timed(timings, "load_model"):
         needs_weights = detector_options.get("method") == "sei_prompt"  # runs the text tower
         clip = model if isinstance(model, ClipModel) else (
@@ -233,8 +234,8 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
         images=None if table.images is None else _Rows(table.images, rows),
         class_embeddings=class_embeddings, other_embedding=other_embedding,
         failures=embedded.failures[["path", "reason"]], n_images=len(table), settings=settings,
-        timings=timings, out=out, random_state=random_state, trusted=trusted[rows],
-        progress=progress,
+        timings=timings, out=out, random_state=random_state,
+        trusted=select_trusted(trusted, len(table), rows), progress=progress,
         splits=None if table.splits is None else np.asarray(table.splits)[rows],
         content_hashes=embedded.content_hashes, properties=embedded.properties,
         notes=[RANDOM_WEIGHTS_WARNING] if is_random_weights(clip) else [], text_model=clip,

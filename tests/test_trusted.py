@@ -49,3 +49,38 @@ def test_scan_cli_flag_controls(tmp_path, write_images, capsys):
     assert main(["scan", str(tmp_path / "images"), *TINY, "--out", str(tmp_path / "o2"),
                  "--precision", "1.5"]) == 2
     assert "target_precision must be a number in (0, 1]" in capsys.readouterr().err
+
+
+def test_read_trusted_manifest_takes_verified_labels(tmp_path):
+    from clipsei.images.data import ImageTable
+    from clipsei.images.trusted import read_trusted_manifest
+
+    paths = [str(tmp_path / f"{k}.png") for k in range(4)]
+    table = ImageTable(paths=paths, labels=np.array([0, 1, 0, 1]), class_names=["cat", "dog"])
+    manifest = tmp_path / "checked.csv"
+    pd.DataFrame({"path": ["0.png", "1.png", "2.png"], "label": ["dog", "", "cat"]}).to_csv(
+        manifest, index=False)
+    assert read_trusted_manifest(manifest, table) == {0: 1, 1: 1, 2: 0}
+    pd.DataFrame({"path": ["3.png"]}).to_csv(manifest, index=False)
+    assert read_trusted_manifest(manifest, table) == {3: 1}  # no label column: as given
+    pd.DataFrame({"path": ["3.png"], "label": ["bird"]}).to_csv(manifest, index=False)
+    with pytest.raises(ValueError, match=r"checked.csv, row 2: label 'bird' is not one of"):
+        read_trusted_manifest(manifest, table)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_scan_cli_verified_labels_calibrate_the_count(tmp_path, write_images, capsys):
+    write_images(tmp_path / "images", n_per_class=8, classes=("cat", "dog"))
+    cats = sorted((tmp_path / "images" / "cat").iterdir())
+    dogs = sorted((tmp_path / "images" / "dog").iterdir())
+    manifest = tmp_path / "checked.csv"
+    rows = [(str(p), "") for p in cats[:6] + dogs[:6]] + [(str(cats[6]), "dog")]
+    pd.DataFrame(rows, columns=["path", "label"]).to_csv(manifest, index=False)
+    out = tmp_path / "out"
+    assert main(["scan", str(tmp_path / "images"), *TINY, "--out", str(out), "--trusted",
+                 str(manifest)]) == 0
+    verified = json.loads((out / "summary.json").read_text())["verified"]
+    assert verified["n_verified_clean"] == 12 and verified["n_known_errors"] == 1
+    assert "from 13 verified images: estimated precision" in capsys.readouterr().out
+    issues = pd.read_csv(out / "issues.csv")
+    assert not issues.loc[issues["path"].isin([p for p, _ in rows]), "is_label_issue"].any()

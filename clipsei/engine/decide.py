@@ -31,7 +31,7 @@ def decide_from_signals(signals: Signals, inputs, *, score: str, rule: str, perc
         threshold_reference=scores.threshold_reference,
         threshold_scores=scores.threshold_scores, class_error_counts=class_errors,
         error_probs=(calibration.error_probs if rule == CALIBRATED_RULE and calibration
-                     else signals.error_probs), choice=choice)
+                     else signals.error_probs), choice=choice, rng=rng)
     runs = signals.threshold_runs
     return assemble_fitted(
         inputs, flags, label_scores=scores.label_scores,

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .._validation import check_option
+from .verified import estimate_from_verified
 
 CUTOFF_RULES = ("mean", "percentile")
 # an error rate below the lowest audited in a curated set (MNIST, 0.15%): "consistent with zero"
 CLEAN_RATE = 0.001
+# flags at least this many times the calibrated expected errors: most cannot be errors
+OVERFLAGGED = 4.0
 COUNT_RULE = "count"  # per-class cutoffs: the larger of confident learning's count and the
 # expected-F1 count of its Bayes error probabilities (without them, confident learning's count)
 CALIBRATED_RULE = "calibrated"  # the expected-F1 count of calibrated error probabilities, no floor
@@ -47,6 +51,7 @@ class Flags:
     class_cutoffs: np.ndarray
     error_probability: np.ndarray | None
     counts: FlagCounts
+    verified: object = None  # a VerifiedEstimate where verified rows chose the count
 
     def without_flags(self, label_scores, labels) -> "Flags":
         """The same scores with nothing flagged (each class's cutoff at its lowest score)."""
@@ -57,7 +62,22 @@ class Flags:
 
 def flag_issues(label_scores, labels, *, n_classes: int, rule: str, percentile: float,
                 threshold_reference, threshold_scores, class_error_counts,
-                error_probs=None, choice: "FlagChoice | None" = None) -> Flags:
+                error_probs=None, choice: "FlagChoice | None" = None, rng=None) -> Flags:
+    """:func:`_flag_by_rule`'s flags, then, with enough verified rows in ``choice``, their
+    estimated precision, or the count they choose where they show that most of the rule's
+    flags are not errors (:mod:`clipsei.engine.verified`, bootstrapped with ``rng``)."""
+    choice = choice or FlagChoice()
+    flags = _flag_by_rule(label_scores, labels, n_classes=n_classes, rule=rule,
+                          percentile=percentile, threshold_reference=threshold_reference,
+                          threshold_scores=threshold_scores,
+                          class_error_counts=class_error_counts, error_probs=error_probs,
+                          choice=choice)
+    return _apply_verified(flags, label_scores, labels, choice, rng=rng, n_classes=n_classes)
+
+
+def _flag_by_rule(label_scores, labels, *, n_classes: int, rule: str, percentile: float,
+                  threshold_reference, threshold_scores, class_error_counts,
+                  error_probs=None, choice: "FlagChoice | None" = None) -> Flags:
     """Flags on (N,) ``label_scores`` under ``rule`` (:data:`CUTOFF_RULES`,
     :data:`COUNT_RULE` or :data:`CALIBRATED_RULE`).
 
@@ -110,20 +130,51 @@ def flag_issues(label_scores, labels, *, n_classes: int, rule: str, percentile: 
     return Flags(is_issue, cutoff, np.full(n_classes, cutoff), None, counts)
 
 
+def _apply_verified(flags: Flags, label_scores, labels, choice, *, rng,
+                    n_classes: int) -> Flags:
+    """``flags`` with the verified rows' estimate, re-flagged on the label score's order
+    (one cutoff: it ranked errors better than the per-class order at low rates, see
+    docs/design.md) where they choose the count; unchanged with too few verified rows."""
+    trusted = choice.trusted_mask(labels.size)
+    if trusted.sum() == 0:
+        return flags
+    label_scores = np.asarray(label_scores, dtype=np.float64)
+    would_flag = label_scores < flags.class_cutoffs[labels]  # the rule's cutoffs, every row
+    estimate = estimate_from_verified(
+        -label_scores, trusted, choice.known_error_mask(labels.size),
+        rng=rng if rng is not None else np.random.default_rng(0),
+        target_precision=choice.target_precision, max_flags=choice.max_flags,
+        rule_flags=(would_flag & trusted) | flags.is_label_issue)
+    if estimate is None or not estimate.chose_count:
+        return replace(flags, verified=estimate)
+    order = np.lexsort((np.arange(labels.size), label_scores, trusted))  # ties: row order
+    is_issue = np.zeros(labels.size, dtype=bool)
+    is_issue[order[:estimate.n_flagged]] = True
+    cutoff = compute_cutoff_for_count(label_scores[~trusted], estimate.n_flagged)
+    return replace(flags, is_label_issue=is_issue, cutoff=cutoff,
+                   class_cutoffs=np.full(n_classes, cutoff), verified=estimate)
+
+
 @dataclass(frozen=True)
 class FlagChoice:
     """What the user asked for. target_precision : flag as many as keep the expected
     precision at least this (needs error probabilities); max_flags : at most this many, the
     most likely first (alone: exactly this many); trusted : (N,) bool or indices of verified
-    rows, never flagged."""
+    rows, never flagged; known_errors : (N,) bool or indices of the verified rows whose
+    verified label differs from the given one (None: every verified label as given)."""
 
     target_precision: float | None = None
     max_flags: int | None = None
     trusted: object = None
+    known_errors: object = None
 
     def trusted_mask(self, n_samples: int) -> np.ndarray:
         """(N,) bool: the verified rows."""
         return as_trusted_mask(self.trusted, n_samples)
+
+    def known_error_mask(self, n_samples: int) -> np.ndarray:
+        """(N,) bool: the verified rows whose label is known to be wrong."""
+        return as_trusted_mask(self.known_errors, n_samples) & self.trusted_mask(n_samples)
 
 
 def as_trusted_mask(trusted, n_samples: int) -> np.ndarray:
@@ -146,6 +197,34 @@ def as_trusted_mask(trusted, n_samples: int) -> np.ndarray:
                          f"{values.max()}")
     mask[values] = True
     return mask
+
+
+def split_trusted(trusted, given_labels) -> tuple[np.ndarray, np.ndarray]:
+    """((N,) bool verified rows, (N,) bool verified rows whose label is wrong) from None, a
+    bool mask or row indices (every label verified as given) or a mapping ``{row: verified
+    label}`` (labels in the encoding of the (N,) ``given_labels``)."""
+    given_labels = np.asarray(given_labels)
+    if not isinstance(trusted, Mapping):
+        mask = as_trusted_mask(trusted, given_labels.size)
+        return mask, np.zeros(given_labels.size, dtype=bool)
+    rows = np.fromiter((int(row) for row in trusted), dtype=np.int64, count=len(trusted))
+    mask = as_trusted_mask(rows, given_labels.size)
+    known = np.zeros(given_labels.size, dtype=bool)
+    known[rows] = [verified != given_labels[row] for row, verified in
+                   zip(rows, trusted.values())]
+    return mask, known
+
+
+def select_trusted(trusted, n_samples: int, rows=None):
+    """``trusted`` (as :func:`split_trusted` takes it) checked against ``n_samples`` rows and
+    restricted to ``rows`` (kept row indices, renumbered 0..len(rows)-1; None: all): an (M,)
+    bool mask, or a ``{row: verified label}`` mapping for a mapping."""
+    if not isinstance(trusted, Mapping):
+        mask = as_trusted_mask(trusted, n_samples)
+        return mask if rows is None else mask[rows]
+    as_trusted_mask(np.fromiter(trusted, dtype=np.int64, count=len(trusted)), n_samples)
+    rows = np.arange(n_samples) if rows is None else np.asarray(rows)
+    return {new: trusted[int(old)] for new, old in enumerate(rows) if int(old) in trusted}
 
 
 def choose_flag_count(ordered_probs, default_count: int, choice: FlagChoice, *,
@@ -281,10 +360,14 @@ def decision_attrs(flags: Flags, error_rate, *, informative: bool = True) -> dic
     """``issues.attrs`` of the decision: ``calibrated_error_rate`` (float or None),
     ``expected_errors_flagged`` / ``expected_errors_unflagged`` (sums of the flags'
     error probabilities, the ``error_probability`` column; None without them) and ``notes``
-    (user-facing lines: the clean-set note when the rate is below :data:`CLEAN_RATE`)."""
+    (user-facing lines: the clean-set note when the rate is below :data:`CLEAN_RATE`, or
+    when the flags outnumber the calibrated expected errors :data:`OVERFLAGGED` times) and
+    ``verified`` (:meth:`clipsei.engine.verified.VerifiedEstimate.as_dict` where verified
+    rows chose the count, else None)."""
+    verified = None if flags.verified is None else flags.verified.as_dict()
     if flags.error_probability is None or error_rate is None:
         return {"calibrated_error_rate": None, "expected_errors_flagged": None,
-                "expected_errors_unflagged": None, "notes": []}
+                "expected_errors_unflagged": None, "notes": [], "verified": verified}
     flagged, unflagged = compute_expected_errors(flags.error_probability, flags.is_label_issue)
     n_flagged, n_samples = int(flags.is_label_issue.sum()), flags.is_label_issue.size
     notes = []
@@ -294,5 +377,14 @@ def decision_attrs(flags: Flags, error_rate, *, informative: bool = True) -> dic
         notes.append(f"The estimated error rate is consistent with zero (at most "
                      f"{error_rate:.2%}, about {flagged + unflagged:.0f} of {n_samples} "
                      f"labels): this looks like a clean dataset, and {shown}.")
+    expected = error_rate * n_samples
+    if (informative and error_rate >= CLEAN_RATE and flags.verified is None
+            and n_flagged >= OVERFLAGGED * max(expected, 1.0)):
+        notes.append(f"The calibrated estimate is about {expected:.0f} label errors in "
+                     f"{n_samples} ({error_rate:.2%}), far fewer than the {n_flagged} flagged: "
+                     f"at most about 1 in {n_flagged / max(expected, 1.0):.0f} flags can be a "
+                     "real error, the others are likely hard but correct images. For fewer, "
+                     "likelier flags use cutoff='calibrated', a target precision or a few "
+                     "verified labels (trusted=).")
     return {"calibrated_error_rate": float(error_rate), "expected_errors_flagged": flagged,
-            "expected_errors_unflagged": unflagged, "notes": notes}
+            "expected_errors_unflagged": unflagged, "notes": notes, "verified": verified}

@@ -137,5 +137,5 @@ def flag_zero_shot(zero_shot: ZeroShot, *, n_classes: int, rng, rule: str,
     flags = flag_issues(label_scores, labels, n_classes=n_classes, rule=rule,
                         percentile=99.0, threshold_reference=None, threshold_scores=None,
                         class_error_counts=count_errors_per_class(probs, labels),
-                        error_probs=error_probs, choice=choice)
+                        error_probs=error_probs, choice=choice, rng=rng)
     return label_scores, flags, calibration

@@ -241,6 +241,11 @@ def _stats_html(issues, summary: dict) -> str:
     if None not in expected:
         stats.append(("expected real errors among the flags", f"{expected[0]:,.0f}", ""))
         stats.append(("expected errors left unflagged", f"{expected[1]:,.0f}", ""))
+    verified = issues.attrs.get("verified")
+    if verified:  # the verified images chose the count: say how sure that is
+        low, high = verified["precision_interval"]
+        stats.append(("estimated precision (from verified images)",
+                      f"{verified['precision']:.0%} ({low:.0%}\u2013{high:.0%})", ""))
     if cutoff is not None:
         stats.append(("cutoff on label score", f"{cutoff:.3f}", ""))
     elif issues.attrs.get("class_cutoffs"):

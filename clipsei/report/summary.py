@@ -44,6 +44,7 @@ def build_summary(issues: pd.DataFrame, failures: pd.DataFrame, class_names: lis
         "calibrated_error_rate": attrs.get("calibrated_error_rate"),
         "expected_errors_flagged": attrs.get("expected_errors_flagged"),
         "expected_errors_unflagged": attrs.get("expected_errors_unflagged"),
+        "verified": _jsonable(attrs.get("verified")),
         "estimated_errors_per_class": errors, "flagged_share_per_class": shares,
         "class_names": names,
         "per_class": [{"class": name, "n_images": int(counts[k]), "n_flagged": int(n_flagged[k]),

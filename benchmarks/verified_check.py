@@ -1,0 +1,186 @@
+"""Verified labels choose the flag count: F1 and its spread over random draws of them.
+
+    python benchmarks/verified_check.py [--rates 0.005,0.01] [--seeds 0,1,2] [--per-class 16]
+                                        [--noise symmetric|confusion|real]
+                                        [--draws 10] [--out FILE.json]
+                                        [--cache DIR]
+
+10,000 CIFAR-10 images with clean labels (drawn once with seed 0 from cifar10n_dev, as in
+low_rate.py), symmetric or confusion noise injected at each rate and seed, or their own
+human labels (CIFAR-10N aggre, about 9% wrong). Each row is fitted once with
+the default (no verified rows); then ``--draws`` random sets of ``--per-class`` images per
+class are "verified" (their clean label, so an injected error among them is a known error)
+and :func:`clipsei.engine.verified.estimate_from_verified` keeps the default's flags or
+chooses the count on the label-score order, as ``LabelIssueDetector().fit(...,
+trusted={row: label})`` does (checked once against a second fit on the first row; where the
+default's flags stand, the detector's count moves by the verified rows it leaves out). F1 is
+over the unverified rows. Prints a markdown
+table; ``--out`` also writes the records as JSON.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prepare import DEFAULT_DATA, DEFAULT_OUT, prepare_all  # noqa: E402
+
+
+def _load_cifar(rate: float, seed: int, noise: str = "symmetric"):
+    """10,000 CIFAR-10 images: (features, clean labels, given labels); ``noise`` "real" takes
+    the file's human (CIFAR-10N aggre) labels, else it is injected at ``rate``."""
+    from clipsei.evaluation.bench import load_bench_npz
+    from clipsei.evaluation.noise import compute_confusion_matrix, inject_label_noise
+
+    data = load_bench_npz(DEFAULT_OUT / "cifar10n_dev_aggre.npz")
+    keep = np.sort(np.random.default_rng(0).choice(data.true_labels.size, 10000, replace=False))
+    clean, features = data.true_labels[keep], data.features[keep]
+    if noise == "real":
+        return features, clean, data.labels[keep]
+    confusion = compute_confusion_matrix(features, clean) if noise == "confusion" else None
+    given = inject_label_noise(clean, noise=noise, rate=rate, random_state=seed,
+                               confusion=confusion)
+    return features, clean, given
+
+
+def _draw_verified(clean, per_class: int, rng) -> dict:
+    rows = np.concatenate([rng.choice(np.flatnonzero(clean == k), per_class, replace=False)
+                           for k in np.unique(clean)])
+    return {int(row): int(clean[row]) for row in rows}
+
+
+def _f1(flags, is_error) -> float:
+    return float(2 * (flags & is_error).sum() / max(flags.sum() + is_error.sum(), 1))
+
+
+def run_row(rate: float, seed: int, *, per_class: int, draws: int, check: bool,
+            cache=None, noise: str = "symmetric") -> dict:
+    """One fit, then ``draws`` verified draws; per draw F1, estimated and true precision."""
+    from clipsei.engine.detect import LabelIssueDetector, find_label_issues
+    from clipsei.engine.flagging import compute_class_cutoffs
+    from clipsei.engine.verified import estimate_from_verified
+    from clipsei.evaluation.bench import compute_best_cutoff_f1
+
+    features, clean, given = _load_cifar(rate, seed, noise)
+    is_error = given != clean
+    tag = f"{rate}_{seed}" if noise == "symmetric" else f"{noise}_{rate}_{seed}"
+    stored = None if cache is None else Path(cache) / f"fit_{tag}.npz"
+    if stored is not None and stored.is_file():
+        fit = dict(np.load(stored))
+    else:
+        issues = find_label_issues(features, given, random_state=seed)
+        fit = {"keys": issues["error_probability"].to_numpy(float),
+               "scores": issues["label_score"].to_numpy(float),
+               "flags": issues["is_label_issue"].to_numpy(bool)}
+        if stored is not None:
+            stored.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(stored, **fit)
+    scores = fit["scores"]
+    cutoffs = compute_class_cutoffs(scores, given, fit["flags"], n_classes=int(given.max()) + 1)
+    record = {"noise": noise, "rate": rate, "seed": seed, "n_errors": int(is_error.sum()),
+              "default_flags": int(fit["flags"].sum()),
+              "default_f1": _f1(fit["flags"], is_error),
+              "best_f1": compute_best_cutoff_f1(scores, is_error), "draws": []}
+    rng = np.random.default_rng(1000 + seed)
+    for draw in range(draws):
+        verified = _draw_verified(clean, per_class, rng)
+        trusted = np.zeros(given.size, dtype=bool)
+        trusted[list(verified)] = True
+        known = trusted & (given != clean)
+        # the default's flags without the verified rows, its cutoffs applied to them too
+        would_flag = scores < cutoffs[given]
+        estimate = estimate_from_verified(-scores, trusted, known, rng=np.random.default_rng(0),
+                                          rule_flags=(would_flag & trusted) | fit["flags"])
+        flags = fit["flags"] & ~trusted
+        if estimate.chose_count:
+            order = np.lexsort((np.arange(scores.size), scores, trusted))
+            flags = np.zeros(given.size, dtype=bool)
+            flags[order[:estimate.n_flagged]] = True
+        rest = ~trusted
+        true_precision = float(is_error[flags].mean()) if flags.any() else None
+        record["draws"].append({
+            "n_flagged": estimate.n_flagged, "f1": _f1(flags[rest], is_error[rest]),
+            "precision": estimate.precision, "precision_interval": estimate.precision_interval,
+            "true_precision": true_precision, "n_errors": estimate.n_errors,
+            "n_errors_interval": estimate.n_errors_interval,
+            "true_errors": int(is_error[rest].sum()), "known_errors": int(known.sum()),
+            "chose_count": estimate.chose_count})
+        if check and draw == 0:
+            again = LabelIssueDetector(random_state=seed).fit(features, given, trusted=verified)
+            found = again.issues_["is_label_issue"].to_numpy(bool)
+            record["detector_check"] = {"chose_count": again.issues_.attrs["verified"][
+                "chose_count"], "f1": _f1(found[rest], is_error[rest])}
+            if estimate.chose_count and not np.array_equal(found, flags):
+                raise RuntimeError("the detector's verified flags differ from the script's")
+    return record
+
+
+def render(records) -> str:
+    lines = ["| noise | rate | seed | errors | default flags | default F1 | best-cutoff F1 | "
+             "verified F1 mean (min-max) | flags mean | est. precision mean | true precision "
+             "mean | precision in 80% interval | est. errors mean (true) | verified chose |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---:|"]
+    for r in records:
+        f1s = np.array([d["f1"] for d in r["draws"]])
+        inside = np.mean([d["true_precision"] is not None and d["precision_interval"][0]
+                          <= d["true_precision"] <= d["precision_interval"][1]
+                          for d in r["draws"]])
+        true_p = [d["true_precision"] for d in r["draws"] if d["true_precision"] is not None]
+        lines.append(
+            f"| {r['noise']} | {r['rate']:.3f} | {r['seed']} | {r['n_errors']} | "
+            f"{r['default_flags']} | "
+            f"{r['default_f1']:.2f} | {r['best_f1']:.2f} | {f1s.mean():.2f} "
+            f"({f1s.min():.2f}-{f1s.max():.2f}) | "
+            f"{np.mean([d['n_flagged'] for d in r['draws']]):.0f} | "
+            f"{np.mean([d['precision'] for d in r['draws']]):.2f} | "
+            f"{np.mean(true_p) if true_p else float('nan'):.2f} | {inside:.0%} | "
+            f"{np.mean([d['n_errors'] for d in r['draws']]):.0f} "
+            f"({np.mean([d['true_errors'] for d in r['draws']]):.0f}) | "
+            f"{sum(d['chose_count'] for d in r['draws'])}/{len(r['draws'])} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rates", default="0.005,0.01")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--noise", default="symmetric",
+                        choices=("symmetric", "confusion", "real"),
+                        help="injected noise, or 'real': CIFAR-10N's human labels (rate unused)")
+    parser.add_argument("--per-class", type=int, default=16)
+    parser.add_argument("--draws", type=int, default=10)
+    parser.add_argument("--no-check", action="store_true", help="skip the detector check")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="the shared data folder")
+    parser.add_argument("--out", default=None, help="also write the records as JSON")
+    parser.add_argument("--cache", default=None,
+                        help="keep each fit's flag order here and reuse it (a folder)")
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore")
+    prepare_all(args.data, DEFAULT_OUT)
+    records = []
+    for i, (rate, seed) in enumerate((float(r), int(s)) for r in args.rates.split(",")
+                                     for s in args.seeds.split(",")):
+        records.append(run_row(rate, seed, per_class=args.per_class, draws=args.draws,
+                               check=i == 0 and not args.no_check, cache=args.cache,
+                               noise=args.noise))
+        print(json.dumps({k: v for k, v in records[-1].items() if k != "draws"}),
+              file=sys.stderr, flush=True)
+        if args.out:
+            Path(args.out).write_text(json.dumps(records, indent=1) + "\n")
+    print(render(records))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
