@@ -15,24 +15,28 @@ import numpy as np
 
 # a feature set at most this big (float32) is kept in memory, larger ones converted per block
 DENSE_MAX_BYTES = 1 << 30
-_BLOCK = 65536
+# rows converted at a time where all are read in turn (statistics, index, checks)
+BLOCK_ROWS = 65536
 
 
 class FeatureRows:
     """(N, D) float32 unit rows of ``(source - shift) / scale``, read by rows or blocks.
 
     source : (N, D) float16 or float32 array, never copied whole (a memory map stays on disk);
-    shift, scale : (D,) float32 or None. ``dense`` : the rows kept in memory, or None.
+    shift, scale : (D,) float32 or None; max_dense_bytes : keep the rows in memory (``dense``,
+    else None) up to this size (None: ``DENSE_MAX_BYTES``).
     """
 
-    def __init__(self, source, shift=None, scale=None, *, max_dense_bytes=DENSE_MAX_BYTES):
+    def __init__(self, source, shift=None, scale=None, *, max_dense_bytes=None):
         self.source, self.shift, self.scale = source, shift, scale
         self.shape = (int(source.shape[0]), int(source.shape[1]))
         self.dense = None
-        if 4 * self.shape[0] * self.shape[1] <= max_dense_bytes:
-            self.dense = np.empty(self.shape, np.float32)
-            for start in range(0, self.shape[0], _BLOCK):
-                self.dense[start:start + _BLOCK] = self._convert(source[start:start + _BLOCK])
+        limit = DENSE_MAX_BYTES if max_dense_bytes is None else max_dense_bytes
+        if 4 * self.shape[0] * self.shape[1] <= limit:
+            dense = np.empty(self.shape, np.float32)
+            for start, block in self.blocks():  # converted, as self.dense is still None
+                dense[start:start + block.shape[0]] = block
+            self.dense = dense
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -43,18 +47,23 @@ class FeatureRows:
             return self.dense[index]
         return self._convert(self.source[index])
 
-    def blocks(self, block: int = _BLOCK):
-        """Yield ``(start, rows)`` over all rows, ``block`` at a time."""
+    def blocks(self, block: int | None = None):
+        """Yield ``(start, rows)`` over all rows, ``block`` (None: ``BLOCK_ROWS``) at a time."""
+        block = block or BLOCK_ROWS
         for start in range(0, self.shape[0], block):
-            yield start, self.rows(slice(start, start + block))
+            part = slice(start, start + block)
+            yield start, (self.dense[part] if self.dense is not None
+                          else self._convert(self.source[part]))
 
     def _convert(self, part) -> np.ndarray:
-        part = np.asarray(part, dtype=np.float32)
+        part = np.array(part, dtype=np.float32)  # an owned copy, changed in place below
         if self.shift is not None:
-            part = part - self.shift
+            part -= self.shift
         if self.scale is not None:
             part /= self.scale
-        return unit_rows(part)
+        norms = np.linalg.norm(part, axis=1, keepdims=True)
+        part /= np.where(norms > 0, norms, 1.0).astype(np.float32)
+        return part
 
 
 def as_feature_rows(embeddings) -> FeatureRows:
@@ -82,7 +91,7 @@ class Features:
 
 
 def prepare_features(embeddings, head_init: np.ndarray | None, *, n_classes: int,
-                     standardize: bool, max_dense_bytes: int = DENSE_MAX_BYTES) -> Features:
+                     standardize: bool, max_dense_bytes: int | None = None) -> Features:
     """Unit rows of ``embeddings`` (N, D) for every stage; ``head_init`` rows are unit-scaled."""
     mean, spread = column_moments(embeddings)
     options = dict(max_dense_bytes=max_dense_bytes)
@@ -98,9 +107,10 @@ def prepare_features(embeddings, head_init: np.ndarray | None, *, n_classes: int
                     head_init=head_init, heldout_init=heldout_init)
 
 
-def column_moments(x, block: int = _BLOCK) -> tuple[np.ndarray, np.ndarray]:
-    """(D,) float32 mean and standard deviation of each column of ``x`` (N, D), summed a
-    ``block`` of rows at a time in float64 (two passes: no (N, D) temporary)."""
+def column_moments(x) -> tuple[np.ndarray, np.ndarray]:
+    """(D,) float32 mean and standard deviation of each column of ``x`` (N, D), summed
+    ``BLOCK_ROWS`` rows at a time in float64 (two passes: no (N, D) temporary)."""
+    block = BLOCK_ROWS
     total = np.zeros(x.shape[1])
     for start in range(0, x.shape[0], block):
         total += np.asarray(x[start:start + block], dtype=np.float64).sum(axis=0)
@@ -111,9 +121,10 @@ def column_moments(x, block: int = _BLOCK) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), np.sqrt(squares / x.shape[0]).astype(np.float32)
 
 
-def check_embedding_rows(embeddings, *, name: str = "embeddings", block: int = _BLOCK):
+def check_embedding_rows(embeddings, *, name: str = "embeddings"):
     """``embeddings`` (N, D) checked a block at a time: a float16/float32 array (a memory map
-    included) is returned as it is, anything else as C-contiguous float32.
+    included) is returned as it is, anything else as C-contiguous float32. ``BLOCK_ROWS``
+    rows are checked at a time.
 
     Raises ``TypeError`` for non-numeric input and ``ValueError`` for a wrong shape,
     non-finite values or rows of zero norm, naming the rows.
@@ -123,7 +134,7 @@ def check_embedding_rows(embeddings, *, name: str = "embeddings", block: int = _
     if (not isinstance(embeddings, np.ndarray) or embeddings.dtype not in (np.float16, np.float32)
             or embeddings.ndim != 2 or 0 in embeddings.shape):
         return check_embeddings(embeddings, name=name)  # converts, or its one-line error
-    not_finite, zero = [], []
+    not_finite, zero, block = [], [], BLOCK_ROWS
     for start in range(0, embeddings.shape[0], block):
         part = np.asarray(embeddings[start:start + block], dtype=np.float32)
         finite = np.isfinite(part).all(axis=1)

@@ -16,6 +16,7 @@ import torch
 from .._device import resolve_device
 from .._validation import check_random_state
 from .dynamics import compute_epoch_statistics
+from . import features as _features
 from .features import FeatureRows
 
 # rows on which the held-out temperature is chosen (a subsample above it)
@@ -326,9 +327,10 @@ class _Recorder:
         self.prob_sum = np.zeros((plan.record_rows.size, n_classes), np.float32)
         self.n_epochs = n_epochs
 
-    def record(self, epoch, inputs, unit_weight, bias, scale: float, chunk: int = 8192) -> None:
-        """This epoch's statistics, ``chunk`` rows at a time: no (R, K) temporaries beyond
-        one chunk's (a million rows at K = 100: 400 MB each)."""
+    def record(self, epoch, inputs, unit_weight, bias, scale: float) -> None:
+        """This epoch's statistics, ``BLOCK_ROWS // 8`` rows at a time: no (R, K) temporaries
+        beyond one chunk's (a million rows at K = 100: 400 MB each)."""
+        chunk = _features.BLOCK_ROWS // 8
         rows = None if self.rows is None else self.rows.to(inputs.device)
         for start in range(0, self.n_rows, chunk):
             stop = min(start + chunk, self.n_rows)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .._validation import check_embeddings
+from . import features as _features
 from .features import FeatureRows, as_feature_rows
 from .progress import StageProgress
 
@@ -108,12 +109,11 @@ def search_neighbors(embeddings, *, n_neighbors: int = 10, groups=None,
 
 
 def estimate_recall(embeddings, neighbor_ids, *, groups=None, n_queries: int = 200,
-                    random_state: int = 0, block: int = 65536) -> float:
+                    random_state: int = 0) -> float:
     """Mean recall@k of ``neighbor_ids`` (N, k) against exact cosine search (self and
-    same-group rows excluded) on ``n_queries`` random rows, scanning ``block`` rows at a time."""
+    same-group rows excluded) on ``n_queries`` random rows, scanning a block at a time."""
     queries, exact_ids, exact_sims = _exact_sample(
-        as_feature_rows(embeddings), neighbor_ids.shape[1], groups, n_queries, random_state,
-        block=block)
+        as_feature_rows(embeddings), neighbor_ids.shape[1], groups, n_queries, random_state)
     return _recall(neighbor_ids[queries], exact_ids, exact_sims)
 
 
@@ -127,16 +127,16 @@ def _recall(found, exact_ids, exact_sims, *, lower_bound: bool = False) -> float
     return float(shares.mean() - spread)
 
 
-def _exact_sample(rows, k, groups, n_queries, random_state, block: int = 65536):
+def _exact_sample(rows, k, groups, n_queries, random_state):
     """Sorted random query rows and their exact top-``k`` ids and similarities (self and
-    same-group rows excluded; -inf where fewer exist), scanning ``block`` rows at a time."""
+    same-group rows excluded; -inf where fewer exist), scanning a block at a time."""
     n_samples = rows.shape[0]
     rng = np.random.default_rng(random_state)
     queries = np.sort(rng.choice(n_samples, min(n_queries, n_samples), replace=False))
     query_rows = rows.rows(queries)
     best_sims = np.full((queries.size, 0), -np.inf, np.float32)
     best_ids = np.zeros((queries.size, 0), np.int64)
-    for start, block_rows in rows.blocks(block):
+    for start, block_rows in rows.blocks():
         sims = query_rows @ block_rows.T
         ids = np.arange(start, start + block_rows.shape[0])
         sims[ids[None, :] == queries[:, None]] = -np.inf
@@ -225,9 +225,10 @@ def _search_excluding(index, embeddings, n_neighbors, group_codes, counter, quer
     return neighbor_ids, neighbor_sims
 
 
-def _search_in_blocks(index, embeddings, rows, n_search, counter, block: int = 16384):
-    """``index.search`` of ``embeddings[rows]`` a block at a time, counting the rows done."""
-    sims, ids = [], []
+def _search_in_blocks(index, embeddings, rows, n_search, counter):
+    """``index.search`` of ``embeddings[rows]`` a block (``BLOCK_ROWS // 4``) at a time,
+    counting the rows done."""
+    sims, ids, block = [], [], _features.BLOCK_ROWS // 4
     for start in range(0, rows.size, block):
         found = index.search(embeddings.rows(rows[start:start + block]), n_search)
         sims.append(found[0])
