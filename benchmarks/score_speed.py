@@ -58,28 +58,46 @@ def _recall_on_subsample(embeddings, neighbor_ids, *, n_queries: int, seed: int)
     return estimate_recall(rows, neighbor_ids, n_queries=n_queries, random_state=seed)
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process so far (all threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _timed_fit(detector_class, embeddings, labels, device):
-    """(wall seconds, fitted detector) of the default detector with heads on ``device``."""
-    start = time.perf_counter()
-    detector = detector_class(device=device, random_state=0).fit(embeddings, labels)
-    return time.perf_counter() - start, detector
+    """(wall seconds, CPU seconds, fitted detector) of the default detector with heads on
+    ``device``; each stage's start goes to stderr with the time and the peak RSS so far."""
+    start, cpu_start, stages = time.perf_counter(), _cpu_seconds(), set()
+
+    def progress(stage, done, total):
+        if stage not in stages:
+            stages.add(stage)
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+            print(f"  {time.perf_counter() - start:7.1f} s  {stage} starts, peak RSS "
+                  f"{peak:.2f} GiB", file=sys.stderr, flush=True)
+
+    detector = detector_class(device=device, random_state=0).fit(embeddings, labels,
+                                                                 progress=progress)
+    return time.perf_counter() - start, _cpu_seconds() - cpu_start, detector
 
 
-def _baseline_line(embeddings, labels, flipped, seconds, auroc) -> str:
+def _baseline_line(embeddings, labels, flipped, seconds, cpu_seconds, auroc) -> str:
     """Same data, same run: 5-fold ``LogisticRegression(C=1)`` + ``cleanlab.filter``."""
     from sklearn.metrics import roc_auc_score
 
     from clipsei.evaluation.bench import score_cleanlab
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
     scores, flags = score_cleanlab(np.asarray(embeddings, np.float32), labels, random_state=0,
                                    C=1.0)
     baseline_seconds = time.perf_counter() - start
+    baseline_cpu = _cpu_seconds() - cpu_start
     baseline_auroc = roc_auc_score(flipped, -scores)
     return (f"Baseline, same data and run: 5-fold LogisticRegression(C=1) + "
-            f"cleanlab.filter.find_label_issues: wall {baseline_seconds:.1f} s, AUROC "
-            f"{baseline_auroc:.3f}, {int(flags.sum())} flagged; baseline / clipsei wall-time "
-            f"ratio {baseline_seconds / seconds:.2f} (clipsei AUROC {auroc:.3f})")
+            f"cleanlab.filter.find_label_issues: wall {baseline_seconds:.1f} s (CPU "
+            f"{baseline_cpu:.1f} s), AUROC {baseline_auroc:.3f}, {int(flags.sum())} flagged; "
+            f"baseline / clipsei ratio: wall time {baseline_seconds / seconds:.2f}, CPU time "
+            f"{baseline_cpu / cpu_seconds:.2f} (clipsei AUROC {auroc:.3f})")
 
 
 def _make_data(args, folder):
@@ -110,9 +128,11 @@ def _measure(args) -> dict:
         embeddings, labels, flipped = _make_data(args, folder)
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         device = resolve_device(args.device)
-        seconds, detector = _timed_fit(LabelIssueDetector, embeddings, labels, device)
+        seconds, cpu_seconds, detector = _timed_fit(LabelIssueDetector, embeddings, labels,
+                                                    device)
         result = dict(
             n_samples=args.n_samples, device=str(device), seconds=seconds,
+            cpu_seconds_fit=cpu_seconds,
             peak_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
             rss_before_gib=rss_before, search=detector.neighbor_search_,
             k=detector.n_neighbors, n_flipped=int(flipped.sum()),
@@ -125,12 +145,13 @@ def _measure(args) -> dict:
 
             result["gpu_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         if device.type != "cpu":  # the baseline, same data and machine, heads on the CPU
-            cpu_seconds, cpu_detector = _timed_fit(LabelIssueDetector, embeddings, labels, "cpu")
+            cpu_seconds, _, cpu_detector = _timed_fit(LabelIssueDetector, embeddings, labels,
+                                                      "cpu")
             result["cpu_seconds"] = cpu_seconds
             result["cpu_auroc"] = roc_auc_score(flipped, -cpu_detector.issues_["label_score"])
         if not args.no_baseline:
             result["baseline"] = _baseline_line(embeddings, labels, flipped, seconds,
-                                                result["auroc"])
+                                                cpu_seconds, result["auroc"])
     return result
 
 
@@ -148,7 +169,8 @@ def _lines(args, result) -> list:
     lines = [
         f"N={args.n_samples} D={args.n_features} K={args.n_classes}"
         f"{', float16 memory map' if args.memmap else ''}, heads on {device}: "
-        f"wall {result['seconds']:.1f} s, peak RSS {result['peak_gib']:.2f} GiB "
+        f"wall {result['seconds']:.1f} s (CPU {result['cpu_seconds_fit']:.1f} s), "
+        f"peak RSS {result['peak_gib']:.2f} GiB "
         f"({result['rss_before_gib']:.2f} GiB before fit: torch, the data and their "
         f"generation){gpu}, neighbour index {_index_text(result['search'])}, "
         f"recall@{result['k']} vs exact on 1000 other queries {result['recall']:.3f}, "
@@ -169,31 +191,40 @@ def _curve(args, argv) -> list:
     import subprocess
     import tempfile
 
-    rows = []
+    rows, unfinished = [], []
+    folder = Path(args.points_dir or tempfile.mkdtemp(prefix="score-curve-"))
     for n_samples in args.curve:
-        with tempfile.NamedTemporaryFile(suffix=".json") as handle:
+        point = folder / f"{n_samples}.json"  # kept: a later call reuses a measured point
+        if not point.exists():
             command = [sys.executable, __file__, *_strip_curve(argv), "--n-samples",
-                       str(n_samples), "--json", handle.name]
+                       str(n_samples), "--json", str(point)]
             if n_samples != args.baseline_at:
                 command.append("--no-baseline")
-            subprocess.run(command, check=True)
-            rows.append(json.loads(Path(handle.name).read_text()))
-    table = ["| N | wall s | peak RSS GiB | neighbour index | n_probe | recall@k (own / 1000 "
-             "other queries) | AUROC | flagged / flipped |", "|---|---|---|---|---|---|---|---|"]
+            try:
+                subprocess.run(command, check=True, timeout=args.point_timeout)
+            except subprocess.TimeoutExpired:
+                unfinished.append(f"N={n_samples:,} did not finish within the "
+                                  f"{args.point_timeout:.0f} s allowed per point")
+                continue
+        rows.append(json.loads(point.read_text()))
+    table = ["| N | wall s | CPU s | peak RSS GiB | neighbour index | n_probe | recall@k (own "
+             "/ 1000 other queries) | AUROC | flagged / flipped |", "|---" * 9 + "|"]
     for row in rows:
         search = row["search"]
-        table.append(f"| {row['n_samples']:,} | {row['seconds']:.0f} | {row['peak_gib']:.2f} | "
+        table.append(f"| {row['n_samples']:,} | {row['seconds']:.0f} | "
+                     f"{row.get('cpu_seconds_fit', float('nan')):.0f} | {row['peak_gib']:.2f} | "
                      f"{search['index']} | {search['n_probe'] or '-'} | "
                      f"{search['recall_at_k']:.3f} / {row['recall']:.3f} | {row['auroc']:.3f} | "
                      f"{row['n_flagged']} / {row['n_flipped']} |")
-    return ["\n".join(table)] + [row["baseline"] for row in rows if "baseline" in row]
+    return (["\n".join(table)] + unfinished
+            + [row["baseline"] for row in rows if "baseline" in row])
 
 
 def _strip_curve(argv) -> list:
     """``argv`` without ``--curve`` and its values, ``--write`` and ``--baseline-at``."""
     kept, skipping = [], False
     for item in argv:
-        if item in ("--curve", "--baseline-at"):
+        if item in ("--curve", "--baseline-at", "--point-timeout", "--points-dir"):
             skipping = True
         elif item.startswith("--"):
             skipping = False
@@ -220,6 +251,10 @@ def main(argv=None) -> int:
                         help="measure these N, each in its own process (a time/memory curve)")
     parser.add_argument("--baseline-at", type=int, default=100_000,
                         help="with --curve: the N that also runs the baseline")
+    parser.add_argument("--point-timeout", type=float,
+                        help="with --curve: give up on a point after this many seconds")
+    parser.add_argument("--points-dir", help="with --curve: keep each point's result here as "
+                        "N.json and reuse those already there")
     parser.add_argument("--json", help=argparse.SUPPRESS)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
