@@ -346,4 +346,4 @@ class _Recorder:
         return TrainingDynamics(
             entropy_history=self.history["entropy"], agreement_history=self.agreement,
             margin_history=self.history["margin"], given_prob_history=self.history["given_prob"],
-            mean_probs=(self.prob_sum / max(self.n_epochs, 1)).astype(np.float32))
+            mean_probs=np.divide(self.prob_sum, max(self.n_epochs, 1), out=self.prob_sum))

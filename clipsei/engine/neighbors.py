@@ -136,7 +136,7 @@ def _exact_sample(rows, k, groups, n_queries, random_state):
     query_rows = rows.rows(queries)
     best_sims = np.full((queries.size, 0), -np.inf, np.float32)
     best_ids = np.zeros((queries.size, 0), np.int64)
-    for start, block_rows in rows.blocks():
+    for start, block_rows in rows.blocks(_features.BLOCK_ROWS // 4):  # (Q, block) at a time
         sims = query_rows @ block_rows.T
         ids = np.arange(start, start + block_rows.shape[0])
         sims[ids[None, :] == queries[:, None]] = -np.inf
