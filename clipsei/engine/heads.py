@@ -83,8 +83,10 @@ def train_heads(embeddings: np.ndarray, plans, *, n_classes: int,
     and one optimiser step for all, each head with its own seed, rows and labels.
 
     Each head draws the same initial weights and minibatch order as if trained alone
-    (see :func:`train_head` for the settings); ``on_epoch`` (or None) is called with no
-    argument after every epoch. Returns one :class:`TrainingDynamics` per plan.
+    (see :func:`train_head` for the settings); ``embeddings`` may also be
+    :class:`~clipsei.engine.features.FeatureRows`, whose rows are converted a minibatch at a
+    time. ``on_epoch`` (or None) is called with no argument after every epoch. Returns one
+    :class:`TrainingDynamics` per plan.
     """
     device = resolve_device(device)
     settings = dict(n_classes=n_classes, n_epochs=n_epochs, batch_size=batch_size, lr=lr)
