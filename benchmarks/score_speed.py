@@ -238,7 +238,7 @@ def _strip_curve(argv) -> list:
     """``argv`` without ``--curve`` and its values, ``--write`` and ``--baseline-at``."""
     kept, skipping = [], False
     for item in argv:
-        if item in ("--curve", "--baseline-at", "--point-timeout", "--points-dir"):
+        if item in ("--curve", "--baseline-at", "--point-timeout", "--points-dir", "--note"):
             skipping = True
         elif item.startswith("--"):
             skipping = False
@@ -271,6 +271,7 @@ def main(argv=None) -> int:
                         "N.json and reuse those already there")
     parser.add_argument("--profile", action="store_true",
                         help="print the fit's cProfile (top 30, cumulative) on stderr")
+    parser.add_argument("--note", default="", help="a paragraph appended to the section")
     parser.add_argument("--json", help=argparse.SUPPRESS)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
@@ -293,11 +294,13 @@ def main(argv=None) -> int:
                        if device == "cpu" else
                        (f"score_speed_{device}", f"## Scoring speed (`find_label_issues` "
                         f"defaults, heads on {device.upper()})"))
+    lines += [args.note] if args.note else []
     print("\n\n".join(lines))
     if args.write:
         from _docs import machine_line, write_section
 
-        command = "python benchmarks/score_speed.py " + " ".join(argv)
+        command = "python benchmarks/score_speed.py " + " ".join(
+            item for item in argv if item not in ("--note", args.note))
         write_section(name, "\n".join([
             title, "", f"Command: `{command.strip()}`  ", machine_line(args.device), "",
             "\n\n".join(lines), ""]))
