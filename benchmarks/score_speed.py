@@ -221,12 +221,14 @@ def _curve(args, argv) -> list:
                                   f"{args.point_timeout:.0f} s allowed per point")
                 continue
         rows.append(json.loads(point.read_text()))
-    table = ["| N | wall s | CPU s | peak RSS GiB | neighbour index | n_probe | recall@k (own "
-             "/ 1000 other queries) | AUROC | flagged / flipped |", "|---" * 9 + "|"]
+    table = ["| N | wall s | CPU s | peak RSS GiB (before fit) | neighbour index | n_probe | "
+             "recall@k (own / 1000 other queries) | AUROC | flagged / flipped |",
+             "|---" * 9 + "|"]
     for row in rows:
         search = row["search"]
         table.append(f"| {row['n_samples']:,} | {row['seconds']:.0f} | "
-                     f"{row.get('cpu_seconds_fit', float('nan')):.0f} | {row['peak_gib']:.2f} | "
+                     f"{row.get('cpu_seconds_fit', float('nan')):.0f} | {row['peak_gib']:.2f} "
+                     f"({row['rss_before_gib']:.2f}) | "
                      f"{search['index']} | {search['n_probe'] or '-'} | "
                      f"{search['recall_at_k']:.3f} / {row['recall']:.3f} | {row['auroc']:.3f} | "
                      f"{row['n_flagged']} / {row['n_flipped']} |")
