@@ -211,3 +211,37 @@ def test_cache_module_needs_no_torch():
 def test_flush_every_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="flush_every must be >= 1; got 0"):
         EmbeddingCache(tmp_path, {"name": "m"}, flush_every=0)
+
+
+def test_write_matrix_memory_maps_the_rows_in_key_order(tmp_path, rng):
+    from clipsei.images.cache import open_matrix
+
+    rows = rng.normal(size=(6, 8)).astype(np.float32)
+    fields = {"name": "m", "weights_id": "w"}
+    with EmbeddingCache(tmp_path, fields, flush_every=4) as cache:
+        cache.add(list("abcdef"), list("abcdef"), [""] * 6, rows)
+    matrix = EmbeddingCache(tmp_path, fields).write_matrix(list("fbd"), tmp_path / "m.npy")
+    assert isinstance(matrix, np.memmap) and not matrix.flags.writeable
+    np.testing.assert_array_equal(matrix, rows[[5, 1, 3]].astype(np.float16))
+    np.testing.assert_array_equal(open_matrix(tmp_path / "m.npy"), matrix)
+    assert [p.name for p in tmp_path.glob("*.npy")] == ["m.npy"]  # no temporary left
+
+
+def test_write_matrix_and_open_matrix_errors(tmp_path, rng):
+    from clipsei.images.cache import open_matrix
+
+    fields = {"name": "m", "weights_id": "w"}
+    with EmbeddingCache(tmp_path, fields) as cache:
+        cache.add(["a"], ["a"], [""], rng.normal(size=(1, 4)))
+    with pytest.raises(KeyError, match="'zz' is not in the cache"):
+        cache.write_matrix(["a", "zz"], tmp_path / "m.npy")
+    assert not (tmp_path / "m.npy").exists()
+    (tmp_path / "taken.npy").write_bytes(b"user file")
+    with pytest.raises(FileExistsError, match="never replaces"):
+        cache.write_matrix(["a"], tmp_path / "taken.npy")
+    assert (tmp_path / "taken.npy").read_bytes() == b"user file"
+    np.save(tmp_path / "f32.npy", np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match="2-D float16"):
+        open_matrix(tmp_path / "f32.npy")
+    with pytest.raises(FileNotFoundError, match="no embedding matrix"):
+        open_matrix(tmp_path / "missing.npy")

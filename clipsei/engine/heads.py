@@ -16,6 +16,8 @@ import torch
 from .._device import resolve_device
 from .._validation import check_random_state
 from .dynamics import compute_epoch_statistics
+from . import features as _features
+from .features import FeatureRows
 
 # rows on which the held-out temperature is chosen (a subsample above it)
 SCALE_SELECTION_MAX_SAMPLES = 4000
@@ -81,8 +83,10 @@ def train_heads(embeddings: np.ndarray, plans, *, n_classes: int,
     and one optimiser step for all, each head with its own seed, rows and labels.
 
     Each head draws the same initial weights and minibatch order as if trained alone
-    (see :func:`train_head` for the settings); ``on_epoch`` (or None) is called with no
-    argument after every epoch. Returns one :class:`TrainingDynamics` per plan.
+    (see :func:`train_head` for the settings); ``embeddings`` may also be
+    :class:`~clipsei.engine.features.FeatureRows`, whose rows are converted a minibatch at a
+    time. ``on_epoch`` (or None) is called with no argument after every epoch. Returns one
+    :class:`TrainingDynamics` per plan.
     """
     device = resolve_device(device)
     settings = dict(n_classes=n_classes, n_epochs=n_epochs, batch_size=batch_size, lr=lr)
@@ -185,7 +189,7 @@ def select_logit_scale(embeddings: np.ndarray, labels: np.ndarray, *, n_classes:
     """
     rng = check_random_state(random_state)
     rows = np.sort(rng.choice(labels.size, min(max_samples, labels.size), replace=False))
-    subset, subset_labels = embeddings[rows], labels[rows]
+    subset, subset_labels = _take_rows(embeddings, rows), labels[rows]
     per_candidate = [plan_crossfit(subset_labels, rng, n_folds=n_folds, logit_scale=scale)
                      for scale in candidates]
     runs = train_heads(subset, [plan for plans in per_candidate for plan in plans],
@@ -213,8 +217,34 @@ def single_thread_on_cpu(device: torch.device, *, small: bool = True):
         torch.set_num_threads(previous)
 
 
+def _take_rows(embeddings, rows) -> np.ndarray:
+    return embeddings.rows(rows) if isinstance(embeddings, FeatureRows) else embeddings[rows]
+
+
+class _Inputs:
+    """The heads' (N, D) float32 unit rows on ``device``: a tensor when they are in memory,
+    else :class:`FeatureRows` converted a minibatch at a time."""
+
+    def __init__(self, embeddings, device):
+        if isinstance(embeddings, FeatureRows) and embeddings.dense is not None:
+            embeddings = embeddings.dense
+        self.lazy = embeddings if isinstance(embeddings, FeatureRows) else None
+        self.tensor = None if self.lazy is not None else torch.as_tensor(
+            embeddings, dtype=torch.float32).to(device)
+        self.shape, self.device = tuple(embeddings.shape), device
+
+    def take(self, index) -> torch.Tensor:
+        """Rows at ``index`` (a slice or an int tensor of any shape) -> (*index, D)."""
+        if self.lazy is None:
+            return self.tensor[index]
+        if isinstance(index, slice):
+            return torch.from_numpy(self.lazy.rows(index)).to(self.device)
+        flat = self.lazy.rows(index.reshape(-1).cpu().numpy())
+        return torch.from_numpy(flat).to(self.device).reshape(*index.shape, -1)
+
+
 def _train(embeddings, plans, class_embeddings, settings, device, on_epoch) -> list:
-    inputs = torch.as_tensor(embeddings, dtype=torch.float32).to(device)
+    inputs = _Inputs(embeddings, device)
     n_classes, n_epochs = settings["n_classes"], settings["n_epochs"]
     generators = [torch.Generator().manual_seed(plan.seed) for plan in plans]
     weight = torch.stack([_initial_weights(n_classes, inputs.shape[1], class_embeddings, gen)
@@ -230,7 +260,7 @@ def _train(embeddings, plans, class_embeddings, settings, device, on_epoch) -> l
         lr = settings["lr"] * (1 + np.cos(np.pi * epoch / max(n_epochs, 1))) / 2
         for batch, weights, active in _epoch_batches(plans, generators, settings["batch_size"],
                                                      device):
-            grads = _gradients(inputs[batch], targets.gather(1, batch), weights, weight, bias,
+            grads = _gradients(inputs.take(batch), targets.gather(1, batch), weights, weight, bias,
                                scales)
             _momentum_step((weight, bias), grads, velocity, active, lr)
         unit_weight = torch.nn.functional.normalize(weight, dim=2)
@@ -296,23 +326,26 @@ class _Recorder:
         self.history = {name: np.empty(shape, np.float16)
                         for name in ("entropy", "margin", "given_prob")}
         self.agreement = np.empty(shape, dtype=bool)
-        self.prob_sum = np.zeros((plan.record_rows.size, n_classes))
+        self.prob_sum = np.zeros((plan.record_rows.size, n_classes), np.float32)
         self.n_epochs = n_epochs
 
-    def record(self, epoch, inputs, unit_weight, bias, scale: float, chunk: int = 8192) -> None:
+    def record(self, epoch, inputs, unit_weight, bias, scale: float) -> None:
+        """This epoch's statistics, ``BLOCK_ROWS // 8`` rows at a time: no (R, K) temporaries
+        beyond one chunk's (a million rows at K = 100: 400 MB each)."""
+        chunk = _features.BLOCK_ROWS // 8
         rows = None if self.rows is None else self.rows.to(inputs.device)
-        logits = torch.cat([
-            (scale * (inputs[start:start + chunk] if rows is None
-                      else inputs[rows[start:start + chunk]]) @ unit_weight.T + bias).cpu()
-            for start in range(0, self.n_rows, chunk)])
-        stats = compute_epoch_statistics(logits, self.labels)
-        for name in self.history:
-            self.history[name][epoch] = stats[name]
-        self.agreement[epoch] = stats["agrees"]
-        self.prob_sum += stats["probs"]
+        for start in range(0, self.n_rows, chunk):
+            stop = min(start + chunk, self.n_rows)
+            batch = inputs.take(slice(start, stop) if rows is None else rows[start:stop])
+            stats = compute_epoch_statistics((scale * batch @ unit_weight.T + bias).cpu(),
+                                             self.labels[start:stop])
+            for name in self.history:
+                self.history[name][epoch, start:stop] = stats[name]
+            self.agreement[epoch, start:stop] = stats["agrees"]
+            self.prob_sum[start:stop] += stats["probs"]
 
     def dynamics(self) -> TrainingDynamics:
         return TrainingDynamics(
             entropy_history=self.history["entropy"], agreement_history=self.agreement,
             margin_history=self.history["margin"], given_prob_history=self.history["given_prob"],
-            mean_probs=(self.prob_sum / max(self.n_epochs, 1)).astype(np.float32))
+            mean_probs=np.divide(self.prob_sum, max(self.n_epochs, 1), out=self.prob_sum))

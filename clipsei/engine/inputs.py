@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validation import check_embeddings, check_labels, check_n_classes
+from .features import check_embedding_rows
 from .classes import ClassIndex
 
 
@@ -26,7 +27,7 @@ class FitInputs:
 
 def check_fit_inputs(embeddings, labels, class_embeddings, other_embedding) -> FitInputs:
     """Validate the arrays of :meth:`LabelIssueDetector.fit` and compact the classes."""
-    x = check_embeddings(embeddings)
+    x = check_embedding_rows(embeddings)
     y = check_labels(labels, n_samples=x.shape[0])
     head_init = None
     if class_embeddings is not None:

@@ -2,7 +2,8 @@
 
 Neighbours are found by inner product on L2-normalised embeddings, i.e. cosine similarity.
 Up to ``exact_max_samples`` the search is exact (``IndexFlatIP``); above it an inverted-file
-index with 8-bit scalar quantisation (``4 sqrt(N)`` lists, ``n_probe`` of them searched).
+index with 8-bit scalar quantisation (``sqrt(N)`` lists; the fewest probed lists, doubling from
+one, whose recall@k against exact search on a sample of queries reaches 0.95).
 A sample never counts as its own neighbour: the query is removed by id, not by position,
 because with exact duplicates FAISS may list another row before the query itself. With
 ``groups`` (e.g. a patient id), neighbours from the query's own group are removed too.
@@ -17,6 +18,8 @@ import numpy as np
 import pandas as pd
 
 from .._validation import check_embeddings
+from . import features as _features
+from .features import FeatureRows, as_feature_rows
 from .progress import StageProgress
 
 EXACT_MAX_SAMPLES = 20_000
@@ -30,24 +33,26 @@ def _faiss():
     return faiss
 
 
-def _build_index(embeddings: np.ndarray, *, exact: bool, n_probe: int, random_state: int):
+def _build_index(rows: FeatureRows, *, exact: bool, n_probe: int, random_state: int):
+    """A FAISS index holding every unit row of ``rows``, added a block at a time."""
     faiss = _faiss()
-    n_samples, dim = embeddings.shape
+    n_samples, dim = rows.shape
     if exact:
         index = faiss.IndexFlatIP(dim)
     else:
-        n_lists = int(4 * np.sqrt(n_samples))
+        n_lists = max(1, int(np.sqrt(n_samples)))
         index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, n_lists,
                                               faiss.ScalarQuantizer.QT_8bit,
                                               faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(random_state)
-        train = embeddings[rng.choice(n_samples, min(n_samples, 30 * n_lists), replace=False)]
+        train = rows.rows(rng.choice(n_samples, min(n_samples, 30 * n_lists), replace=False))
         index.cp.seed = random_state
         index.cp.niter = 10
         index.cp.min_points_per_centroid = 5
         index.train(train)
         index.nprobe = n_probe
-    index.add(embeddings)
+    for _, block in rows.blocks():
+        index.add(block)
     return index
 
 
@@ -72,13 +77,14 @@ class NeighborSearch:
 
 
 def search_neighbors(embeddings, *, n_neighbors: int = 10, groups=None,
-                     exact_max_samples: int = EXACT_MAX_SAMPLES, n_probe: int = 8,
-                     min_recall: float = 0.95, n_recall_queries: int = 200,
+                     exact_max_samples: int = EXACT_MAX_SAMPLES, n_probe: int = 1,
+                     min_recall: float = 0.95, n_recall_queries: int = 500,
                      random_state: int = 0, progress=None) -> NeighborSearch:
-    """:func:`find_neighbors`, and above ``exact_max_samples`` a recall check: recall@k
-    against exact search on ``n_recall_queries`` random rows; below ``min_recall`` the
-    search is redone with twice the lists probed, until it holds or every list is probed.
-    Returns a :class:`NeighborSearch`.
+    """:func:`find_neighbors`, and above ``exact_max_samples`` a recall check: the IVF
+    lists probed start at ``n_probe`` and double until recall@k against exact search on
+    ``n_recall_queries`` random rows reaches ``min_recall`` with 95% confidence (or every
+    list is probed); only then are all rows searched, once. Returns a
+    :class:`NeighborSearch` (its recall: the sample's mean).
     """
     if len(embeddings) <= exact_max_samples:
         ids, sims = find_neighbors(embeddings, n_neighbors=n_neighbors, groups=groups,
@@ -86,34 +92,53 @@ def search_neighbors(embeddings, *, n_neighbors: int = 10, groups=None,
         return NeighborSearch(ids, sims, "exact", None, 1.0)
     unit, group_codes, index = _prepare_search(embeddings, n_neighbors, groups,
                                                exact_max_samples, n_probe, random_state)
-    max_probe = index.nlist
-    while True:  # one index; the same queries with more lists probed until recall holds
+    queries, exact_ids, exact_sims = _exact_sample(unit, n_neighbors, groups,
+                                                   n_recall_queries, random_state)
+    while True:  # one index; the sample's queries with more lists probed until recall holds
         index.nprobe = n_probe
-        counter = StageProgress(progress, "neighbours", unit.shape[0])
-        ids, sims = _search_excluding(index, unit, n_neighbors, group_codes, counter)
-        recall = estimate_recall(unit, ids, groups=groups, n_queries=n_recall_queries,
-                                 random_state=random_state)
-        if recall >= min_recall or n_probe >= max_probe:
-            return NeighborSearch(ids, sims, "ivf-sq8", n_probe, recall)
-        n_probe = min(2 * n_probe, max_probe)
+        found, _ = _search_excluding(index, unit, n_neighbors, group_codes,
+                                     StageProgress(None, "", 0), queries=queries)
+        recall = _recall(found, exact_ids, exact_sims)
+        if (_recall(found, exact_ids, exact_sims, lower_bound=True) >= min_recall
+                or n_probe >= index.nlist):
+            break
+        n_probe = min(2 * n_probe, index.nlist)
+    counter = StageProgress(progress, "neighbours", unit.shape[0])
+    ids, sims = _search_excluding(index, unit, n_neighbors, group_codes, counter)
+    return NeighborSearch(ids, sims, "ivf-sq8", n_probe, recall)
 
 
 def estimate_recall(embeddings, neighbor_ids, *, groups=None, n_queries: int = 200,
-                    random_state: int = 0, block: int = 65536) -> float:
+                    random_state: int = 0) -> float:
     """Mean recall@k of ``neighbor_ids`` (N, k) against exact cosine search (self and
-    same-group rows excluded) on ``n_queries`` random rows, scanning ``block`` rows at a time."""
-    embeddings = np.asarray(embeddings)
-    n_samples, k = neighbor_ids.shape
+    same-group rows excluded) on ``n_queries`` random rows, scanning a block at a time."""
+    queries, exact_ids, exact_sims = _exact_sample(
+        as_feature_rows(embeddings), neighbor_ids.shape[1], groups, n_queries, random_state)
+    return _recall(neighbor_ids[queries], exact_ids, exact_sims)
+
+
+def _recall(found, exact_ids, exact_sims, *, lower_bound: bool = False) -> float:
+    """Mean share of each query's exact neighbours (finite similarity) among ``found``; with
+    ``lower_bound``, the mean minus 1.645 standard errors (a one-sided 95% bound)."""
+    shares = np.array([np.intersect1d(row[row >= 0], exact[np.isfinite(sims)]).size
+                       / max(int(np.isfinite(sims).sum()), 1)
+                       for row, exact, sims in zip(found, exact_ids, exact_sims)])
+    spread = 1.645 * shares.std() / np.sqrt(shares.size) if lower_bound else 0.0
+    return float(shares.mean() - spread)
+
+
+def _exact_sample(rows, k, groups, n_queries, random_state):
+    """Sorted random query rows and their exact top-``k`` ids and similarities (self and
+    same-group rows excluded; -inf where fewer exist), scanning a block at a time."""
+    n_samples = rows.shape[0]
     rng = np.random.default_rng(random_state)
     queries = np.sort(rng.choice(n_samples, min(n_queries, n_samples), replace=False))
-    norms = np.linalg.norm(embeddings[queries], axis=1, keepdims=True)
-    query_rows = (embeddings[queries] / norms).astype(np.float32)
+    query_rows = rows.rows(queries)
     best_sims = np.full((queries.size, 0), -np.inf, np.float32)
     best_ids = np.zeros((queries.size, 0), np.int64)
-    for start in range(0, n_samples, block):
-        rows = np.asarray(embeddings[start:start + block], dtype=np.float32)
-        sims = query_rows @ (rows / np.linalg.norm(rows, axis=1, keepdims=True)).T
-        ids = np.arange(start, start + rows.shape[0])
+    for start, block_rows in rows.blocks(_features.BLOCK_ROWS // 4):  # (Q, block) at a time
+        sims = query_rows @ block_rows.T
+        ids = np.arange(start, start + block_rows.shape[0])
         sims[ids[None, :] == queries[:, None]] = -np.inf
         if groups is not None:
             group_values = np.asarray(groups)
@@ -123,10 +148,7 @@ def estimate_recall(embeddings, neighbor_ids, *, groups=None, n_queries: int = 2
         keep = np.argpartition(-best_sims, min(k, best_sims.shape[1]) - 1, axis=1)[:, :k]
         best_sims = np.take_along_axis(best_sims, keep, axis=1)
         best_ids = np.take_along_axis(best_ids, keep, axis=1)
-    hits = [np.intersect1d(found[found >= 0], exact[np.isfinite(sims_)]).size
-            / max(int(np.isfinite(sims_).sum()), 1)
-            for found, exact, sims_ in zip(neighbor_ids[queries], best_ids, best_sims)]
-    return float(np.mean(hits))
+    return queries, best_ids, best_sims
 
 
 def find_neighbors(embeddings, *, n_neighbors: int = 10, groups=None,
@@ -136,7 +158,8 @@ def find_neighbors(embeddings, *, n_neighbors: int = 10, groups=None,
 
     Parameters
     ----------
-    embeddings : (N, D) float, rows L2-normalised.
+    embeddings : (N, D) float array (rows are unit-scaled here) or
+        :class:`~clipsei.engine.features.FeatureRows`.
     n_neighbors : k, must be smaller than N.
     groups : (N,) array or None; neighbours sharing the query's group are excluded.
     exact_max_samples : above this N an approximate IVF index is used.
@@ -157,12 +180,13 @@ def find_neighbors(embeddings, *, n_neighbors: int = 10, groups=None,
 
 
 def _prepare_search(embeddings, n_neighbors, groups, exact_max_samples, n_probe, random_state):
-    """Checked unit rows, group codes (or None) and the FAISS index holding the rows."""
-    embeddings = check_embeddings(embeddings)
+    """Unit rows (:class:`FeatureRows`, as given or of the checked array), group codes (or
+    None) and the FAISS index holding the rows."""
+    if not isinstance(embeddings, FeatureRows):
+        embeddings = FeatureRows(check_embeddings(embeddings))
     n_samples = embeddings.shape[0]
     if not isinstance(n_neighbors, (int, np.integer)) or not 0 < n_neighbors < n_samples:
         raise ValueError(f"n_neighbors must be an int in [1, N={n_samples}); got {n_neighbors!r}")
-    embeddings = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
     group_codes = None
     if groups is not None:
         groups = np.asarray(groups)
@@ -174,19 +198,21 @@ def _prepare_search(embeddings, n_neighbors, groups, exact_max_samples, n_probe,
     return embeddings, group_codes, index
 
 
-def _search_excluding(index, embeddings, n_neighbors, group_codes, counter):
-    """Search k + extra, drop self (and same-group) ids, widen until k remain or none left."""
+def _search_excluding(index, embeddings, n_neighbors, group_codes, counter, queries=None):
+    """Search k + extra, drop self (and same-group) ids, widen until k remain or none left.
+    Returns (Q, k) ids and similarities for the ``queries`` rows (None: every row)."""
     n_samples = embeddings.shape[0]
-    neighbor_ids = np.full((n_samples, n_neighbors), -1, dtype=np.int64)
-    neighbor_sims = np.full((n_samples, n_neighbors), -np.inf, dtype=np.float32)
-    pending = np.arange(n_samples)
+    queries = np.arange(n_samples) if queries is None else np.asarray(queries)
+    neighbor_ids = np.full((queries.size, n_neighbors), -1, dtype=np.int64)
+    neighbor_sims = np.full((queries.size, n_neighbors), -np.inf, dtype=np.float32)
+    pending = np.arange(queries.size)  # positions in ``queries``
     n_search = n_neighbors + 1
     while pending.size:
         n_search = min(n_search, n_samples)
-        sims, ids = _search_in_blocks(index, embeddings, pending, n_search, counter)
-        keep = (ids >= 0) & (ids != pending[:, None])
+        sims, ids = _search_in_blocks(index, embeddings, queries[pending], n_search, counter)
+        keep = (ids >= 0) & (ids != queries[pending][:, None])
         if group_codes is not None:
-            keep &= group_codes[np.maximum(ids, 0)] != group_codes[pending][:, None]
+            keep &= group_codes[np.maximum(ids, 0)] != group_codes[queries[pending]][:, None]
         n_kept = keep.sum(axis=1)
         done = (n_kept >= n_neighbors) | (n_search >= n_samples)
         for row in np.flatnonzero(done):
@@ -199,11 +225,12 @@ def _search_excluding(index, embeddings, n_neighbors, group_codes, counter):
     return neighbor_ids, neighbor_sims
 
 
-def _search_in_blocks(index, embeddings, rows, n_search, counter, block: int = 16384):
-    """``index.search`` of ``embeddings[rows]`` a block at a time, counting the rows done."""
-    sims, ids = [], []
+def _search_in_blocks(index, embeddings, rows, n_search, counter):
+    """``index.search`` of ``embeddings[rows]`` a block (``BLOCK_ROWS // 4``) at a time,
+    counting the rows done."""
+    sims, ids, block = [], [], _features.BLOCK_ROWS // 4
     for start in range(0, rows.size, block):
-        found = index.search(embeddings[rows[start:start + block]], n_search)
+        found = index.search(embeddings.rows(rows[start:start + block]), n_search)
         sims.append(found[0])
         ids.append(found[1])
         counter.advance(min(block, rows.size - start))

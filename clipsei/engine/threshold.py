@@ -80,7 +80,7 @@ def combine_threshold_runs(runs: list[TrainingDynamics], slices, *, n_classes: i
     n_samples = runs[0].mean_probs.shape[0]
     scores = [DynamicsScores.from_histories(run) for run in runs]
     weight = np.zeros(n_samples)
-    probs = np.zeros((n_samples, n_classes))
+    probs = np.zeros((n_samples, n_classes), np.float32)  # (N, K): 400 MB at 1M x 100
     totals = {name: np.zeros(n_samples) for name in scores[0].as_dict()}
     history_run = np.full(n_samples, -1)
     for position, (run, run_scores, slice_) in enumerate(zip(runs, scores, slices)):
@@ -96,8 +96,14 @@ def combine_threshold_runs(runs: list[TrainingDynamics], slices, *, n_classes: i
         np.concatenate)
     return ThresholdRunScores(
         real=DynamicsScores(**{name: total / weight for name, total in totals.items()}),
-        threshold=threshold, head_probs=probs / probs.sum(axis=1, keepdims=True),
+        threshold=threshold, head_probs=_normalise_rows(probs),
         **_gather_histories(runs, history_run))
+
+
+def _normalise_rows(probs: np.ndarray) -> np.ndarray:
+    """``probs`` (N, K) scaled in place so that each row sums to 1."""
+    probs /= probs.sum(axis=1, keepdims=True)
+    return probs
 
 
 def _gather_histories(runs, history_run) -> dict:

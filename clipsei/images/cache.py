@@ -157,6 +157,36 @@ class EmbeddingCache:
         self._buffer = []
         self._last_flush = time.monotonic()
 
+    def write_matrix(self, keys, path) -> np.ndarray:
+        """The stored float16 rows of ``keys``, in that order, as one (N, D) ``.npy`` file
+        at ``path`` (written under a temporary name, then renamed; an existing file is never
+        replaced), returned as a read-only memory map (:func:`open_matrix`): a million rows
+        stay on disk instead of 2 GB of float32 in memory.
+
+        Raises ``KeyError`` naming the first key not in the cache and ``FileExistsError``
+        when ``path`` exists.
+        """
+        path = Path(path)
+        if path.exists():
+            raise FileExistsError(f"{path} exists; write_matrix never replaces a file")
+        rows = self._load()
+        missing = next((key for key in keys if key not in rows), None)
+        if missing is not None:
+            raise KeyError(f"key {missing!r} is not in the cache {self.path}")
+        shape = (len(keys), self.dim or 0)
+        tmp = path.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
+        try:
+            matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+            for position, key in enumerate(keys):
+                matrix[position] = rows[key][0]
+            matrix.flush()
+            del matrix
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return open_matrix(path)
+
     def __enter__(self):
         return self
 
@@ -262,6 +292,22 @@ def from_stored(embeddings: np.ndarray) -> np.ndarray:
     embeddings = np.asarray(embeddings, dtype=np.float32)
     norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
     return embeddings / np.where(norms > 0, norms, 1.0)
+
+
+def open_matrix(path) -> np.ndarray:
+    """A float16 (N, D) ``.npy`` file (as :meth:`EmbeddingCache.write_matrix` writes it) as a
+    read-only memory map; ``clipsei.LabelIssueDetector.fit`` reads it a block at a time.
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for another dtype or
+    shape.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no embedding matrix at {path}")
+    matrix = np.load(path, mmap_mode="r")
+    if matrix.dtype != np.float16 or matrix.ndim != 2:
+        raise ValueError(f"{path} must hold a 2-D float16 array; got {matrix.dtype} "
+                         f"{matrix.shape}")
+    return matrix
 
 
 def _remove_stale_tmp_files(folder: Path, *, max_age_s: float = 3600.0) -> None:
