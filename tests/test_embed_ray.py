@@ -57,6 +57,13 @@ def test_unknown_engine(image_folder, tiny_clip):
         embed_images(image_folder, tiny_clip, engine="spark")
 
 
+
+def _assert_same_embeddings(actual, expected):
+    """Equal up to one float16 step (the cache's format): another batch composition can move
+    the float32 result by ~1e-6 and round a value to the neighbouring float16."""
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=2.0 ** -11)
+
+
 @pytest.mark.slow  # ray.init and a Ray run: ~30 s on 2 shared cores, mostly process starts
 def test_ray_scan_matches_local_engine_and_its_cache_serves_local_runs(
         ray_local, ray_folder, tiny_clip, tmp_path):
@@ -72,7 +79,7 @@ def test_ray_scan_matches_local_engine_and_its_cache_serves_local_runs(
     cached = embed_images(ray_folder, tiny_clip, cache_dir=cache_dir, progress=False)
     assert (cached.n_cached, cached.n_encoded) == (20, 0)
     np.testing.assert_array_equal(cached.indices, local.indices)
-    np.testing.assert_array_equal(cached.embeddings, local.embeddings)
+    _assert_same_embeddings(cached.embeddings, local.embeddings)
     assert cached.content_hashes == local.content_hashes
     pd.testing.assert_frame_equal(cached.properties, local.properties)
     # a local scan of the readable images needs neither encoding nor the model's weights
@@ -149,7 +156,7 @@ def test_killed_encoder_actor_is_restarted_and_its_work_redone(ray_local, ray_fo
     (ray_folder / "dog" / "zz_last.jpg").write_bytes(image_bytes)
     local = embed_images(ray_folder, tiny_clip, batch_size=2, num_workers=0, progress=False)
     np.testing.assert_array_equal(result["ray"].indices, local.indices)  # 21 read, none lost
-    np.testing.assert_array_equal(result["ray"].embeddings, local.embeddings)
+    _assert_same_embeddings(result["ray"].embeddings, local.embeddings)
 
 
 _DRIVER = """
@@ -199,4 +206,4 @@ def test_sigterm_to_a_ray_driver_keeps_its_work_and_the_rerun_resumes(
     resumed = embed_images(ray_folder, tiny_clip, cache_dir=cache_dir, progress=False)
     assert 0 < resumed.n_cached < 61 and resumed.n_cached + resumed.n_encoded == 61
     local = embed_images(ray_folder, tiny_clip, num_workers=0, progress=False)
-    np.testing.assert_array_equal(resumed.embeddings, local.embeddings)
+    _assert_same_embeddings(resumed.embeddings, local.embeddings)
