@@ -4,6 +4,7 @@ marked slow (``python -m pytest -m slow tests/test_embed_ray.py``) and skip with
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -64,13 +65,30 @@ def _assert_same_embeddings(actual, expected):
     np.testing.assert_allclose(actual, expected, rtol=0, atol=2.0 ** -11)
 
 
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
 @pytest.mark.slow  # ray.init and a Ray run: ~30 s on 2 shared cores, mostly process starts
 def test_ray_scan_matches_local_engine_and_its_cache_serves_local_runs(
         ray_local, ray_folder, tiny_clip, tmp_path):
     cache_dir, out = tmp_path / "cache", tmp_path / "ray_scan"
-    assert main(["scan", str(ray_folder), "--engine", "ray", "--model", "clipsei-tiny",
-                 "--pretrained", "none", "--batch-size", "4", "--cache", str(cache_dir),
-                 "--n-epochs", "5", "--out", str(out), "-q"]) == 0
+    # Ray Data's issue detector warns about actors that use more memory than they asked for
+    detector = logging.getLogger("ray.data._internal.issue_detection.issue_detector_manager")
+    issues = _Records()
+    detector.addHandler(issues)
+    try:
+        assert main(["scan", str(ray_folder), "--engine", "ray", "--model", "clipsei-tiny",
+                     "--pretrained", "none", "--batch-size", "4", "--cache", str(cache_dir),
+                     "--n-epochs", "5", "--out", str(out), "-q"]) == 0
+    finally:
+        detector.removeHandler(issues)
+    assert issues.messages == []
     local = embed_images(ray_folder, tiny_clip, batch_size=4, num_workers=0, progress=False)
     failures = pd.read_csv(out / "failures.csv")  # the unreadable file, as the local engine says
     assert failures["path"].tolist() == local.failures["path"].tolist()

@@ -60,21 +60,23 @@ def ray_encoded_batches(table, rows: np.ndarray, model, *, encode, on_worker, dr
     read_options = {"preprocess": on_worker, "draft_size": draft_size, "intensity": intensity,
                     "properties": properties}
     n_blocks = max(1, math.ceil(len(rows) / (4 * batch_size)))
+    pixels = _probe_pixels(on_worker)
     decoded = ray.data.from_numpy(np.array_split(np.asarray(rows, np.int64), n_blocks)).map_batches(
         _decode_batch, fn_kwargs={"table": table, "read_options": read_options,
-                                 "pixels": _probe_pixels(on_worker)}, batch_size=batch_size,
+                                 "pixels": pixels}, batch_size=batch_size,
         batch_format="numpy", num_cpus=1)
     n_actors, num_gpus, threads = _encoder_pool(ray.cluster_resources())
     logger.info("ray: %d encoder actor(s), %s each", n_actors,
                 "1 GPU" if num_gpus else f"{threads} CPU")
     packed = _pack_model(model)
-    # the model's memory, asked for: it also keeps Ray Data from fusing the decode tasks into
-    # the actors (it fuses map stages whose resource requests are equal), which would leave
-    # all decoding to the actors' own CPUs
+    # the actors' memory, asked for: Ray schedules them by it (and warns when they use more),
+    # and a request also keeps Ray Data from fusing the decode tasks into the actors (it fuses
+    # map stages whose resource requests are equal), which would leave all decoding to the
+    # actors' own CPUs
     encoded = decoded.map_batches(
         _Encoder, fn_constructor_args=(packed, encode, bool(num_gpus), threads),
         batch_size=batch_size, batch_format="numpy", num_gpus=num_gpus, num_cpus=threads,
-        memory=2 * len(packed["model"]),
+        memory=encoder_memory(len(packed["model"]), batch_size * pixels.nbytes),
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=n_actors))
     return map(_unpack_batch, encoded.iter_batches(batch_size=None, batch_format="numpy"))
 
@@ -89,6 +91,18 @@ def _connect(address):
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # embed_images draws its own bar
     return ray
+
+
+# an encoder actor's own process (Python, torch, Ray's worker) before any model: a tiny-model
+# actor peaked at 543 MiB on the project's 2-core test machine
+ACTOR_RUNTIME_BYTES = 768 * 2**20
+
+
+def encoder_memory(model_bytes: int, batch_pixel_bytes: int) -> int:
+    """Bytes of RAM to request per encoder actor: the runtime, the model three times (its
+    serialised bytes, the loaded module, a transient copy while loading) and eight batches of
+    pixels (the batch in flight, its float copies and the layers' activations)."""
+    return ACTOR_RUNTIME_BYTES + 3 * model_bytes + 8 * batch_pixel_bytes
 
 
 def _encoder_pool(resources: dict) -> tuple:
