@@ -20,7 +20,7 @@ on the precision of the chosen count and on ``E``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -36,7 +36,8 @@ BOUND_SDS = 2.0  # E's lower bound: the largest excess over every clean row, les
 @dataclass(frozen=True)
 class VerifiedEstimate:
     """n_flagged : the chosen count; precision, n_errors : estimated precision of those flags
-    and errors among the unverified rows, each with an 80% bootstrap ``*_interval`` (lo, hi);
+    and errors among the ``n_unverified`` rows (at least the flags' expected real errors,
+    ``precision * n_flagged``), each with an 80% ``*_interval`` (lo, hi);
     n_verified_clean, n_known_errors : verified rows whose label was confirmed / corrected;
     chose_count : whether the verified rows chose the count (else the rule's flags stand)."""
 
@@ -47,12 +48,15 @@ class VerifiedEstimate:
     n_errors_interval: tuple
     n_verified_clean: int
     n_known_errors: int
+    n_unverified: int
     chose_count: bool = True
 
     def as_dict(self) -> dict:
         return {"n_flagged": self.n_flagged, "chose_count": self.chose_count,
                 "precision": self.precision,
                 "precision_interval": list(self.precision_interval),
+                "errors_flagged": self.precision * self.n_flagged,
+                "n_unverified": self.n_unverified,
                 "n_errors": self.n_errors, "n_errors_interval": list(self.n_errors_interval),
                 "n_verified_clean": self.n_verified_clean,
                 "n_known_errors": self.n_known_errors}
@@ -143,19 +147,28 @@ def estimate_from_verified(flag_keys, is_trusted, is_known_error, *, rng,
     common = dict(n_errors=_bound_by_known_errors(n_errors, errors.size, clean.size,
                                                   n_unverified),
                   n_errors_interval=errors_found, n_verified_clean=int(clean.size),
-                  n_known_errors=int(errors.size))
+                  n_known_errors=int(errors.size), n_unverified=int(n_unverified))
     if rule is not None and rule[1][1] >= KEEP_RULE_PRECISION:
-        return VerifiedEstimate(n_flagged=int((rule_flags & ~is_trusted).sum()),
-                                precision=rule[0], precision_interval=rule[1],
-                                chose_count=False, **common)
+        return _coherent(VerifiedEstimate(
+            n_flagged=int((rule_flags & ~is_trusted).sum()), precision=rule[0],
+            precision_interval=rule[1], chose_count=False, **common))
     n_flagged = _choose(true_flags, n_errors, target_precision, int(clean.min()))
     if max_flags is not None:
         n_flagged = min(n_flagged, int(max_flags))
-    return VerifiedEstimate(
+    return _coherent(VerifiedEstimate(
         n_flagged=n_flagged,
         precision=float(min(true_flags[n_flagged], n_flagged) / max(n_flagged, 1)),
         precision_interval=_bootstrap_precision(clean, n_flagged, n_unverified, rng),
-        **common)
+        **common))
+
+
+def _coherent(estimate: VerifiedEstimate) -> VerifiedEstimate:
+    """``estimate`` with its error count at least the flags' expected real errors (both are
+    about the same unverified rows: the flags cannot hold more errors than there are)."""
+    n_errors = max(estimate.n_errors, estimate.precision * estimate.n_flagged)
+    low, high = estimate.n_errors_interval
+    return replace(estimate, n_errors=n_errors,
+                   n_errors_interval=(min(low, n_errors), max(high, n_errors)))
 
 
 def _rule_precision(clean_flagged, n_flagged: int, n_clean_unverified: float, rng) -> tuple:
