@@ -37,6 +37,20 @@ def test_more_verified_rows_estimate_precision_closer_to_the_truth():
     assert many < 0.25
 
 
+def test_precision_interval_holds_the_truth_about_as_often_as_it_says():
+    inside = []
+    for draw in range(40):
+        rng = np.random.default_rng(100 + draw)
+        keys, is_error = _ranked_sample(rng, n_samples=4000, n_errors=40)
+        trusted = np.zeros(keys.size, dtype=bool)
+        trusted[rng.choice(keys.size, 100, replace=False)] = True
+        estimate = estimate_from_verified(keys, trusted, trusted & is_error, rng=rng)
+        flagged = np.lexsort((-keys, trusted))[:estimate.n_flagged]
+        low, high = estimate.precision_interval
+        inside.append(low <= is_error[flagged].mean() <= high)
+    assert 0.7 <= np.mean(inside) <= 0.97  # an 80% interval (a bootstrap held ~45%)
+
+
 def test_interval_and_error_count_track_the_truth():
     rng = np.random.default_rng(3)
     keys, is_error = _ranked_sample(rng)
