@@ -195,6 +195,8 @@ def _print_scan_summary(summary: dict, out) -> None:
               else "one cutoff on label_score per class, in summary.json")
     rate = summary.get("calibrated_error_rate")  # calibrated where there is one
     rate = summary.get("estimated_error_rate") if rate is None else rate
+    verified = summary.get("verified")
+    rate = None if verified else rate  # with verified images, theirs is the one stated
     print(f"flagged {summary['n_flagged']} ({summary['flagged_fraction']:.1%}) as likely "
           f"mislabeled; {cutoff}"
           + (f"; estimated label errors {rate:.1%}" if rate is not None else ""))
@@ -202,17 +204,30 @@ def _print_scan_summary(summary: dict, out) -> None:
              if v and k not in ("label_issue", "n_duplicate_groups")}
     if found:
         print("other issues: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in found.items()))
-    if summary.get("expected_errors_flagged") is not None:
+    if verified:
+        _print_verified(summary, verified)
+    elif summary.get("expected_errors_flagged") is not None:
         print(f"expected real errors: {summary['expected_errors_flagged']:.0f} among the flags, "
               f"{summary['expected_errors_unflagged']:.0f} left unflagged")
-    verified = summary.get("verified")
-    if verified:
-        low, high = verified["precision_interval"]
-        print(f"from {verified['n_verified_clean'] + verified['n_known_errors']} verified "
-              f"images: estimated precision {verified['precision']:.0%} (80% interval "
-              f"{low:.0%}-{high:.0%}), about {verified['n_errors']:.0f} errors among the rest")
     print(f"wrote {out}/issues.csv, summary.json and report.html")
     _print_warnings(summary.get("warnings"))
+
+
+def _print_verified(summary: dict, verified: dict) -> None:
+    """The verified images' estimate (the one used), then the label-free one named as such."""
+    low, high = verified["precision_interval"]
+    errors_low, errors_high = verified["n_errors_interval"]
+    print(f"from {verified['n_verified_clean'] + verified['n_known_errors']} verified images "
+          f"({verified['n_known_errors']} corrected): precision of the flags "
+          f"{verified['precision']:.0%} (80% interval {low:.0%}-{high:.0%}), about "
+          f"{verified['errors_flagged']:.0f} real errors among them; about "
+          f"{verified['n_errors']:.0f} label errors among the {verified['n_unverified']} "
+          f"unverified images (80% interval {errors_low:.0f}-{errors_high:.0f})")
+    if summary.get("expected_errors_flagged") is not None:
+        print("label-free estimate, not used (the model's error probabilities cannot tell a "
+              "hard but correct image from an error; the verified images can): "
+              f"{summary['calibrated_error_rate']:.1%} label errors, "
+              f"{summary['expected_errors_flagged']:.0f} among the flags")
 
 
 def _print_warnings(messages) -> None:

@@ -70,7 +70,7 @@ def test_read_trusted_manifest_takes_verified_labels(tmp_path):
 
 @pytest.mark.filterwarnings("ignore")
 def test_scan_cli_verified_labels_calibrate_the_count(tmp_path, write_images, capsys):
-    write_images(tmp_path / "images", n_per_class=8, classes=("cat", "dog"))
+    write_images(tmp_path / "images", n_per_class=30, classes=("cat", "dog"))
     cats = sorted((tmp_path / "images" / "cat").iterdir())
     dogs = sorted((tmp_path / "images" / "dog").iterdir())
     manifest = tmp_path / "checked.csv"
@@ -79,8 +79,15 @@ def test_scan_cli_verified_labels_calibrate_the_count(tmp_path, write_images, ca
     out = tmp_path / "out"
     assert main(["scan", str(tmp_path / "images"), *TINY, "--out", str(out), "--trusted",
                  str(manifest)]) == 0
-    verified = json.loads((out / "summary.json").read_text())["verified"]
+    summary = json.loads((out / "summary.json").read_text())
+    verified = summary["verified"]
     assert verified["n_verified_clean"] == 12 and verified["n_known_errors"] == 1
-    assert "from 13 verified images: estimated precision" in capsys.readouterr().out
+    assert summary["estimate_used"] == "verified"
+    printed = capsys.readouterr().out
+    # one precision for the flags, the verified one; the label-free sums are named as such
+    assert "from 13 verified images (1 corrected): precision of the flags" in printed
+    assert "expected real errors:" not in printed
+    if summary["expected_errors_flagged"] is not None:
+        assert "label-free estimate, not used" in printed
     issues = pd.read_csv(out / "issues.csv")
     assert not issues.loc[issues["path"].isin([p for p, _ in rows]), "is_label_issue"].any()

@@ -37,6 +37,20 @@ def test_more_verified_rows_estimate_precision_closer_to_the_truth():
     assert many < 0.25
 
 
+def test_precision_interval_holds_the_truth_about_as_often_as_it_says():
+    inside = []
+    for draw in range(40):
+        rng = np.random.default_rng(100 + draw)
+        keys, is_error = _ranked_sample(rng, n_samples=4000, n_errors=40)
+        trusted = np.zeros(keys.size, dtype=bool)
+        trusted[rng.choice(keys.size, 100, replace=False)] = True
+        estimate = estimate_from_verified(keys, trusted, trusted & is_error, rng=rng)
+        flagged = np.lexsort((-keys, trusted))[:estimate.n_flagged]
+        low, high = estimate.precision_interval
+        inside.append(low <= is_error[flagged].mean() <= high)
+    assert 0.7 <= np.mean(inside) <= 0.97  # an 80% interval (a bootstrap held ~45%)
+
+
 def test_interval_and_error_count_track_the_truth():
     rng = np.random.default_rng(3)
     keys, is_error = _ranked_sample(rng)
@@ -115,9 +129,32 @@ def test_scan_embeddings_reports_the_verified_estimate(noisy, tmp_path):
     trusted = {int(r): int(noisy.labels[r]) for r in np.flatnonzero(~noisy.is_flipped)[:16]}
     result = scan_embeddings(noisy.embeddings, noisy.labels, out=tmp_path / "out", n_epochs=5,
                              trusted=trusted)
-    assert result.summary["verified"]["n_verified_clean"] == 16
+    summary = result.summary
+    verified = summary["verified"]
+    assert verified["n_verified_clean"] == 16
+    # one statement: the verified estimate is the one used, and its error count holds at
+    # least the real errors it expects among the flags (it said 0 errors for 9 flags at 100%)
+    assert summary["estimate_used"] == "verified" and "verified images" in summary[
+        "estimate_note"]
+    assert verified["errors_flagged"] == pytest.approx(verified["precision"]
+                                                       * verified["n_flagged"])
+    assert verified["n_errors"] >= verified["errors_flagged"] - 1e-9
+    low, high = verified["n_errors_interval"]
+    assert low <= verified["n_errors"] <= high
+    assert verified["n_unverified"] == len(noisy.labels) - 16
     page = (tmp_path / "out" / "report.html").read_text()
-    assert "estimated precision (from verified images)" in page
+    assert "precision of the flags (from 16 verified images" in page
+    assert "label-free estimate, not used: expected real errors among the flags" in page
+
+
+def test_no_verified_estimate_where_nothing_can_be_flagged():
+    rng = np.random.default_rng(0)
+    embeddings = rng.normal(size=(200, 16)).astype(np.float32)  # no class information
+    labels = rng.integers(0, 4, 200)
+    issues = LabelIssueDetector(n_epochs=5).fit(embeddings, labels,
+                                                 trusted=np.arange(40)).issues_
+    assert not issues["is_label_issue"].any()
+    assert issues.attrs["verified"] is None  # it described flags that were dropped
 
 
 def test_a_rule_flags_stand_unless_verified_rows_show_most_are_wrong():

@@ -54,10 +54,12 @@ class Flags:
     verified: object = None  # a VerifiedEstimate where verified rows chose the count
 
     def without_flags(self, label_scores, labels) -> "Flags":
-        """The same scores with nothing flagged (each class's cutoff at its lowest score)."""
+        """The same scores with nothing flagged (each class's cutoff at its lowest score) and
+        no verified estimate (it described the flags that are dropped)."""
         none = np.zeros(self.is_label_issue.shape, dtype=bool)
         return replace(self, is_label_issue=none, cutoff=float("nan"), class_cutoffs=(
-            compute_class_cutoffs(label_scores, labels, none, n_classes=self.class_cutoffs.size)))
+            compute_class_cutoffs(label_scores, labels, none, n_classes=self.class_cutoffs.size)),
+            verified=None)
 
 
 def flag_issues(label_scores, labels, *, n_classes: int, rule: str, percentile: float,

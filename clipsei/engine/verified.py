@@ -14,19 +14,22 @@ every verified-as-given one (where ``E`` cannot be told from zero, a few verifie
 cannot resolve a low rate: this keeps about ``N_u / (n0 + 1)`` false flags); with a target
 precision it is the largest count whose ``TP(m) / m`` reaches it. The reported ``E`` is
 also at least the known errors' share of the verified rows (less one standard deviation)
-times ``N_u``; both are lower bounds. A bootstrap over the verified rows gives 80% intervals
-on the precision of the chosen count and on ``E``.
+times ``N_u``; both are lower bounds, and it is at least the flags' expected real errors.
+The precision's 80% interval is binomial: a cutoff that would flag ``j`` of the ``n0`` clean
+rows flags a share of the clean rows whose Clopper-Pearson interval bounds its false flags (a
+bootstrap of the few positions involved held the truth in under half the draws: with ``j``
+near 0 it cannot move). A bootstrap over the verified rows gives the 80% interval on ``E``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 # fewer verified-as-given rows than this leave the flag count to the cutoff rule
 MIN_VERIFIED_CLEAN = 10
-N_BOOTSTRAP = 200
+N_BOOTSTRAP = 200  # resamples for the error count's interval
 INTERVAL = (10.0, 90.0)  # percentiles of the bootstrap: an 80% interval
 # the rule's own flags stand unless even the upper end of their estimated precision is below
 KEEP_RULE_PRECISION = 0.5
@@ -36,7 +39,8 @@ BOUND_SDS = 2.0  # E's lower bound: the largest excess over every clean row, les
 @dataclass(frozen=True)
 class VerifiedEstimate:
     """n_flagged : the chosen count; precision, n_errors : estimated precision of those flags
-    and errors among the unverified rows, each with an 80% bootstrap ``*_interval`` (lo, hi);
+    and errors among the ``n_unverified`` rows (at least the flags' expected real errors,
+    ``precision * n_flagged``), each with an 80% ``*_interval`` (lo, hi);
     n_verified_clean, n_known_errors : verified rows whose label was confirmed / corrected;
     chose_count : whether the verified rows chose the count (else the rule's flags stand)."""
 
@@ -47,12 +51,15 @@ class VerifiedEstimate:
     n_errors_interval: tuple
     n_verified_clean: int
     n_known_errors: int
+    n_unverified: int
     chose_count: bool = True
 
     def as_dict(self) -> dict:
         return {"n_flagged": self.n_flagged, "chose_count": self.chose_count,
                 "precision": self.precision,
                 "precision_interval": list(self.precision_interval),
+                "errors_flagged": self.precision * self.n_flagged,
+                "n_unverified": self.n_unverified,
                 "n_errors": self.n_errors, "n_errors_interval": list(self.n_errors_interval),
                 "n_verified_clean": self.n_verified_clean,
                 "n_known_errors": self.n_known_errors}
@@ -137,37 +144,61 @@ def estimate_from_verified(flag_keys, is_trusted, is_known_error, *, rng,
     if rule_flags is not None and target_precision is None and max_flags is None:
         rule_flags = np.asarray(rule_flags, dtype=bool)
         rule = _rule_precision(rule_flags[is_trusted & ~is_known_error],
-                               int((rule_flags & ~is_trusted).sum()), n_unverified - n_errors,
-                               rng)
+                               int((rule_flags & ~is_trusted).sum()), n_unverified - n_errors)
     errors_found = _bootstrap_errors(clean, errors, n_unverified, rng)
     common = dict(n_errors=_bound_by_known_errors(n_errors, errors.size, clean.size,
                                                   n_unverified),
                   n_errors_interval=errors_found, n_verified_clean=int(clean.size),
-                  n_known_errors=int(errors.size))
+                  n_known_errors=int(errors.size), n_unverified=int(n_unverified))
     if rule is not None and rule[1][1] >= KEEP_RULE_PRECISION:
-        return VerifiedEstimate(n_flagged=int((rule_flags & ~is_trusted).sum()),
-                                precision=rule[0], precision_interval=rule[1],
-                                chose_count=False, **common)
+        return _coherent(VerifiedEstimate(
+            n_flagged=int((rule_flags & ~is_trusted).sum()), precision=rule[0],
+            precision_interval=rule[1], chose_count=False, **common))
     n_flagged = _choose(true_flags, n_errors, target_precision, int(clean.min()))
     if max_flags is not None:
         n_flagged = min(n_flagged, int(max_flags))
-    return VerifiedEstimate(
-        n_flagged=n_flagged,
-        precision=float(min(true_flags[n_flagged], n_flagged) / max(n_flagged, 1)),
-        precision_interval=_bootstrap_precision(clean, n_flagged, n_unverified, rng),
-        **common)
+    precision = float(min(true_flags[n_flagged], n_flagged) / max(n_flagged, 1))
+    low, high = _precision_interval(int((clean < n_flagged).sum()), clean.size, n_flagged,
+                                    n_unverified - n_errors)
+    return _coherent(VerifiedEstimate(
+        n_flagged=n_flagged, precision=precision,
+        precision_interval=(min(low, precision), max(high, precision)), **common))
 
 
-def _rule_precision(clean_flagged, n_flagged: int, n_clean_unverified: float, rng) -> tuple:
+def _coherent(estimate: VerifiedEstimate) -> VerifiedEstimate:
+    """``estimate`` with its error count at least the flags' expected real errors (both are
+    about the same unverified rows: the flags cannot hold more errors than there are)."""
+    n_errors = max(estimate.n_errors, estimate.precision * estimate.n_flagged)
+    low, high = estimate.n_errors_interval
+    return replace(estimate, n_errors=n_errors,
+                   n_errors_interval=(min(low, n_errors), max(high, n_errors)))
+
+
+def _rule_precision(clean_flagged, n_flagged: int, n_clean_unverified: float) -> tuple:
     """(precision, 80% interval) of a rule's ``n_flagged`` flags from which verified-as-given
     rows (``clean_flagged``, (n0,) bool) its cutoffs would flag."""
     if n_flagged == 0:
         return 0.0, (0.0, 0.0)
-    shares = rng.choice(clean_flagged, (N_BOOTSTRAP, clean_flagged.size)).mean(axis=1)
-    precisions = np.clip(1 - n_clean_unverified * np.r_[clean_flagged.mean(), shares]
-                         / n_flagged, 0.0, 1.0)
-    return float(precisions[0]), tuple(float(v) for v in np.percentile(precisions[1:],
-                                                                         INTERVAL))
+    share = float(clean_flagged.mean())
+    return (float(np.clip(1 - n_clean_unverified * share / n_flagged, 0.0, 1.0)),
+            _precision_interval(int(clean_flagged.sum()), clean_flagged.size, n_flagged,
+                                n_clean_unverified))
+
+
+def _precision_interval(n_hits: int, n_clean: int, n_flagged: int,
+                        n_clean_unverified: float) -> tuple:
+    """80% interval of the precision of ``n_flagged`` flags that would also flag ``n_hits``
+    of ``n_clean`` verified-as-given rows: the share of clean rows the cutoff flags has
+    ``n_hits ~ Binomial(n_clean, share)``, so its Clopper-Pearson interval (each end at
+    10%), times the clean unverified rows, bounds the false flags. Where the count sits just
+    above the (n_hits + 1)-th clean row, as a chosen count does, the share is that order
+    statistic, ``Beta(n_hits + 1, n_clean - n_hits)``: the upper end is its 90th percentile."""
+    from scipy.stats import beta
+
+    low_share = beta.ppf(0.1, n_hits, n_clean - n_hits + 1) if n_hits > 0 else 0.0
+    high_share = beta.ppf(0.9, n_hits + 1, n_clean - n_hits) if n_hits < n_clean else 1.0
+    false_flags = n_clean_unverified * np.array([high_share, low_share])
+    return tuple(float(v) for v in np.clip(1 - false_flags / max(n_flagged, 1), 0.0, 1.0))
 
 
 def _bootstrap_errors(clean, errors, n_unverified: int, rng) -> tuple:
@@ -184,12 +215,3 @@ def _bootstrap_errors(clean, errors, n_unverified: int, rng) -> tuple:
     return tuple(float(v) for v in np.percentile(found, INTERVAL))
 
 
-def _bootstrap_precision(clean, n_flagged: int, n_unverified: int, rng) -> tuple:
-    """80% interval of the precision of flagging ``n_flagged``, resampling the clean rows."""
-    found = []
-    for _ in range(N_BOOTSTRAP):
-        boot_clean = rng.choice(clean, clean.size)
-        boot_n, boot_flags = _estimate(_false_flag_rate(boot_clean, n_unverified), boot_clean,
-                                       n_unverified)
-        found.append(min(boot_flags[n_flagged], n_flagged) / max(n_flagged, 1))
-    return tuple(float(v) for v in np.percentile(found, INTERVAL))

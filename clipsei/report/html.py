@@ -234,18 +234,18 @@ def _stats_html(issues, summary: dict) -> str:
     noise = issues.attrs.get("estimated_error_rate") if noise is None else noise
     stats = [("images scored", f"{len(issues):,}", ""),
              ("flagged", f"{n_flagged:,} ({n_flagged / len(issues):.1%})", " flag")]
+    verified = issues.attrs.get("verified")
+    if verified:  # the verified images' estimate is the one used: say how sure it is
+        stats.extend(_verified_stats(verified))
+    label_free = "label-free estimate, not used: " if verified else ""
     if noise is not None:
-        stats.append(("estimated label errors", f"{noise:.1%}", ""))
+        stats.append((f"{label_free}label errors", f"{noise:.1%}", ""))
     expected = (issues.attrs.get("expected_errors_flagged"),
                 issues.attrs.get("expected_errors_unflagged"))
     if None not in expected:
-        stats.append(("expected real errors among the flags", f"{expected[0]:,.0f}", ""))
-        stats.append(("expected errors left unflagged", f"{expected[1]:,.0f}", ""))
-    verified = issues.attrs.get("verified")
-    if verified:  # the verified images chose the count: say how sure that is
-        low, high = verified["precision_interval"]
-        stats.append(("estimated precision (from verified images)",
-                      f"{verified['precision']:.0%} ({low:.0%}\u2013{high:.0%})", ""))
+        stats.append((f"{label_free}expected real errors among the flags",
+                      f"{expected[0]:,.0f}", ""))
+        stats.append((f"{label_free}expected errors left unflagged", f"{expected[1]:,.0f}", ""))
     if cutoff is not None:
         stats.append(("cutoff on label score", f"{cutoff:.3f}", ""))
     elif issues.attrs.get("class_cutoffs"):
@@ -254,6 +254,18 @@ def _stats_html(issues, summary: dict) -> str:
         stats.append(("unreadable files", f"{summary['n_failed']:,}", ""))
     return "".join(f'<div class="stat{cls}"><b>{html.escape(value)}</b>'
                    f"<span>{html.escape(name)}</span></div>" for name, value, cls in stats)
+
+
+def _verified_stats(verified: dict) -> list:
+    """(name, value, class) boxes of the verified images' precision and error count."""
+    n_verified = verified["n_verified_clean"] + verified["n_known_errors"]
+    low, high = verified["precision_interval"]
+    errors_low, errors_high = verified["n_errors_interval"]
+    return [(f"precision of the flags (from {n_verified} verified images, 80% interval)",
+             f"{verified['precision']:.0%} ({low:.0%}\u2013{high:.0%})", ""),
+            (f"label errors among the {verified['n_unverified']:,} unverified images (from "
+             "verified images, 80% interval)",
+             f"{verified['n_errors']:,.0f} ({errors_low:,.0f}\u2013{errors_high:,.0f})", "")]
 
 
 def _histogram_svg(scores, flagged, cutoff, *, n_bins: int = 40) -> str:

@@ -45,6 +45,7 @@ def build_summary(issues: pd.DataFrame, failures: pd.DataFrame, class_names: lis
         "expected_errors_flagged": attrs.get("expected_errors_flagged"),
         "expected_errors_unflagged": attrs.get("expected_errors_unflagged"),
         "verified": _jsonable(attrs.get("verified")),
+        **describe_estimate(attrs),
         "estimated_errors_per_class": errors, "flagged_share_per_class": shares,
         "class_names": names,
         "per_class": [{"class": name, "n_images": int(counts[k]), "n_flagged": int(n_flagged[k]),
@@ -59,6 +60,33 @@ def build_summary(issues: pd.DataFrame, failures: pd.DataFrame, class_names: lis
         "settings": {**settings, "detector": _jsonable(issues.attrs.get("settings", {}))},
         "versions": _versions(), "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
+
+
+def describe_estimate(attrs: dict) -> dict:
+    """Which estimate of the flags' precision and of the error count a scan states, and why:
+    ``{"estimate_used": "verified" | "error_probability" | None, "estimate_note": str}``.
+    With a verified estimate (``attrs["verified"]``) that one: it rests on labels a person
+    checked, while the label-free ``error_probability`` sums (``expected_errors_*``,
+    ``calibrated_error_rate``) cannot tell a hard but correct image from an error; those stay
+    in the summary for comparison only."""
+    verified = attrs.get("verified")
+    if verified:
+        low, high = verified["precision_interval"]
+        note = (f"The flags' precision ({verified['precision']:.0%}, 80% interval {low:.0%}-"
+                f"{high:.0%}) and the error count (about {verified['n_errors']:.0f} of the "
+                f"{verified['n_unverified']} unverified images) are estimated from the "
+                f"{verified['n_verified_clean'] + verified['n_known_errors']} verified images, "
+                "where they rank among the others. The label-free figures "
+                "(calibrated_error_rate, expected_errors_flagged, expected_errors_unflagged: "
+                "sums of the model's error probabilities) are shown for comparison, not used: "
+                "without checked labels the model cannot tell a hard but correct image from "
+                "an error.")
+        return {"estimate_used": "verified", "estimate_note": note}
+    if attrs.get("expected_errors_flagged") is not None:
+        return {"estimate_used": "error_probability",
+                "estimate_note": "The expected real errors are sums of the model's error "
+                                 "probabilities (label-free; no verified images were used)."}
+    return {"estimate_used": None, "estimate_note": None}
 
 
 def _jsonable(value):
