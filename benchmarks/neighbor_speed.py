@@ -3,14 +3,15 @@ indexes searched one query at a time, on the data ``score_speed.py`` generates.
 
 Each variant runs in its own process (peak RSS is its own), in alternating order and
 ``--repeats`` times: ``default`` is :func:`clipsei.engine.neighbors.search_neighbors` as the
-detector calls it (inverted file scanned a list at a time with BLAS); ``ivf-sq8`` is the
-previous default (FAISS ``IndexIVFScalarQuantizer`` 8-bit, same lists and training, probes
-doubled on the same 500-query sample, then every row searched); ``ivf-fp16`` and
-``ivf-flat`` the same with float16 and float32 codes; ``hnsw`` FAISS ``IndexHNSWFlat``
-(32 links, efSearch doubled from 16 on the sample). Each gives the stage's wall and CPU time,
+detector calls it (inverted file scanned a list at a time with BLAS); ``previous`` the same
+function as of git commit ``--previous`` (read with ``git show``: the per-query IVF-SQ8
+search); ``ivf-sq8``, ``ivf-fp16`` and ``ivf-flat`` FAISS IVF indexes with 8-bit, float16
+and float32 codes (same lists and training, probes doubled on the same 500-query sample,
+this version's helpers, then every row searched); ``hnsw`` FAISS ``IndexHNSWFlat`` (32
+links, efSearch doubled from 16 on the sample). Each gives the stage's wall and CPU time,
 the probes chosen and recall@10 on 1000 other queries.
 
-Run: ``python benchmarks/neighbor_speed.py --n-samples 100000 [--variants default ivf-sq8]
+Run: ``python benchmarks/neighbor_speed.py --n-samples 100000 [--variants default previous]
 [--repeats 2] [--write]`` (``--write``: the ``neighbor_speed`` section of docs/benchmarks.md).
 """
 
@@ -30,7 +31,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-VARIANTS = ("default", "ivf-sq8", "ivf-fp16", "ivf-flat", "hnsw")
+VARIANTS = ("default", "previous", "ivf-sq8", "ivf-fp16", "ivf-flat", "hnsw")
+PREVIOUS = "4536d1a"  # the last commit with the per-query IVF-SQ8 search
 
 
 def _rows(n_samples, n_features, n_classes):
@@ -97,6 +99,19 @@ def _faiss_stage(rows, variant, k):
     return ids, setting
 
 
+def _previous_module(revision):
+    """``clipsei.engine.neighbors`` as of git ``revision``, loaded beside the current one."""
+    import types
+
+    source = subprocess.run(["git", "show", f"{revision}:clipsei/engine/neighbors.py"],
+                            cwd=HERE.parent, check=True, capture_output=True, text=True).stdout
+    module = types.ModuleType("clipsei.engine._previous_neighbors")
+    module.__package__ = "clipsei.engine"
+    sys.modules[module.__name__] = module
+    exec(compile(source, f"{revision}:neighbors.py", "exec"), module.__dict__)
+    return module
+
+
 def _one(args) -> dict:
     """Measure one variant in this process; returns its figures."""
     import faiss
@@ -105,8 +120,9 @@ def _one(args) -> dict:
 
     rows = _rows(args.n_samples, args.n_features, args.n_classes)
     start, cpu_start = time.perf_counter(), time.process_time()
-    if args.only == "default":
-        search = neighbors.search_neighbors(rows, n_neighbors=10, random_state=0)
+    if args.only in ("default", "previous"):
+        module = neighbors if args.only == "default" else _previous_module(args.previous)
+        search = module.search_neighbors(rows, n_neighbors=10, random_state=0)
         ids, setting = search.neighbor_ids, search.n_probe
     else:
         ids, setting = _faiss_stage(rows, args.only, 10)
@@ -133,11 +149,12 @@ def _table(args, results) -> list:
     median = {name: (np.median([r["wall"] for r in results if r["variant"] == name]),
                      np.median([r["cpu"] for r in results if r["variant"] == name]))
               for name in args.variants}
-    if "ivf-sq8" in median:
-        base_wall, base_cpu = median["ivf-sq8"]
+    base = "previous" if "previous" in median else "ivf-sq8"
+    if base in median:
+        base_wall, base_cpu = median[base]
         ratios = "; ".join(f"{name} {base_wall / wall:.2f} wall, {base_cpu / cpu:.2f} CPU"
                            for name, (wall, cpu) in median.items())
-        lines += ["", f"Median time of `ivf-sq8` (the previous default) / each variant's: {ratios}"]
+        lines += ["", f"Median time of `{base}` / each variant's: {ratios}"]
     return lines
 
 
@@ -146,9 +163,10 @@ def main(argv=None) -> int:
     parser.add_argument("--n-samples", type=int, default=100_000)
     parser.add_argument("--n-features", type=int, default=512)
     parser.add_argument("--n-classes", type=int, default=10)
-    parser.add_argument("--variants", nargs="+", default=["default", "ivf-sq8"],
+    parser.add_argument("--variants", nargs="+", default=["default", "previous"],
                         choices=VARIANTS)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--previous", default=PREVIOUS, help="git revision of 'previous'")
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--only", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -164,7 +182,7 @@ def main(argv=None) -> int:
             load = _load()
             command = [sys.executable, __file__, "--only", variant, "--n-samples",
                        str(args.n_samples), "--n-features", str(args.n_features),
-                       "--n-classes", str(args.n_classes)]
+                       "--n-classes", str(args.n_classes), "--previous", args.previous]
             output = subprocess.run(command, env=env, check=True, capture_output=True,
                                     text=True).stdout
             results.append({**json.loads(output.strip().splitlines()[-1]), "load": load})

@@ -192,26 +192,23 @@ def _recall(found, exact_ids, exact_sims, *, lower_bound: bool = False) -> float
 
 def _exact_sample(rows, k, groups, n_queries, random_state):
     """Sorted random query rows and their exact top-``k`` ids and similarities (self and
-    same-group rows excluded; -inf where fewer exist), scanning a block at a time."""
+    same-group rows excluded; -1 and -inf where fewer exist), scanning a block at a time."""
     n_samples = rows.shape[0]
     rng = np.random.default_rng(random_state)
     queries = np.sort(rng.choice(n_samples, min(n_queries, n_samples), replace=False))
-    query_rows = rows.rows(queries)
-    best_sims = np.full((queries.size, 0), -np.inf, np.float32)
-    best_ids = np.zeros((queries.size, 0), np.int64)
+    query_rows, positions = rows.rows(queries), np.arange(queries.size)
+    heap = _faiss().ResultHeap(queries.size, k, keep_max=True)  # -inf never enters it
     for start, block_rows in rows.blocks(_features.BLOCK_ROWS // 4):  # (Q, block) at a time
         sims = query_rows @ block_rows.T
         ids = np.arange(start, start + block_rows.shape[0])
-        sims[ids[None, :] == queries[:, None]] = -np.inf
+        inside = (queries >= start) & (queries < ids[-1] + 1)
+        sims[positions[inside], queries[inside] - start] = -np.inf
         if groups is not None:
             group_values = np.asarray(groups)
             sims[group_values[ids][None, :] == group_values[queries][:, None]] = -np.inf
-        best_sims = np.concatenate([best_sims, sims], axis=1)
-        best_ids = np.concatenate([best_ids, np.broadcast_to(ids, sims.shape)], axis=1)
-        keep = np.argpartition(-best_sims, min(k, best_sims.shape[1]) - 1, axis=1)[:, :k]
-        best_sims = np.take_along_axis(best_sims, keep, axis=1)
-        best_ids = np.take_along_axis(best_ids, keep, axis=1)
-    return queries, best_ids, best_sims
+        heap.add_result_subset(positions, sims, ids)
+    heap.finalize()
+    return queries, heap.I, np.where(heap.I >= 0, heap.D, -np.inf).astype(np.float32)
 
 
 def find_neighbors(embeddings, *, n_neighbors: int = 10, groups=None,
@@ -282,10 +279,13 @@ def _search_excluding(search, embeddings, n_neighbors, group_codes, counter, que
         n_kept = keep.sum(axis=1)
         # a -1 id: every candidate (all rows, or all of the probed lists) was returned
         done = (n_kept >= n_neighbors) | (n_search >= n_samples) | (ids < 0).any(axis=1)
-        for row in np.flatnonzero(done):
-            chosen = np.flatnonzero(keep[row])[:n_neighbors]
-            neighbor_ids[pending[row], : chosen.size] = ids[row, chosen]
-            neighbor_sims[pending[row], : chosen.size] = sims[row, chosen]
+        chosen = keep & (np.cumsum(keep, axis=1) <= n_neighbors)  # first k kept, in order
+        columns = np.argsort(~chosen, axis=1, kind="stable")[:, :n_neighbors]
+        valid = np.take_along_axis(chosen, columns, axis=1)[done]
+        neighbor_ids[pending[done]] = np.where(
+            valid, np.take_along_axis(ids, columns, axis=1)[done], -1)
+        neighbor_sims[pending[done]] = np.where(
+            valid, np.take_along_axis(sims, columns, axis=1)[done], -np.inf)
         pending = pending[~done]
         counter.done -= pending.size  # rows searched again with a wider k are not done yet
         n_search *= 4
