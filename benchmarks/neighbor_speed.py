@@ -12,7 +12,8 @@ links, efSearch doubled from 16 on the sample). Each gives the stage's wall and 
 the probes chosen and recall@10 on 1000 other queries.
 
 Run: ``python benchmarks/neighbor_speed.py --n-samples 100000 [--variants default previous]
-[--repeats 2] [--write]`` (``--write``: the ``neighbor_speed`` section of docs/benchmarks.md).
+[--repeats 2] [--write]`` (``--write``: the ``neighbor_speed`` section of docs/benchmarks.md,
+``neighbor_speed_<N>`` for another N).
 """
 
 from __future__ import annotations
@@ -197,7 +198,8 @@ def main(argv=None) -> int:
              f" FAISS threads: {results[0]['threads']}.", "", *_table(args, results)]
     print("\n".join(lines))
     if args.write:
-        write_section("neighbor_speed", "\n".join(lines))
+        suffix = "" if args.n_samples == 100_000 else f"_{args.n_samples}"
+        write_section(f"neighbor_speed{suffix}", "\n".join(lines))
     return 0
 
 
