@@ -145,3 +145,19 @@ def test_detector_reports_its_neighbour_search(blobs):
 
     issues = find_label_issues(blobs.embeddings, blobs.labels, method="aum", n_epochs=2)
     assert issues.attrs["neighbors"] == {"index": "exact", "n_probe": None, "recall_at_k": 1.0}
+
+
+def test_inverted_file_reads_streamed_rows_as_it_reads_dense_ones(tmp_path):
+    from clipsei.engine.features import FeatureRows, column_moments
+    from clipsei.engine.neighbors import search_neighbors
+
+    embeddings = np.random.default_rng(2).normal(size=(2000, 16)).astype(np.float16)
+    np.save(tmp_path / "rows.npy", embeddings)
+    mapped = np.load(tmp_path / "rows.npy", mmap_mode="r")
+    mean, spread = column_moments(mapped)
+    searches = [search_neighbors(FeatureRows(mapped, mean, spread, max_dense_bytes=limit),
+                                 n_neighbors=5, exact_max_samples=500)
+                for limit in (None, 0)]  # in memory; converted a block at a time
+    assert searches[0].index == searches[1].index == "ivf-flat"
+    np.testing.assert_array_equal(searches[0].neighbor_ids, searches[1].neighbor_ids)
+    np.testing.assert_array_equal(searches[0].neighbor_sims, searches[1].neighbor_sims)
