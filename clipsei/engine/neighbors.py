@@ -1,9 +1,10 @@
 """Nearest neighbours in embedding space (FAISS), label agreement and near-duplicates.
 
 Neighbours are found by inner product on L2-normalised embeddings, i.e. cosine similarity.
-Up to ``exact_max_samples`` the search is exact (``IndexFlatIP``); above it an inverted-file
-index with 8-bit scalar quantisation (``sqrt(N)`` lists; the fewest probed lists, doubling from
-one, whose recall@k against exact search on a sample of queries reaches 0.95).
+Up to ``exact_max_samples`` the search is exact (``IndexFlatIP``); above it an inverted file
+(``sqrt(N)`` k-means lists; the fewest probed lists, doubling from one, whose recall@k against
+exact search on a sample of queries reaches 0.95), scanned a list at a time for all the queries
+that probe it, with one float32 matrix product per list.
 A sample never counts as its own neighbour: the query is removed by id, not by position,
 because with exact duplicates FAISS may list another row before the query itself. With
 ``groups`` (e.g. a patient id), neighbours from the query's own group are removed too.
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -33,27 +36,87 @@ def _faiss():
     return faiss
 
 
-def _build_index(rows: FeatureRows, *, exact: bool, n_probe: int, random_state: int):
-    """A FAISS index holding every unit row of ``rows``, added a block at a time."""
-    faiss = _faiss()
-    n_samples, dim = rows.shape
-    if exact:
-        index = faiss.IndexFlatIP(dim)
-    else:
-        n_lists = max(1, int(np.sqrt(n_samples)))
-        index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, n_lists,
-                                              faiss.ScalarQuantizer.QT_8bit,
-                                              faiss.METRIC_INNER_PRODUCT)
-        rng = np.random.default_rng(random_state)
-        train = rows.rows(rng.choice(n_samples, min(n_samples, 30 * n_lists), replace=False))
-        index.cp.seed = random_state
-        index.cp.niter = 10
-        index.cp.min_points_per_centroid = 5
-        index.train(train)
-        index.nprobe = n_probe
+def _exact_index(rows: FeatureRows):
+    """A FAISS ``IndexFlatIP`` holding every unit row of ``rows``, added a block at a time."""
+    index = _faiss().IndexFlatIP(rows.shape[1])
     for _, block in rows.blocks():
         index.add(block)
     return index
+
+
+class _ListIndex:
+    """An inverted file over unit rows: ``sqrt(N)`` k-means centroids (FAISS, trained on
+    ``30 * n_lists`` sampled rows) and each row's nearest centroid (its list). A search scans
+    each probed list once for all the queries that probe it, with a FAISS flat index of the
+    list's rows (float32, exact within the list; one BLAS product per list, where FAISS's own
+    IVF scan compares one query at a time); FAISS's threads share the lists, one each."""
+
+    def __init__(self, rows: FeatureRows, *, random_state: int):
+        faiss = _faiss()
+        n_samples, dim = rows.shape
+        self.rows, self.n_lists = rows, max(1, int(np.sqrt(n_samples)))
+        self.quantizer = faiss.IndexFlatIP(dim)  # the centroids, kept past ``ivf``
+        ivf = faiss.IndexIVFFlat(self.quantizer, dim, self.n_lists, faiss.METRIC_INNER_PRODUCT)
+        sample = np.random.default_rng(random_state).choice(
+            n_samples, min(n_samples, 30 * self.n_lists), replace=False)
+        ivf.cp.seed, ivf.cp.niter, ivf.cp.min_points_per_centroid = random_state, 10, 5
+        ivf.train(rows.rows(sample))  # trains the centroids only: no row is added
+        self._probes = self._assign(np.arange(n_samples), min(8, self.n_lists))
+        order = np.argsort(self._probes[:, 0], kind="stable")
+        self.members = np.split(order, np.searchsorted(self._probes[order, 0],
+                                                       np.arange(1, self.n_lists)))
+
+    def _nearest_lists(self, queries, n_probe) -> np.ndarray:
+        """(Q, n_probe) int32 lists nearest to the ``queries`` rows (the first 8 are kept)."""
+        if n_probe <= self._probes.shape[1]:
+            return self._probes[queries, :n_probe]
+        return self._assign(queries, n_probe)
+
+    def _assign(self, queries, n_probe) -> np.ndarray:
+        found, block = [], _features.BLOCK_ROWS
+        for start in range(0, queries.size, block):
+            found.append(self.quantizer.search(
+                self.rows.rows(queries[start:start + block]), n_probe)[1].astype(np.int32))
+        return np.concatenate(found) if found else np.zeros((0, n_probe), np.int32)
+
+    def search(self, queries, n_search, counter, *, n_probe):
+        """(Q, n_search) similarities and ids of the best rows in the ``n_probe`` lists
+        nearest to each of the ``queries`` rows (-inf and -1 where fewer exist)."""
+        probes = self._nearest_lists(queries, n_probe).ravel()
+        order = np.argsort(probes, kind="stable")
+        bounds = np.searchsorted(probes[order], np.arange(self.n_lists + 1))
+        heap = _faiss().ResultHeap(queries.size, n_search, keep_max=True)
+        tasks, counts = [], []  # a list's queries are counted done with its first part
+        for lst in np.flatnonzero(np.diff(bounds)):
+            at, members = order[bounds[lst]:bounds[lst + 1]] // n_probe, self.members[lst]
+            for start in range(0, members.size, _features.BLOCK_ROWS // 4):
+                tasks.append((queries, at, members[start:start + _features.BLOCK_ROWS // 4],
+                              n_search))
+                counts.append(at.size if start == 0 else 0)
+        n_searched = 0
+        with ThreadPoolExecutor(_faiss().omp_get_max_threads()) as pool:
+            for count, found in zip(counts, pool.map(self._scan, tasks)):
+                for chunk, sims, ids in found:
+                    heap.add_result_subset(chunk, sims, ids)
+                counter.advance((n_searched + count) // n_probe - n_searched // n_probe)
+                n_searched += count
+        heap.finalize()
+        return np.where(heap.I >= 0, heap.D, -np.inf).astype(np.float32), heap.I
+
+    def _scan(self, task):
+        """[(query positions, similarities, ids)]: the best ``n_search`` of the rows
+        ``part`` (one list, or a block of it) for the ``queries`` at positions ``at``,
+        ``BLOCK_ROWS // 4`` queries at a time, by a FAISS flat index on one thread."""
+        queries, at, part, n_search = task
+        _faiss().omp_set_num_threads(1)  # this worker thread only: the pool is the parallelism
+        index = _faiss().IndexFlatIP(self.rows.shape[1])
+        index.add(self.rows.rows(part))
+        found = []
+        for start in range(0, at.size, _features.BLOCK_ROWS // 4):
+            chunk = at[start:start + _features.BLOCK_ROWS // 4]
+            sims, ids = index.search(self.rows.rows(queries[chunk]), min(n_search, part.size))
+            found.append((chunk, sims, np.where(ids >= 0, part[ids], -1)))
+        return found
 
 
 @dataclass(frozen=True)
@@ -61,7 +124,7 @@ class NeighborSearch:
     """Neighbours of every sample and how they were found.
 
     neighbor_ids, neighbor_sims : (N, k) as :func:`find_neighbors` returns them.
-    index : "exact" or "ivf-sq8"; n_probe : IVF lists searched (None when exact);
+    index : "exact" or "ivf-flat"; n_probe : IVF lists searched (None when exact);
     recall : recall@k against exact search on a random sample of queries (1.0 when exact).
     """
 
@@ -91,21 +154,21 @@ def search_neighbors(embeddings, *, n_neighbors: int = 10, groups=None,
                                    random_state=random_state, progress=progress)
         return NeighborSearch(ids, sims, "exact", None, 1.0)
     unit, group_codes, index = _prepare_search(embeddings, n_neighbors, groups,
-                                               exact_max_samples, n_probe, random_state)
+                                               exact_max_samples, random_state)
     queries, exact_ids, exact_sims = _exact_sample(unit, n_neighbors, groups,
                                                    n_recall_queries, random_state)
     while True:  # one index; the sample's queries with more lists probed until recall holds
-        index.nprobe = n_probe
-        found, _ = _search_excluding(index, unit, n_neighbors, group_codes,
-                                     StageProgress(None, "", 0), queries=queries)
+        found, _ = _search_excluding(partial(index.search, n_probe=n_probe), unit, n_neighbors,
+                                     group_codes, StageProgress(None, "", 0), queries=queries)
         recall = _recall(found, exact_ids, exact_sims)
         if (_recall(found, exact_ids, exact_sims, lower_bound=True) >= min_recall
-                or n_probe >= index.nlist):
+                or n_probe >= index.n_lists):
             break
-        n_probe = min(2 * n_probe, index.nlist)
+        n_probe = min(2 * n_probe, index.n_lists)
     counter = StageProgress(progress, "neighbours", unit.shape[0])
-    ids, sims = _search_excluding(index, unit, n_neighbors, group_codes, counter)
-    return NeighborSearch(ids, sims, "ivf-sq8", n_probe, recall)
+    ids, sims = _search_excluding(partial(index.search, n_probe=n_probe), unit, n_neighbors,
+                                  group_codes, counter)
+    return NeighborSearch(ids, sims, "ivf-flat", n_probe, recall)
 
 
 def estimate_recall(embeddings, neighbor_ids, *, groups=None, n_queries: int = 200,
@@ -129,26 +192,23 @@ def _recall(found, exact_ids, exact_sims, *, lower_bound: bool = False) -> float
 
 def _exact_sample(rows, k, groups, n_queries, random_state):
     """Sorted random query rows and their exact top-``k`` ids and similarities (self and
-    same-group rows excluded; -inf where fewer exist), scanning a block at a time."""
+    same-group rows excluded; -1 and -inf where fewer exist), scanning a block at a time."""
     n_samples = rows.shape[0]
     rng = np.random.default_rng(random_state)
     queries = np.sort(rng.choice(n_samples, min(n_queries, n_samples), replace=False))
-    query_rows = rows.rows(queries)
-    best_sims = np.full((queries.size, 0), -np.inf, np.float32)
-    best_ids = np.zeros((queries.size, 0), np.int64)
+    query_rows, positions = rows.rows(queries), np.arange(queries.size)
+    heap = _faiss().ResultHeap(queries.size, k, keep_max=True)  # -inf never enters it
     for start, block_rows in rows.blocks(_features.BLOCK_ROWS // 4):  # (Q, block) at a time
         sims = query_rows @ block_rows.T
         ids = np.arange(start, start + block_rows.shape[0])
-        sims[ids[None, :] == queries[:, None]] = -np.inf
+        inside = (queries >= start) & (queries < ids[-1] + 1)
+        sims[positions[inside], queries[inside] - start] = -np.inf
         if groups is not None:
             group_values = np.asarray(groups)
             sims[group_values[ids][None, :] == group_values[queries][:, None]] = -np.inf
-        best_sims = np.concatenate([best_sims, sims], axis=1)
-        best_ids = np.concatenate([best_ids, np.broadcast_to(ids, sims.shape)], axis=1)
-        keep = np.argpartition(-best_sims, min(k, best_sims.shape[1]) - 1, axis=1)[:, :k]
-        best_sims = np.take_along_axis(best_sims, keep, axis=1)
-        best_ids = np.take_along_axis(best_ids, keep, axis=1)
-    return queries, best_ids, best_sims
+        heap.add_result_subset(positions, sims, ids)
+    heap.finalize()
+    return queries, heap.I, np.where(heap.I >= 0, heap.D, -np.inf).astype(np.float32)
 
 
 def find_neighbors(embeddings, *, n_neighbors: int = 10, groups=None,
@@ -162,8 +222,8 @@ def find_neighbors(embeddings, *, n_neighbors: int = 10, groups=None,
         :class:`~clipsei.engine.features.FeatureRows`.
     n_neighbors : k, must be smaller than N.
     groups : (N,) array or None; neighbours sharing the query's group are excluded.
-    exact_max_samples : above this N an approximate IVF index is used.
-    n_probe : IVF lists searched per query (approximate index only).
+    exact_max_samples : above this N an inverted file (``sqrt(N)`` lists) is searched.
+    n_probe : lists searched per query (inverted file only).
     progress : None or a callback ``(stage, done, total)`` told the rows searched
         (see :mod:`clipsei.engine.progress`).
 
@@ -173,15 +233,17 @@ def find_neighbors(embeddings, *, n_neighbors: int = 10, groups=None,
     neighbor_sims : (N, k) float32 cosine similarities; -inf where the id is -1.
     """
     embeddings, group_codes, index = _prepare_search(
-        embeddings, n_neighbors, groups, exact_max_samples, n_probe, random_state)
-    n_samples = embeddings.shape[0]
-    counter = StageProgress(progress, "neighbours", n_samples)
-    return _search_excluding(index, embeddings, n_neighbors, group_codes, counter)
+        embeddings, n_neighbors, groups, exact_max_samples, random_state)
+    counter = StageProgress(progress, "neighbours", embeddings.shape[0])
+    search = (partial(_search_in_blocks, index, embeddings) if isinstance(index, _faiss().Index)
+              else partial(index.search, n_probe=n_probe))
+    return _search_excluding(search, embeddings, n_neighbors, group_codes, counter)
 
 
-def _prepare_search(embeddings, n_neighbors, groups, exact_max_samples, n_probe, random_state):
+def _prepare_search(embeddings, n_neighbors, groups, exact_max_samples, random_state):
     """Unit rows (:class:`FeatureRows`, as given or of the checked array), group codes (or
-    None) and the FAISS index holding the rows."""
+    None) and the index: a FAISS ``IndexFlatIP`` up to ``exact_max_samples``, else a
+    :class:`_ListIndex`."""
     if not isinstance(embeddings, FeatureRows):
         embeddings = FeatureRows(check_embeddings(embeddings))
     n_samples = embeddings.shape[0]
@@ -193,13 +255,14 @@ def _prepare_search(embeddings, n_neighbors, groups, exact_max_samples, n_probe,
         if groups.shape != (n_samples,):
             raise ValueError(f"groups must have shape ({n_samples},); got {groups.shape}")
         group_codes = pd.factorize(groups)[0]
-    index = _build_index(embeddings, exact=n_samples <= exact_max_samples, n_probe=n_probe,
-                         random_state=random_state)
+    index = (_exact_index(embeddings) if n_samples <= exact_max_samples
+             else _ListIndex(embeddings, random_state=random_state))
     return embeddings, group_codes, index
 
 
-def _search_excluding(index, embeddings, n_neighbors, group_codes, counter, queries=None):
+def _search_excluding(search, embeddings, n_neighbors, group_codes, counter, queries=None):
     """Search k + extra, drop self (and same-group) ids, widen until k remain or none left.
+    ``search(rows, n_search, counter)`` gives (Q, n_search) similarities and ids.
     Returns (Q, k) ids and similarities for the ``queries`` rows (None: every row)."""
     n_samples = embeddings.shape[0]
     queries = np.arange(n_samples) if queries is None else np.asarray(queries)
@@ -209,16 +272,20 @@ def _search_excluding(index, embeddings, n_neighbors, group_codes, counter, quer
     n_search = n_neighbors + 1
     while pending.size:
         n_search = min(n_search, n_samples)
-        sims, ids = _search_in_blocks(index, embeddings, queries[pending], n_search, counter)
+        sims, ids = search(queries[pending], n_search, counter)
         keep = (ids >= 0) & (ids != queries[pending][:, None])
         if group_codes is not None:
             keep &= group_codes[np.maximum(ids, 0)] != group_codes[queries[pending]][:, None]
         n_kept = keep.sum(axis=1)
-        done = (n_kept >= n_neighbors) | (n_search >= n_samples)
-        for row in np.flatnonzero(done):
-            chosen = np.flatnonzero(keep[row])[:n_neighbors]
-            neighbor_ids[pending[row], : chosen.size] = ids[row, chosen]
-            neighbor_sims[pending[row], : chosen.size] = sims[row, chosen]
+        # a -1 id: every candidate (all rows, or all of the probed lists) was returned
+        done = (n_kept >= n_neighbors) | (n_search >= n_samples) | (ids < 0).any(axis=1)
+        chosen = keep & (np.cumsum(keep, axis=1) <= n_neighbors)  # first k kept, in order
+        columns = np.argsort(~chosen, axis=1, kind="stable")[:, :n_neighbors]
+        valid = np.take_along_axis(chosen, columns, axis=1)[done]
+        neighbor_ids[pending[done]] = np.where(
+            valid, np.take_along_axis(ids, columns, axis=1)[done], -1)
+        neighbor_sims[pending[done]] = np.where(
+            valid, np.take_along_axis(sims, columns, axis=1)[done], -np.inf)
         pending = pending[~done]
         counter.done -= pending.size  # rows searched again with a wider k are not done yet
         n_search *= 4
