@@ -16,6 +16,7 @@ recall and F1 of every count, and flags the count with the highest estimated F1.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from .verified import INTERVAL, MIN_VERIFIED_CLEAN, N_BOOTSTRAP, VerifiedEstimate, _positions
 
@@ -57,6 +58,21 @@ def draw_audit_sample(label_scores, n: int, *, random_state=0) -> tuple[np.ndarr
     rows, probabilities = np.concatenate(rows), np.concatenate(probabilities)
     ranked = np.argsort(np.argsort(order)[rows], kind="stable")
     return rows[ranked], probabilities[ranked]
+
+
+def rank_audit_sample(issues: pd.DataFrame, n: int, *, random_state=0) -> pd.DataFrame:
+    """The audit sheet for a scan's ``issues`` table (with ``label_score``, ``given_label``
+    and, where known, ``path``): :func:`draw_audit_sample`'s ``n`` rows, likeliest wrong
+    first, with ``given_label``, an empty ``label`` for the reviewer (empty = as given) and
+    ``inclusion_probability``, indexed by the issues' row. Filled in, it is read back by
+    ``--trusted`` (or pass ``{row: (label, inclusion_probability)}`` as ``trusted=``)."""
+    rows, probability = draw_audit_sample(issues["label_score"].to_numpy(float), n,
+                                          random_state=random_state)
+    columns = [c for c in ("path", "given_label") if c in issues.columns]
+    sheet = issues.iloc[rows][columns].copy()
+    sheet["label"] = ""
+    sheet["inclusion_probability"] = probability
+    return sheet
 
 
 def _error_curve(positions, is_error, weights, n_unverified: int) -> np.ndarray:
