@@ -64,7 +64,7 @@ def _f1(flags, is_error) -> float:
     return float(2 * (flags & is_error).sum() / max(flags.sum() + is_error.sum(), 1))
 
 
-def _audit_draw(scores, is_error, budget: int, rng):
+def _audit_draw(scores, is_error, budget: int, rng, rule_flags=None):
     """(flags, estimate, verified mask, known errors): an audit sample of ``budget`` rows
     (their clean label), then :func:`clipsei.engine.audit.estimate_from_audit`'s count."""
     from clipsei.engine.audit import draw_audit_sample, estimate_from_audit
@@ -76,7 +76,11 @@ def _audit_draw(scores, is_error, budget: int, rng):
     inclusion[rows] = probability
     known = trusted & is_error
     estimate = estimate_from_audit(-scores, trusted, known, inclusion,
-                                   rng=np.random.default_rng(0))
+                                   rng=np.random.default_rng(0),
+                                   rule_flags=None if rule_flags is None else
+                                   rule_flags(trusted))
+    if not estimate.chose_count:
+        return rule_flags(trusted) & ~trusted, estimate, trusted, known
     order = np.lexsort((np.arange(scores.size), scores, trusted))
     flags = np.zeros(scores.size, dtype=bool)
     flags[order[:estimate.n_flagged]] = True
@@ -116,7 +120,9 @@ def run_row(rate: float, seed: int, *, per_class: int, draws: int, check: bool,
     for draw in range(draws):
         if design == "audit":
             flags, estimate, trusted, known = _audit_draw(
-                scores, is_error, per_class * (int(clean.max()) + 1), rng)
+                scores, is_error, per_class * (int(clean.max()) + 1), rng,
+                rule_flags=lambda verified: ((scores < cutoffs[given]) & verified)
+                | fit["flags"])
             record["draws"].append(_draw_record(flags, estimate, trusted, known, is_error,
                                                 scores))
             continue

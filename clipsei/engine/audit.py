@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .verified import INTERVAL, MIN_VERIFIED_CLEAN, N_BOOTSTRAP, VerifiedEstimate, _positions
+from .verified import (INTERVAL, KEEP_RULE_PRECISION, MIN_VERIFIED_CLEAN, N_BOOTSTRAP,
+                       VerifiedEstimate, _positions)
 
 
 def compute_audit_strata(n_samples: int, n_audit: int) -> np.ndarray:
@@ -103,7 +104,8 @@ def _choose_count(curve, target_precision) -> int:
 
 
 def estimate_from_audit(flag_keys, is_audited, is_known_error, inclusion_probability, *,
-                        rng, target_precision=None, max_flags=None) -> VerifiedEstimate | None:
+                        rng, target_precision=None, max_flags=None,
+                        rule_flags=None) -> VerifiedEstimate | None:
     """The flag count and its estimated precision from an audit sample (module docstring).
 
     flag_keys : (N,) higher = flagged first; is_audited : (N,) bool verified rows;
@@ -111,7 +113,10 @@ def estimate_from_audit(flag_keys, is_audited, is_known_error, inclusion_probabi
     (N,) float, each verified row's chance of having been drawn (other rows ignored).
     The 80% intervals resample the verified rows within each stratum (rows sharing an
     inclusion probability). Returns None with fewer than :data:`MIN_VERIFIED_CLEAN` verified
-    rows or no unverified row."""
+    rows or no unverified row. rule_flags : (N,) bool or None, what a cutoff rule flags
+    (verified rows included, as its cutoffs would): without a target precision or review
+    budget those flags stand (``chose_count`` False) unless the upper end of their estimated
+    precision's interval is below :data:`KEEP_RULE_PRECISION`, as with a uniform sample."""
     flag_keys = np.asarray(flag_keys, dtype=np.float64)
     is_audited = np.asarray(is_audited, dtype=bool)
     unverified = -np.sort(-flag_keys[~is_audited])
@@ -123,6 +128,21 @@ def estimate_from_audit(flag_keys, is_audited, is_known_error, inclusion_probabi
     weights = 1.0 / probability - 1.0
     curve = _error_curve(positions, is_error, weights, unverified.size,
                          )
+    if rule_flags is not None and target_precision is None and max_flags is None:
+        kept = _rule_estimate(np.asarray(rule_flags, dtype=bool), is_audited, is_error,
+                              weights, np.round(probability, 9), rng)
+        if kept is not None and kept[1][1] >= KEEP_RULE_PRECISION:
+            totals = [total for _, total in _bootstrap(
+                positions, is_error, weights, np.round(probability, 9), unverified.size, 0,
+                rng)]
+            low, high = np.percentile(totals, INTERVAL)
+            return VerifiedEstimate(
+                n_flagged=kept[2], precision=kept[0], precision_interval=kept[1],
+                n_errors=float(curve[-1]), n_errors_interval=(
+                    float(min(low, curve[-1])), float(max(high, curve[-1]))),
+                n_verified_clean=int((is_error == 0).sum()),
+                n_known_errors=int(is_error.sum()), n_unverified=int(unverified.size),
+                chose_count=False)
     n_flagged = _choose_count(curve, target_precision)
     if max_flags is not None:
         n_flagged = min(n_flagged, int(max_flags))
@@ -139,6 +159,28 @@ def estimate_from_audit(flag_keys, is_audited, is_known_error, inclusion_probabi
                                               float(max(high[1], n_errors))),
         n_verified_clean=int((is_error == 0).sum()), n_known_errors=int(is_error.sum()),
         n_unverified=int(unverified.size), chose_count=True)
+
+
+def _rule_estimate(rule_flags, is_audited, is_error, weights, strata, rng):
+    """(precision, 80% interval, count) of a rule's flags on the unverified rows: the
+    weighted error share of the verified rows its cutoffs would flag; None if it flags none
+    of them."""
+    flagged = rule_flags[is_audited]
+    n_flagged = int((rule_flags & ~is_audited).sum())
+    if n_flagged == 0 or not flagged.any():
+        return None
+    groups = [np.flatnonzero(strata == value) for value in np.unique(strata)]
+
+    def share(rows):
+        mass = (weights[rows] * flagged[rows]).sum()
+        return float((weights[rows] * flagged[rows] * is_error[rows]).sum() / mass) if mass \
+            else 0.0
+
+    precision = share(np.arange(flagged.size))
+    draws = [share(np.concatenate([rng.choice(g, g.size) for g in groups]))
+             for _ in range(N_BOOTSTRAP)]
+    low, high = np.percentile(draws, INTERVAL)
+    return precision, (float(min(low, precision)), float(max(high, precision))), n_flagged
 
 
 def _bootstrap(positions, is_error, weights, strata, n_unverified: int, n_flagged: int,

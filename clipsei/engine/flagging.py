@@ -148,7 +148,8 @@ def _apply_verified(flags: Flags, label_scores, labels, choice, *, rng,
             -label_scores, trusted, choice.known_error_mask(labels.size),
             choice.inclusion_probability, rng=rng if rng is not None else
             np.random.default_rng(0), target_precision=choice.target_precision,
-            max_flags=choice.max_flags)
+            max_flags=choice.max_flags,
+            rule_flags=(would_flag & trusted) | flags.is_label_issue)
     else:
         estimate = estimate_from_verified(
             -label_scores, trusted, choice.known_error_mask(labels.size),
