@@ -161,3 +161,23 @@ def test_scan_cli_audit_round_trip(tmp_path, write_images, capsys):
     assert main(["scan", str(tmp_path / "images"), *TINY, "--out", str(tmp_path / "o3"),
                  "--trusted", str(tmp_path / "bad.csv")]) == 2
     assert "bad.csv, row 3: inclusion_probability must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_a_rules_flags_stand_unless_the_audit_shows_most_are_wrong():
+    scores, is_error = _ranking(6, rate=0.05)
+    rows, probability = draw_audit_sample(scores, 200, random_state=6)
+    audited = np.zeros(scores.size, dtype=bool)
+    audited[rows] = True
+    inclusion = np.zeros(scores.size)
+    inclusion[rows] = probability
+    order = np.argsort(scores, kind="stable")
+    for n_rule, stands in ((400, True), (3000, False)):
+        rule = np.zeros(scores.size, dtype=bool)
+        rule[order[:n_rule]] = True
+        estimate = estimate_from_audit(-scores, audited, audited & is_error, inclusion,
+                                       rng=np.random.default_rng(0), rule_flags=rule)
+        assert estimate.chose_count is not stands
+        if stands:
+            assert estimate.n_flagged == (rule & ~audited).sum()
+            low, high = estimate.precision_interval
+            assert low <= is_error[rule & ~audited].mean() <= high
