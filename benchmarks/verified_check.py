@@ -3,7 +3,8 @@
     python benchmarks/verified_check.py [--rates 0.005,0.01] [--seeds 0,1,2] [--per-class 16]
                                         [--noise symmetric|confusion|real]
                                         [--draws 10] [--out FILE.json]
-                                        [--cache DIR]
+                                        [--cache DIR] [--design uniform|audit]
+    python benchmarks/verified_check.py --from-json FILE ...   (docs section verified_audit)
 
 10,000 CIFAR-10 images with clean labels (drawn once with seed 0 from cifar10n_dev, as in
 low_rate.py), symmetric or confusion noise injected at each rate and seed, or their own
@@ -14,7 +15,8 @@ and :func:`clipsei.engine.verified.estimate_from_verified` keeps the default's f
 chooses the count on the label-score order, as ``LabelIssueDetector().fit(...,
 trusted={row: label})`` does (checked once against a second fit on the first row; where the
 default's flags stand, the detector's count moves by the verified rows it leaves out). F1 is
-over the unverified rows. Prints a markdown
+over the unverified rows (and, with the known errors, over all rows). ``--design audit``
+verifies an audit sample of the same size (:mod:`clipsei.engine.audit`). Prints a markdown
 table; ``--out`` also writes the records as JSON.
 """
 
