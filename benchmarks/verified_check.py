@@ -3,7 +3,8 @@
     python benchmarks/verified_check.py [--rates 0.005,0.01] [--seeds 0,1,2] [--per-class 16]
                                         [--noise symmetric|confusion|real]
                                         [--draws 10] [--out FILE.json]
-                                        [--cache DIR]
+                                        [--cache DIR] [--design uniform|audit]
+    python benchmarks/verified_check.py --from-json FILE ...   (docs section verified_audit)
 
 10,000 CIFAR-10 images with clean labels (drawn once with seed 0 from cifar10n_dev, as in
 low_rate.py), symmetric or confusion noise injected at each rate and seed, or their own
@@ -14,7 +15,8 @@ and :func:`clipsei.engine.verified.estimate_from_verified` keeps the default's f
 chooses the count on the label-score order, as ``LabelIssueDetector().fit(...,
 trusted={row: label})`` does (checked once against a second fit on the first row; where the
 default's flags stand, the detector's count moves by the verified rows it leaves out). F1 is
-over the unverified rows. Prints a markdown
+over the unverified rows (and, with the known errors, over all rows). ``--design audit``
+verifies an audit sample of the same size (:mod:`clipsei.engine.audit`). Prints a markdown
 table; ``--out`` also writes the records as JSON.
 """
 
@@ -64,9 +66,33 @@ def _f1(flags, is_error) -> float:
     return float(2 * (flags & is_error).sum() / max(flags.sum() + is_error.sum(), 1))
 
 
+def _audit_draw(scores, is_error, budget: int, rng, rule_flags=None):
+    """(flags, estimate, verified mask, known errors): an audit sample of ``budget`` rows
+    (their clean label), then :func:`clipsei.engine.audit.estimate_from_audit`'s count."""
+    from clipsei.engine.audit import draw_audit_sample, estimate_from_audit
+
+    rows, probability = draw_audit_sample(scores, budget, random_state=rng)
+    trusted = np.zeros(scores.size, dtype=bool)
+    trusted[rows] = True
+    inclusion = np.zeros(scores.size)
+    inclusion[rows] = probability
+    known = trusted & is_error
+    estimate = estimate_from_audit(-scores, trusted, known, inclusion,
+                                   rng=np.random.default_rng(0),
+                                   rule_flags=None if rule_flags is None else
+                                   rule_flags(trusted))
+    if not estimate.chose_count:
+        return rule_flags(trusted) & ~trusted, estimate, trusted, known
+    order = np.lexsort((np.arange(scores.size), scores, trusted))
+    flags = np.zeros(scores.size, dtype=bool)
+    flags[order[:estimate.n_flagged]] = True
+    return flags, estimate, trusted, known
+
+
 def run_row(rate: float, seed: int, *, per_class: int, draws: int, check: bool,
-            cache=None, noise: str = "symmetric") -> dict:
-    """One fit, then ``draws`` verified draws; per draw F1, estimated and true precision."""
+            cache=None, noise: str = "symmetric", design: str = "uniform") -> dict:
+    """One fit, then ``draws`` verified draws; per draw F1, estimated and true precision.
+    ``design`` "audit" verifies a stratified audit sample of the same size instead."""
     from clipsei.engine.detect import LabelIssueDetector, find_label_issues
     from clipsei.engine.flagging import compute_class_cutoffs
     from clipsei.engine.verified import estimate_from_verified
@@ -94,6 +120,14 @@ def run_row(rate: float, seed: int, *, per_class: int, draws: int, check: bool,
               "best_f1": compute_best_cutoff_f1(scores, is_error), "draws": []}
     rng = np.random.default_rng(1000 + seed)
     for draw in range(draws):
+        if design == "audit":
+            flags, estimate, trusted, known = _audit_draw(
+                scores, is_error, per_class * (int(clean.max()) + 1), rng,
+                rule_flags=lambda verified: ((scores < cutoffs[given]) & verified)
+                | fit["flags"])
+            record["draws"].append(_draw_record(flags, estimate, trusted, known, is_error,
+                                                scores))
+            continue
         verified = _draw_verified(clean, per_class, rng)
         trusted = np.zeros(given.size, dtype=bool)
         trusted[list(verified)] = True
@@ -108,14 +142,8 @@ def run_row(rate: float, seed: int, *, per_class: int, draws: int, check: bool,
             flags = np.zeros(given.size, dtype=bool)
             flags[order[:estimate.n_flagged]] = True
         rest = ~trusted
-        true_precision = float(is_error[flags].mean()) if flags.any() else None
-        record["draws"].append({
-            "n_flagged": estimate.n_flagged, "f1": _f1(flags[rest], is_error[rest]),
-            "precision": estimate.precision, "precision_interval": estimate.precision_interval,
-            "true_precision": true_precision, "n_errors": estimate.n_errors,
-            "n_errors_interval": estimate.n_errors_interval,
-            "true_errors": int(is_error[rest].sum()), "known_errors": int(known.sum()),
-            "chose_count": estimate.chose_count})
+        record["draws"].append(_draw_record(flags, estimate, trusted, known, is_error,
+                                            scores))
         if check and draw == 0:
             again = LabelIssueDetector(random_state=seed).fit(features, given, trusted=verified)
             found = again.issues_["is_label_issue"].to_numpy(bool)
@@ -124,6 +152,22 @@ def run_row(rate: float, seed: int, *, per_class: int, draws: int, check: bool,
             if estimate.chose_count and not np.array_equal(found, flags):
                 raise RuntimeError("the detector's verified flags differ from the script's")
     return record
+
+
+def _draw_record(flags, estimate, trusted, known, is_error, scores) -> dict:
+    from clipsei.evaluation.bench import compute_best_cutoff_f1
+
+    rest = ~trusted
+    true_precision = float(is_error[flags].mean()) if flags.any() else None
+    return {"n_flagged": estimate.n_flagged, "f1": _f1(flags[rest], is_error[rest]),
+            "f1_with_known": _f1(flags | known, is_error),
+            "best_f1_unverified": compute_best_cutoff_f1(scores[rest], is_error[rest]),
+            "precision": estimate.precision,
+            "precision_interval": estimate.precision_interval,
+            "true_precision": true_precision, "n_errors": estimate.n_errors,
+            "n_errors_interval": estimate.n_errors_interval,
+            "true_errors": int(is_error[rest].sum()), "known_errors": int(known.sum()),
+            "chose_count": estimate.chose_count}
 
 
 def synthetic_coverage(rates, *, n_samples: int = 10000, n_verified: int = 160,
@@ -159,12 +203,18 @@ def synthetic_coverage(rates, *, n_samples: int = 10000, n_verified: int = 160,
     return "\n".join(lines)
 
 
+def _spread(values) -> str:
+    values = np.asarray(values, dtype=float)
+    return f"{values.mean():.2f} ({values.min():.2f}-{values.max():.2f})"
+
+
 def render(records) -> str:
     lines = ["| noise | rate | seed | errors | default flags | default F1 | best-cutoff F1 | "
-             "verified F1 mean (min-max) | flags mean | est. precision mean | true precision "
+             "verified F1 mean (min-max) | best F1 on the unverified rows | F1 with the known "
+             "errors (all rows) | flags mean | est. precision mean | true precision "
              "mean | precision in 80% interval | est. errors mean (true) | errors in 80% "
              "interval | verified chose |",
-             "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---|---:|---|---:|---:|---:|---:|---|---:|---:|"]
     for r in records:
         f1s = np.array([d["f1"] for d in r["draws"]])
         inside = np.mean([d["true_precision"] is not None and d["precision_interval"][0]
@@ -178,6 +228,8 @@ def render(records) -> str:
             f"{r['default_flags']} | "
             f"{r['default_f1']:.2f} | {r['best_f1']:.2f} | {f1s.mean():.2f} "
             f"({f1s.min():.2f}-{f1s.max():.2f}) | "
+            f"{np.mean([d.get('best_f1_unverified', np.nan) for d in r['draws']]):.2f} | "
+            f"{_spread([d.get('f1_with_known', np.nan) for d in r['draws']])} | "
             f"{np.mean([d['n_flagged'] for d in r['draws']]):.0f} | "
             f"{np.mean([d['precision'] for d in r['draws']]):.2f} | "
             f"{np.mean(true_p) if true_p else float('nan'):.2f} | {inside:.0%} | "
@@ -185,6 +237,29 @@ def render(records) -> str:
             f"({np.mean([d['true_errors'] for d in r['draws']]):.0f}) | {errors_inside:.0%} | "
             f"{sum(d['chose_count'] for d in r['draws'])}/{len(r['draws'])} |")
     return "\n".join(lines)
+
+
+def write_audit_section(files) -> None:
+    """docs/benchmarks.md's ``verified_audit``: one table per design from --out JSON files
+    (a file whose name holds "audit" is the audit design's)."""
+    from _docs import machine_line, write_section
+
+    tables = {}
+    for name in files:
+        design = "audit" if "audit" in Path(name).name else "uniform"
+        tables.setdefault(design, []).extend(json.loads(Path(name).read_text()))
+    text = ["Verified rows, 160 of 10,000 CIFAR-10 images, 20 draws per row: drawn uniformly "
+            "(16 per class) or as an audit sample (`clipsei.engine.audit`, strata doubling "
+            "in rank). \"F1 with the known errors\" scores the flags plus the verified rows "
+            "found wrong against every error (the reviewer's 160 checks find errors too).", ""]
+    for design in ("uniform", "audit"):
+        if design in tables:
+            text += [f"**{design}**", "", render(tables[design]), ""]
+    text += ["Command: `python benchmarks/verified_check.py --design D --draws 20 --no-check "
+             "--cache DIR --out D_sym.json` (seeds 0-2, rates 0.5% and 1%), `... --noise real "
+             "--rates 0 --seeds 0`, `... --noise confusion --rates 0.2 --seeds 0`, for D = "
+             "uniform and audit, then `--from-json FILES`.", "", machine_line()]
+    write_section("verified_audit", "\n".join(text))
 
 
 def main(argv=None) -> int:
@@ -195,16 +270,25 @@ def main(argv=None) -> int:
                         choices=("symmetric", "confusion", "real"),
                         help="injected noise, or 'real': CIFAR-10N's human labels (rate unused)")
     parser.add_argument("--per-class", type=int, default=16)
+    parser.add_argument("--design", default="uniform", choices=("uniform", "audit"),
+                        help="verified rows drawn uniformly per class, or an audit sample of "
+                             "the same size stratified by rank (clipsei.engine.audit)")
     parser.add_argument("--draws", type=int, default=10)
     parser.add_argument("--no-check", action="store_true", help="skip the detector check")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="the shared data folder")
     parser.add_argument("--out", default=None, help="also write the records as JSON")
     parser.add_argument("--cache", default=None,
                         help="keep each fit's flag order here and reuse it (a folder)")
+    parser.add_argument("--from-json", nargs="+", metavar="FILE", default=None,
+                        help="only write docs/benchmarks.md's section 'verified_audit' from "
+                             "--out files of earlier runs (named uniform or audit)")
     parser.add_argument("--synthetic", action="store_true",
                         help="only the intervals' coverage on synthetic rankings (at --rates)")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
+    if args.from_json:
+        write_audit_section(args.from_json)
+        return 0
     if args.synthetic:
         print(synthetic_coverage([float(r) for r in args.rates.split(",")], draws=args.draws))
         return 0
@@ -214,7 +298,7 @@ def main(argv=None) -> int:
                                      for s in args.seeds.split(",")):
         records.append(run_row(rate, seed, per_class=args.per_class, draws=args.draws,
                                check=i == 0 and not args.no_check, cache=args.cache,
-                               noise=args.noise))
+                               noise=args.noise, design=args.design))
         print(json.dumps({k: v for k, v in records[-1].items() if k != "draws"}),
               file=sys.stderr, flush=True)
         if args.out:

@@ -106,6 +106,9 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trusted", metavar="MANIFEST.csv", default=None,
                         help="CSV with a path column (and optionally the verified label): "
                              "verified images, never flagged; 10 or more calibrate the count")
+    parser.add_argument("--audit-sample", type=non_negative_int, metavar="N", default=None,
+                        help="also write audit.csv: N images to verify, drawn by rank where "
+                             "the flag count is decided; filled in, pass it as --trusted")
 
 
 def add_relabel_arguments(parser: argparse.ArgumentParser) -> None:

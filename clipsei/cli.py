@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from . import __version__
@@ -162,7 +163,20 @@ def _run_scan(args) -> int:
                   intensity=args.intensity, engine=args.engine,
                   ray_address=args.ray_address, decode=args.decode, **options)
     _print_scan_summary(result.summary, args.out)
+    if args.audit_sample:
+        _write_audit_sheet(result.issues, args)
     return 0
+
+
+def _write_audit_sheet(issues, args) -> None:
+    """audit.csv in the scan's output folder: the rows a reviewer should verify."""
+    from .engine.audit import rank_audit_sample
+
+    sheet = rank_audit_sample(issues, min(args.audit_sample, len(issues)),
+                              random_state=args.random_state)
+    sheet.to_csv(os.path.join(args.out, "audit.csv"), index=False)
+    print(f"wrote {args.out}/audit.csv: verify these {len(sheet)} images (fill in 'label' "
+          "where the given one is wrong), then re-scan with --trusted audit.csv")
 
 
 def _run_caption_scan(args) -> int:

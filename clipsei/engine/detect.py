@@ -23,7 +23,7 @@ from . import options as _options
 from .options import MethodSpec
 from .decide import decide_from_signals, decide_zero_shot
 from .features import prepare_features
-from .flagging import COUNT_RULE, FlagChoice, split_trusted
+from .flagging import COUNT_RULE, FlagChoice, split_inclusion, split_trusted
 from .fusion import FUSED, Signals
 from .inputs import check_fit_inputs
 from .neighbors import find_conflicting_duplicates, search_neighbor_votes
@@ -126,7 +126,8 @@ class LabelIssueDetector:
         groups : (N,) or None, e.g. patient ids; neighbours from one's own group are ignored.
         trusted : (N,) bool mask or row indices of labels a person verified, or a mapping
         ``{row: verified label}``: never flagged; with enough of them (10 verified as given)
-        they choose the flag count (:mod:`clipsei.engine.verified`).
+        they choose the flag count (:mod:`clipsei.engine.verified`); ``{row: (verified label,
+        inclusion probability)}`` for an audit sample (:mod:`clipsei.engine.audit`).
         text_model, class_names, prompt_set : a ClipModel, the K class names and the prompt
         set whose ``other_class`` is the extra prompt; used by ``"sei_prompt"`` only.
         progress : None or a callback ``(stage, done, total)`` for the neighbour search and the
@@ -139,7 +140,8 @@ class LabelIssueDetector:
         if spec.score == ZERO_SHOT:
             _options.check_zero_shot_options(class_embeddings, self.cutoff)
         inputs = check_fit_inputs(embeddings, labels, class_embeddings, other_embedding)
-        trusted = split_trusted(trusted, inputs.original_labels)  # (verified, known wrong)
+        trusted = (*split_trusted(trusted, inputs.original_labels),  # (verified, known wrong,
+                   split_inclusion(trusted, inputs.original_labels.size))  # audit probability)
         y, n_classes = inputs.labels, inputs.classes.present.size
         features = prepare_features(inputs.embeddings, inputs.head_init, n_classes=n_classes,
                                     standardize=spec.heldout)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .._validation import check_option
+from .audit import estimate_from_audit
 from .verified import estimate_from_verified
 
 CUTOFF_RULES = ("mean", "percentile")
@@ -142,11 +143,19 @@ def _apply_verified(flags: Flags, label_scores, labels, choice, *, rng,
         return flags
     label_scores = np.asarray(label_scores, dtype=np.float64)
     would_flag = label_scores < flags.class_cutoffs[labels]  # the rule's cutoffs, every row
-    estimate = estimate_from_verified(
-        -label_scores, trusted, choice.known_error_mask(labels.size),
-        rng=rng if rng is not None else np.random.default_rng(0),
-        target_precision=choice.target_precision, max_flags=choice.max_flags,
-        rule_flags=(would_flag & trusted) | flags.is_label_issue)
+    if choice.inclusion_probability is not None:  # an audit sample (engine/audit.py)
+        estimate = estimate_from_audit(
+            -label_scores, trusted, choice.known_error_mask(labels.size),
+            choice.inclusion_probability, rng=rng if rng is not None else
+            np.random.default_rng(0), target_precision=choice.target_precision,
+            max_flags=choice.max_flags,
+            rule_flags=(would_flag & trusted) | flags.is_label_issue)
+    else:
+        estimate = estimate_from_verified(
+            -label_scores, trusted, choice.known_error_mask(labels.size),
+            rng=rng if rng is not None else np.random.default_rng(0),
+            target_precision=choice.target_precision, max_flags=choice.max_flags,
+            rule_flags=(would_flag & trusted) | flags.is_label_issue)
     if estimate is None or not estimate.chose_count:
         return replace(flags, verified=estimate)
     order = np.lexsort((np.arange(labels.size), label_scores, trusted))  # ties: row order
@@ -163,12 +172,15 @@ class FlagChoice:
     precision at least this (needs error probabilities); max_flags : at most this many, the
     most likely first (alone: exactly this many); trusted : (N,) bool or indices of verified
     rows, never flagged; known_errors : (N,) bool or indices of the verified rows whose
-    verified label differs from the given one (None: every verified label as given)."""
+    verified label differs from the given one (None: every verified label as given);
+    inclusion_probability : (N,) float or None, each verified row's chance of being drawn
+    where they are an audit sample (:mod:`clipsei.engine.audit`)."""
 
     target_precision: float | None = None
     max_flags: int | None = None
     trusted: object = None
     known_errors: object = None
+    inclusion_probability: object = None
 
     def trusted_mask(self, n_samples: int) -> np.ndarray:
         """(N,) bool: the verified rows."""
@@ -204,7 +216,8 @@ def as_trusted_mask(trusted, n_samples: int) -> np.ndarray:
 def split_trusted(trusted, given_labels) -> tuple[np.ndarray, np.ndarray]:
     """((N,) bool verified rows, (N,) bool verified rows whose label is wrong) from None, a
     bool mask or row indices (every label verified as given) or a mapping ``{row: verified
-    label}`` (labels in the encoding of the (N,) ``given_labels``)."""
+    label}`` (labels in the encoding of the (N,) ``given_labels``; a value may also be a
+    ``(verified label, inclusion probability)`` pair, see :func:`split_inclusion`)."""
     given_labels = np.asarray(given_labels)
     if not isinstance(trusted, Mapping):
         mask = as_trusted_mask(trusted, given_labels.size)
@@ -212,9 +225,33 @@ def split_trusted(trusted, given_labels) -> tuple[np.ndarray, np.ndarray]:
     rows = np.fromiter((int(row) for row in trusted), dtype=np.int64, count=len(trusted))
     mask = as_trusted_mask(rows, given_labels.size)
     known = np.zeros(given_labels.size, dtype=bool)
-    known[rows] = [verified != given_labels[row] for row, verified in
+    known[rows] = [_label_of(verified) != given_labels[row] for row, verified in
                    zip(rows, trusted.values())]
     return mask, known
+
+
+def _label_of(value):
+    return value[0] if isinstance(value, tuple) else value
+
+
+def split_inclusion(trusted, n_samples: int):
+    """(N,) float inclusion probabilities (0 off the verified rows) where ``trusted`` maps
+    rows to ``(verified label, inclusion probability)`` pairs (an audit sample), else None.
+    A one-line ``ValueError`` names a row whose probability is not in (0, 1]."""
+    if not isinstance(trusted, Mapping) or not any(isinstance(v, tuple)
+                                                   for v in trusted.values()):
+        return None
+    probabilities = np.zeros(n_samples)
+    for row, value in trusted.items():
+        if not isinstance(value, tuple) or len(value) != 2:
+            raise ValueError(f"trusted[{row}] must be a (label, inclusion probability) pair "
+                             f"like the other rows; got {value!r}")
+        probability = float(value[1])
+        if not 0 < probability <= 1:
+            raise ValueError(f"trusted[{row}]: inclusion probability must be in (0, 1]; "
+                             f"got {value[1]!r}")
+        probabilities[int(row)] = probability
+    return probabilities
 
 
 def select_trusted(trusted, n_samples: int, rows=None):

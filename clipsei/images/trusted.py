@@ -13,7 +13,9 @@ def read_trusted_manifest(manifest, table, *, source=None) -> dict:
     """``{row: verified label}`` for the rows of the ImageTable ``table`` that the CSV
     ``manifest`` names (paths as :func:`find_trusted_rows`). An optional ``label`` column gives
     the verified class name (one of ``table.class_names``); where it is absent or empty the
-    label is verified as given. A one-line ``ValueError`` names the row of an unknown class."""
+    label is verified as given; with an ``inclusion_probability`` column (an audit sheet,
+    :func:`clipsei.engine.audit.rank_audit_sample`) each value is ``(label, probability)``.
+    A one-line ``ValueError`` names the row of an unknown class or a bad probability."""
     frame = _read(manifest)
     rows = _resolve_rows(Path(manifest), frame, table.paths, source)
     labels = (frame["label"].fillna("").astype(str).str.strip() if "label" in frame.columns
@@ -25,7 +27,21 @@ def read_trusted_manifest(manifest, table, *, source=None) -> dict:
             raise ValueError(f"{manifest}, row {line}: label {label!r} is not one of the "
                              f"classes {sorted(names)}")
         verified[row] = names[label] if label else int(table.labels[row])
+    if "inclusion_probability" in frame.columns:  # an audit sample (clipsei.engine.audit)
+        for line, (row, value) in enumerate(zip(rows, frame["inclusion_probability"]), start=2):
+            verified[row] = (verified[row], _probability(manifest, line, value))
     return verified
+
+
+def _probability(manifest, line: int, value) -> float:
+    try:
+        probability = float(value)
+    except ValueError:
+        probability = float("nan")
+    if not 0 < probability <= 1:
+        raise ValueError(f"{manifest}, row {line}: inclusion_probability must be in (0, 1]; "
+                         f"got {value!r}")
+    return probability
 
 
 def find_trusted_rows(manifest, table_paths, *, source=None) -> np.ndarray:
