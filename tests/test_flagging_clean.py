@@ -18,8 +18,10 @@ def clean_blobs():
 
 
 def test_default_rule_on_a_clean_set_says_the_flags_are_not_findings(clean_blobs, tmp_path):
+    # a draw where the flags outnumber the estimate 4x (random_state 0-4 give 3.1-5.7x; the
+    # note's rule, not the draw, is under test)
     result = scan_embeddings(clean_blobs.embeddings, clean_blobs.labels, out=tmp_path / "out",
-                             n_epochs=5)
+                             n_epochs=5, random_state=1)
     n_flagged = result.summary["n_flagged"]
     expected = result.summary["calibrated_error_rate"] * 200
     assert n_flagged >= 4 * max(expected, 1)  # the situation of a clean set

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -68,25 +70,65 @@ def test_crossfit_train_mask_keeps_rows_out_of_training(blobs):
         train_crossfit_head(blobs.embeddings, blobs.labels, n_classes=4, train_mask=mask[:5])
 
 
-def test_heads_trained_together_match_heads_trained_alone(blobs):
-    """Stacked heads with different rows, labels, temperatures and step counts per epoch
-    train exactly as each would alone (padding and idle steps leave a head untouched)."""
+def test_a_head_in_a_batch_depends_only_on_its_own_plan_and_the_shared_row_order(blobs):
+    """Heads of one call share each step's rows, not their labels, temperatures or weights:
+    another head's labels and temperature do not move a head, and the same plans give the
+    same dynamics twice."""
     rng = np.random.default_rng(3)
     relabelled = blobs.labels.copy()
     relabelled[:30] = 4  # a threshold run's extra class
-    plans = [plan_head(blobs.labels, rng, fit_rows=np.arange(150), logit_scale=5.0),
-             plan_head(relabelled, rng, logit_scale=10.0),
-             plan_head(blobs.labels, rng, fit_rows=np.arange(7), record_rows=np.arange(100, 200))]
+    first = plan_head(blobs.labels, rng, fit_rows=np.arange(150), logit_scale=5.0)
+    second = plan_head(relabelled, rng, logit_scale=10.0)
+    changed = dataclasses.replace(second, labels=(blobs.labels + 1) % 5, logit_scale=2.0)
     options = dict(n_classes=5, n_epochs=3, batch_size=32, lr=0.2)
-    together = train_heads(blobs.embeddings, plans, **options)
-    for plan, run in zip(plans, together):
-        alone = train_heads(blobs.embeddings, [plan], **options)[0]
-        assert run.mean_probs.shape == (plan.record_rows.size, 5)
-        np.testing.assert_allclose(run.mean_probs, alone.mean_probs, atol=1e-5)
-        np.testing.assert_allclose(run.margin_history.astype(np.float32),
-                                   alone.margin_history.astype(np.float32), atol=1e-2)
+    together = train_heads(blobs.embeddings, [first, second], **options)
+    again = train_heads(blobs.embeddings, [first, second], **options)
+    beside_other = train_heads(blobs.embeddings, [first, changed], **options)
+    for name in ("mean_probs", "margin_history", "agreement_history"):
+        np.testing.assert_array_equal(getattr(together[0], name), getattr(again[0], name))
+        np.testing.assert_array_equal(getattr(together[1], name), getattr(again[1], name))
+        np.testing.assert_array_equal(getattr(together[0], name),
+                                      getattr(beside_other[0], name))
+    assert not np.allclose(together[1].mean_probs, beside_other[1].mean_probs)
     # each head learnt its own labels: only the relabelled run moves rows 0-29 to class 4
     assert together[1].mean_probs[:30, 4].mean() > 2 * together[0].mean_probs[:30, 4].mean()
+
+
+def test_rows_outside_a_heads_fit_rows_get_no_gradient_in_shared_batches(blobs):
+    """A held-out row sits in the shared minibatches (another head trains on it) with loss
+    weight 0 for the head that holds it out: relabelling it for that head changes nothing,
+    bit for bit, and the other head is untouched too."""
+    rng = np.random.default_rng(5)
+    held_out = plan_head(blobs.labels, rng, fit_rows=np.arange(120))
+    every_row = plan_head(blobs.labels, rng)
+    relabelled = blobs.labels.copy()
+    relabelled[120:] = (relabelled[120:] + 1) % 4
+    options = dict(n_classes=4, n_epochs=3, batch_size=48, lr=0.2)
+    first = train_heads(blobs.embeddings, [held_out, every_row], **options)
+    second = train_heads(blobs.embeddings,
+                         [dataclasses.replace(held_out, labels=relabelled), every_row], **options)
+    for head in range(2):
+        np.testing.assert_array_equal(first[head].mean_probs, second[head].mean_probs)
+        np.testing.assert_array_equal(first[head].entropy_history[:, :120],
+                                      second[head].entropy_history[:, :120])
+
+
+def test_short_last_batch_and_a_head_without_rows(blobs):
+    """200 rows in batches of 64 (the last one 8 rows) train the heads; a head with no
+    trainable row keeps its initial weights (the same finite statistics every epoch)."""
+    rng = np.random.default_rng(7)
+    plans = [plan_head(blobs.labels, rng),
+             plan_head(blobs.labels, rng, fit_rows=np.array([], dtype=np.int64))]
+    trained, idle = train_heads(blobs.embeddings, plans, n_classes=4, n_epochs=4,
+                                batch_size=64, lr=0.2)
+    assert (trained.mean_probs.argmax(axis=1) == blobs.true_labels).mean() > 0.9
+    margins = idle.margin_history.astype(np.float32)
+    assert np.isfinite(margins).all()
+    np.testing.assert_array_equal(margins, np.broadcast_to(margins[0], margins.shape))
+    # a batch larger than the set: one step an epoch
+    alone = train_heads(blobs.embeddings, plans[:1], n_classes=4, n_epochs=4, batch_size=512,
+                        lr=0.2)[0]
+    assert (alone.mean_probs.argmax(axis=1) == blobs.true_labels).mean() > 0.9
 
 
 def test_select_logit_scale_prefers_soft_heads_for_noisier_labels():

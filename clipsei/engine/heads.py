@@ -22,6 +22,10 @@ from .features import FeatureRows
 # rows on which the held-out temperature is chosen (a subsample above it)
 SCALE_SELECTION_MAX_SAMPLES = 4000
 LOGIT_SCALE_CANDIDATES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+# a step whose (B, D) @ (D, H*K) product has fewer multiply-adds runs on one CPU thread; on
+# 2 shared cores (load 8) two threads lost below ~7.7e8 (forward and backward 1.5e9) and won
+# 1.34x at 2.6e9 (1M rows, K = 100), while idle they win ~2x from 2.6e7 up
+SPLIT_MIN_MACS = 10**9
 
 
 @dataclass
@@ -79,19 +83,24 @@ def plan_head(labels, rng, *, fit_rows=None, record_rows=None,
 def train_heads(embeddings: np.ndarray, plans, *, n_classes: int,
                 class_embeddings: np.ndarray | None = None, n_epochs: int = 10,
                 batch_size: int = 256, lr: float = 0.1, device="auto", on_epoch=None) -> list:
-    """Train independent cosine heads together: stacked weights (H, K, D), batched matmuls
-    and one optimiser step for all, each head with its own seed, rows and labels.
+    """Train independent cosine heads together: stacked weights (H, K, D), one shared
+    minibatch of rows per step, one (B, D) @ (D, H*K) product and one optimiser step for all.
 
-    Each head draws the same initial weights and minibatch order as if trained alone
-    (see :func:`train_head` for the settings); ``embeddings`` may also be
+    Each head draws its initial weights from its own seed and has its own labels, temperature
+    and rows: a shared row outside a head's ``fit_rows`` gets loss weight 0 for it, and each
+    head's loss is the sum over its rows of the batch divided by the batch's size (per row the
+    step of a head trained alone on its rows). The row order is drawn from all the heads'
+    seeds. See :func:`train_head` for the settings; ``embeddings`` may also be
     :class:`~clipsei.engine.features.FeatureRows`, whose rows are converted a minibatch at a
     time. ``on_epoch`` (or None) is called with no argument after every epoch. Returns one
     :class:`TrainingDynamics` per plan.
     """
     device = resolve_device(device)
     settings = dict(n_classes=n_classes, n_epochs=n_epochs, batch_size=batch_size, lr=lr)
-    with single_thread_on_cpu(device):
-        return _train(embeddings, list(plans), class_embeddings, settings, device, on_epoch)
+    plans = list(plans)
+    step_macs = min(batch_size, len(embeddings)) * embeddings.shape[1] * len(plans) * n_classes
+    with single_thread_on_cpu(device, small=step_macs < SPLIT_MIN_MACS):
+        return _train(embeddings, plans, class_embeddings, settings, device, on_epoch)
 
 
 def train_head(embeddings: np.ndarray, labels: np.ndarray, *, n_classes: int,
@@ -231,16 +240,23 @@ class _Inputs:
         self.lazy = embeddings if isinstance(embeddings, FeatureRows) else None
         self.tensor = None if self.lazy is not None else torch.as_tensor(
             embeddings, dtype=torch.float32).to(device)
+        # on the CPU numpy's take gathers rows faster than index_select (0.21 / 0.35 ms for
+        # 1000 random rows of 512)
+        on_cpu = device.type == "cpu" and self.tensor is not None
+        self.array = self.tensor.numpy() if on_cpu else None
         self.shape, self.device = tuple(embeddings.shape), device
 
     def take(self, index) -> torch.Tensor:
-        """Rows at ``index`` (a slice or an int tensor of any shape) -> (*index, D)."""
+        """Rows at ``index`` (a slice or a 1-D int tensor) -> (n, D)."""
         if self.lazy is None:
-            return self.tensor[index]
+            if isinstance(index, slice):
+                return self.tensor[index]
+            if self.array is not None:
+                return torch.from_numpy(np.take(self.array, index.numpy(), axis=0))
+            return self.tensor.index_select(0, index)
         if isinstance(index, slice):
             return torch.from_numpy(self.lazy.rows(index)).to(self.device)
-        flat = self.lazy.rows(index.reshape(-1).cpu().numpy())
-        return torch.from_numpy(flat).to(self.device).reshape(*index.shape, -1)
+        return torch.from_numpy(self.lazy.rows(index.cpu().numpy())).to(self.device)
 
 
 def _train(embeddings, plans, class_embeddings, settings, device, on_epoch) -> list:
@@ -251,101 +267,147 @@ def _train(embeddings, plans, class_embeddings, settings, device, on_epoch) -> l
                           for gen in generators]).to(device)
     bias = torch.zeros(len(plans), n_classes, device=device)
     velocity = [torch.zeros_like(weight), torch.zeros_like(bias)]
-    scales = torch.tensor([plan.logit_scale for plan in plans], device=device).view(-1, 1, 1)
+    scales = torch.tensor([plan.logit_scale for plan in plans], device=device)
     targets = torch.as_tensor(np.stack([plan.labels for plan in plans]),
                               dtype=torch.long).to(device)
-    recorders = [_Recorder(plan, n_epochs, n_classes) for plan in plans]
+    members = np.zeros((len(plans), inputs.shape[0]), dtype=bool)
+    for head, plan in enumerate(plans):
+        members[head, plan.fit_rows] = True
+    order = _SharedOrder(np.flatnonzero(members.any(axis=0)), plans, settings["batch_size"])
+    members = torch.as_tensor(members).to(device)
+    recorders = _recorders(plans, n_epochs, n_classes)
     for epoch in range(n_epochs):
         # the cosine schedule from lr down to 0 (torch's CosineAnnealingLR in closed form)
         lr = settings["lr"] * (1 + np.cos(np.pi * epoch / max(n_epochs, 1))) / 2
-        for batch, weights, active in _epoch_batches(plans, generators, settings["batch_size"],
-                                                     device):
-            grads = _gradients(inputs.take(batch), targets.gather(1, batch), weights, weight, bias,
-                               scales)
-            _momentum_step((weight, bias), grads, velocity, active, lr)
+        for rows in order.epoch():
+            rows = torch.as_tensor(rows).to(device)
+            row_weights = members[:, rows].T / float(rows.numel())  # (B, H), 0 off fit_rows
+            grads = _gradients(inputs.take(rows), targets[:, rows].T, row_weights, weight,
+                               bias, scales)
+            _momentum_step((weight, bias), grads, velocity, lr)
         unit_weight = torch.nn.functional.normalize(weight, dim=2)
-        for head, recorder in enumerate(recorders):
-            recorder.record(epoch, inputs, unit_weight[head], bias[head], float(scales[head]))
+        for recorder in recorders:
+            recorder.record(epoch, inputs, unit_weight, bias, scales)
         if on_epoch is not None:
             on_epoch()
-    return [recorder.dynamics() for recorder in recorders]
+    dynamics = {}
+    for recorder in recorders:
+        dynamics.update(recorder.dynamics())
+    return [dynamics[head] for head in range(len(plans))]
 
 
-def _epoch_batches(plans, generators, batch_size, device):
-    """Each step's stacked minibatch: (H, B) row ids (0 where a head has no row left),
-    (H, B) loss weights (1 / the head's batch size, 0 on padding) and (H,) active heads."""
-    orders = [plan.fit_rows[torch.randperm(plan.fit_rows.size, generator=gen).numpy()]
-              for plan, gen in zip(plans, generators)]
-    n_steps = max(-(-order.size // batch_size) for order in orders)
-    padded = np.zeros((len(plans), n_steps * batch_size), dtype=np.int64)
-    valid = np.zeros(padded.shape, dtype=bool)
-    for head, order in enumerate(orders):
-        padded[head, :order.size], valid[head, :order.size] = order, True
-    padded = torch.as_tensor(padded.reshape(len(plans), n_steps, batch_size)).to(device)
-    valid = torch.as_tensor(valid.reshape(padded.shape)).to(device)
-    counts = valid.sum(dim=2, keepdim=True)
-    weights = valid / counts.clamp(min=1)
-    for step in range(n_steps):
-        yield padded[:, step], weights[:, step], counts[:, step, 0] > 0
+class _SharedOrder:
+    """One minibatch order per epoch over the union of the heads' ``fit_rows``, drawn from a
+    generator seeded by all the heads' seeds; each minibatch's row ids sorted (the gradient
+    is a sum over the rows, and sorted ids read a memory map in order)."""
+
+    def __init__(self, rows: np.ndarray, plans, batch_size: int):
+        seed = np.random.SeedSequence([plan.seed for plan in plans]).generate_state(2)
+        self.generator = torch.Generator().manual_seed(int(seed[0]) << 31 ^ int(seed[1]))
+        self.rows, self.batch_size = rows, batch_size
+
+    def epoch(self):
+        """Yield each step's (B,) int64 row ids (the last step may be shorter)."""
+        order = self.rows[torch.randperm(self.rows.size, generator=self.generator).numpy()]
+        for start in range(0, order.size, self.batch_size):
+            yield np.sort(order[start:start + self.batch_size])
 
 
 def _gradients(batch_inputs, batch_targets, row_weights, weight, bias, scales):
-    """Gradients of ``sum_h sum_i row_weights[h, i] * cross_entropy`` with respect to the
-    stacked ``weight`` (H, K, D) and ``bias`` (H, K) of cosine heads, in closed form (the
-    heads' losses are independent, so each head gets the gradient of its own mean loss)."""
+    """Gradients of ``sum_h sum_i row_weights[i, h] * cross_entropy`` with respect to the
+    stacked ``weight`` (H, K, D) and ``bias`` (H, K) of cosine heads, in closed form, for one
+    shared minibatch: ``batch_inputs`` (B, D), ``batch_targets`` and ``row_weights`` (B, H).
+    One (B, D) @ (D, H*K) product serves all heads; a row of weight 0 adds exactly 0."""
+    n_heads, n_classes, dim = weight.shape
     norms = weight.norm(dim=2, keepdim=True).clamp_min(1e-12)  # as F.normalize's eps
     unit = weight / norms
-    logits = torch.bmm(batch_inputs, unit.transpose(1, 2)) * scales + bias[:, None]
-    residual = torch.softmax(logits, dim=2)
+    logits = (batch_inputs @ unit.reshape(-1, dim).T).view(-1, n_heads, n_classes)
+    residual = _softmax(logits * scales[:, None] + bias)
     residual.scatter_add_(2, batch_targets[..., None],
                           -torch.ones_like(batch_targets[..., None], dtype=residual.dtype))
     residual *= row_weights[..., None]
-    unit_grad = torch.bmm(residual.transpose(1, 2), batch_inputs) * scales
+    unit_grad = (residual.view(-1, n_heads * n_classes).T @ batch_inputs).view(weight.shape)
+    unit_grad *= scales[:, None, None]
     weight_grad = (unit_grad - unit * (unit_grad * unit).sum(dim=2, keepdim=True)) / norms
-    return weight_grad, residual.sum(dim=1)
+    return weight_grad, residual.sum(dim=0)
 
 
-def _momentum_step(params, grads, velocity, active, lr: float) -> None:
-    """SGD with momentum 0.9 (as ``torch.optim.SGD``), only for the ``active`` heads."""
+def _softmax(logits):
+    """Softmax over the last axis, in place; below 64 classes by hand (torch's kernel took
+    1.8 ms on (1000, 5, 10) logits against 0.36 ms, one thread)."""
+    if logits.shape[-1] >= 64:
+        return torch.softmax(logits, dim=-1)
+    logits = logits.sub_(logits.amax(dim=-1, keepdim=True)).exp_()
+    return logits.div_(logits.sum(dim=-1, keepdim=True))
+
+
+def _momentum_step(params, grads, velocity, lr: float) -> None:
+    """SGD with momentum 0.9 (as ``torch.optim.SGD``) for every head."""
     for param, grad, buffer in zip(params, grads, velocity):
-        mask = active.view(-1, *([1] * (param.dim() - 1)))
-        buffer.copy_(torch.where(mask, buffer * 0.9 + grad, buffer))
-        param.copy_(torch.where(mask, param - lr * buffer, param))
+        buffer.mul_(0.9).add_(grad)
+        param.sub_(lr * buffer)
+
+
+def _recorders(plans, n_epochs: int, n_classes: int) -> list:
+    """One :class:`_Recorder` per set of heads that record the same rows (the threshold runs
+    all record every row; each fold its own)."""
+    groups = []
+    for head, plan in enumerate(plans):
+        for group in groups:
+            if np.array_equal(plans[group[0]].record_rows, plan.record_rows):
+                group.append(head)
+                break
+        else:
+            groups.append([head])
+    return [_Recorder(group, plans, n_epochs, n_classes) for group in groups]
 
 
 class _Recorder:
-    """One head's per-epoch statistics on its recorded rows."""
+    """Per-epoch statistics of the heads ``heads`` (G of them), which record the same rows:
+    one gather and one (R, D) @ (D, G*K) product serve them all."""
 
-    def __init__(self, plan: HeadPlan, n_epochs: int, n_classes: int):
-        every_row = np.array_equal(plan.record_rows, np.arange(plan.labels.size))
+    def __init__(self, heads, plans, n_epochs: int, n_classes: int):
+        record_rows = plans[heads[0]].record_rows
+        every_row = np.array_equal(record_rows, np.arange(plans[heads[0]].labels.size))
         # all rows recorded (threshold runs): read them in place, without a gathered copy
-        self.rows = None if every_row else torch.as_tensor(plan.record_rows, dtype=torch.long)
-        self.n_rows = plan.record_rows.size
-        self.labels = plan.labels[plan.record_rows]
-        shape = (n_epochs, plan.record_rows.size)
+        self.rows = None if every_row else torch.as_tensor(record_rows, dtype=torch.long)
+        self.heads, self.n_rows, self.n_epochs = list(heads), record_rows.size, n_epochs
+        self.labels = np.stack([plans[head].labels[record_rows] for head in heads])
+        shape = (len(heads), n_epochs, record_rows.size)
         self.history = {name: np.empty(shape, np.float16)
                         for name in ("entropy", "margin", "given_prob")}
         self.agreement = np.empty(shape, dtype=bool)
-        self.prob_sum = np.zeros((plan.record_rows.size, n_classes), np.float32)
-        self.n_epochs = n_epochs
+        self.prob_sum = np.zeros((len(heads), record_rows.size, n_classes), np.float32)
 
-    def record(self, epoch, inputs, unit_weight, bias, scale: float) -> None:
-        """This epoch's statistics, ``BLOCK_ROWS // 8`` rows at a time: no (R, K) temporaries
-        beyond one chunk's (a million rows at K = 100: 400 MB each)."""
+    def record(self, epoch, inputs, unit_weight, bias, scales) -> None:
+        """This epoch's statistics from all heads' ``unit_weight`` (H, K, D), ``bias`` (H, K)
+        and ``scales`` (H,), ``BLOCK_ROWS // 8`` rows at a time: no (R, K) temporaries beyond
+        one chunk's (a million rows at K = 100: 400 MB each)."""
         chunk = _features.BLOCK_ROWS // 8
         rows = None if self.rows is None else self.rows.to(inputs.device)
+        heads = torch.as_tensor(self.heads, device=unit_weight.device)
+        n_classes, dim = unit_weight.shape[1:]
+        weight = unit_weight[heads].reshape(-1, dim).T
+        scale, offset = scales[heads][:, None], bias[heads]
         for start in range(0, self.n_rows, chunk):
             stop = min(start + chunk, self.n_rows)
             batch = inputs.take(slice(start, stop) if rows is None else rows[start:stop])
-            stats = compute_epoch_statistics((scale * batch @ unit_weight.T + bias).cpu(),
-                                             self.labels[start:stop])
-            for name in self.history:
-                self.history[name][epoch, start:stop] = stats[name]
-            self.agreement[epoch, start:stop] = stats["agrees"]
-            self.prob_sum[start:stop] += stats["probs"]
+            logits = ((batch @ weight).view(-1, len(self.heads), n_classes) * scale
+                      + offset).cpu()
+            for position in range(len(self.heads)):
+                stats = compute_epoch_statistics(logits[:, position],
+                                                 self.labels[position, start:stop])
+                for name in self.history:
+                    self.history[name][position, epoch, start:stop] = stats[name]
+                self.agreement[position, epoch, start:stop] = stats["agrees"]
+                self.prob_sum[position, start:stop] += stats["probs"]
 
-    def dynamics(self) -> TrainingDynamics:
-        return TrainingDynamics(
-            entropy_history=self.history["entropy"], agreement_history=self.agreement,
-            margin_history=self.history["margin"], given_prob_history=self.history["given_prob"],
-            mean_probs=np.divide(self.prob_sum, max(self.n_epochs, 1), out=self.prob_sum))
+    def dynamics(self) -> dict:
+        """{head: :class:`TrainingDynamics`} of this recorder's heads."""
+        mean_probs = np.divide(self.prob_sum, max(self.n_epochs, 1), out=self.prob_sum)
+        return {head: TrainingDynamics(
+            entropy_history=self.history["entropy"][position],
+            agreement_history=self.agreement[position],
+            margin_history=self.history["margin"][position],
+            given_prob_history=self.history["given_prob"][position],
+            mean_probs=mean_probs[position]) for position, head in enumerate(self.heads)}
