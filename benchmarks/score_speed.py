@@ -172,7 +172,7 @@ def _measure(args) -> dict:
 def _index_text(search) -> str:
     if search["index"] == "exact":
         return "exact IndexFlatIP"
-    return (f"IndexIVFScalarQuantizer (8-bit), n_probe {search['n_probe']}, its own recall "
+    return (f"IVF ({search['index']}), n_probe {search['n_probe']}, its own recall "
             f"estimate {search['recall_at_k']:.3f}")
 
 
