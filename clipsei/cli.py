@@ -169,14 +169,22 @@ def _run_scan(args) -> int:
 
 
 def _write_audit_sheet(issues, args) -> None:
-    """audit.csv in the scan's output folder: the rows a reviewer should verify."""
+    """audit.csv in the scan's output folder: the rows a reviewer should verify. An existing
+    sheet may hold a reviewer's work: it is never overwritten (audit-1.csv, ... instead)."""
     from .engine.audit import rank_audit_sample
 
     sheet = rank_audit_sample(issues, min(args.audit_sample, len(issues)),
                               random_state=args.random_state)
-    sheet.to_csv(os.path.join(args.out, "audit.csv"), index=False)
-    print(f"wrote {args.out}/audit.csv: verify these {len(sheet)} images (fill in 'label' "
-          "where the given one is wrong), then re-scan with --trusted audit.csv")
+    for number in range(10_000):
+        path = os.path.join(args.out, f"audit-{number}.csv" if number else "audit.csv")
+        try:
+            with open(path, "x", newline="", encoding="utf-8") as handle:  # never replaces
+                sheet.to_csv(handle, index=False)
+            break
+        except FileExistsError:
+            continue
+    print(f"wrote {path}: verify these {len(sheet)} images (fill in 'label' where the given "
+          f"one is wrong), then re-scan with --trusted {path}")
 
 
 def _run_caption_scan(args) -> int:

@@ -181,3 +181,19 @@ def test_a_rules_flags_stand_unless_the_audit_shows_most_are_wrong():
             assert estimate.n_flagged == (rule & ~audited).sum()
             low, high = estimate.precision_interval
             assert low <= is_error[rule & ~audited].mean() <= high
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_rescan_never_overwrites_a_filled_in_audit_sheet(tmp_path, write_images, capsys):
+    write_images(tmp_path / "images", n_per_class=8, classes=("cat", "dog"))
+    out = tmp_path / "out"
+    scan = ["scan", str(tmp_path / "images"), *TINY, "--out", str(out), "--audit-sample", "6"]
+    assert main(scan) == 0
+    sheet = pd.read_csv(out / "audit.csv", keep_default_na=False)
+    sheet.loc[0, "label"] = "dog" if sheet.loc[0, "given_label"] == "cat" else "cat"
+    sheet.to_csv(out / "audit.csv", index=False)  # the reviewer's work, in place
+    capsys.readouterr()
+    assert main([*scan, "--trusted", str(out / "audit.csv")]) == 0
+    kept = pd.read_csv(out / "audit.csv", keep_default_na=False)
+    pd.testing.assert_frame_equal(kept, sheet)
+    assert (out / "audit-1.csv").exists() and "audit-1.csv" in capsys.readouterr().out

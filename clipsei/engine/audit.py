@@ -126,8 +126,7 @@ def estimate_from_audit(flag_keys, is_audited, is_known_error, inclusion_probabi
     is_error = np.asarray(is_known_error, dtype=bool)[is_audited].astype(np.float64)
     probability = np.asarray(inclusion_probability, dtype=np.float64)[is_audited]
     weights = 1.0 / probability - 1.0
-    curve = _error_curve(positions, is_error, weights, unverified.size,
-                         )
+    curve = _error_curve(positions, is_error, weights, unverified.size)
     if rule_flags is not None and target_precision is None and max_flags is None:
         kept = _rule_estimate(np.asarray(rule_flags, dtype=bool), is_audited, is_error,
                               weights, np.round(probability, 9), rng)
