@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _docs import machine_line, write_section  # noqa: E402
-from verified_check import _load_cifar  # noqa: E402
+from verified_check import _load_cifar, load_or_fit  # noqa: E402
 
 ROWS = ([("symmetric", 0.005, seed) for seed in (0, 1, 2)]
         + [("symmetric", 0.01, seed) for seed in (0, 1, 2)]
@@ -59,20 +59,8 @@ def recalibrate(error_probs, rows, is_error, inclusion_probability):
 
 
 def _fit(noise: str, rate: float, seed: int, cache: Path) -> tuple:
-    from clipsei.engine.detect import find_label_issues
-
     features, clean, given = _load_cifar(rate, seed, noise)
-    tag = f"{rate}_{seed}" if noise == "symmetric" else f"{noise}_{rate}_{seed}"
-    stored = cache / f"fit_{tag}.npz"
-    if stored.is_file():
-        fit = dict(np.load(stored))
-    else:
-        issues = find_label_issues(features, given, random_state=seed)
-        fit = {"keys": issues["error_probability"].to_numpy(float),
-               "scores": issues["label_score"].to_numpy(float),
-               "flags": issues["is_label_issue"].to_numpy(bool)}
-        cache.mkdir(parents=True, exist_ok=True)
-        np.savez(stored, **fit)
+    fit = load_or_fit(features, given, noise=noise, rate=rate, seed=seed, cache=cache)
     return fit["scores"], fit["keys"], (given != clean).astype(float)
 
 

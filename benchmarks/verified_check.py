@@ -89,29 +89,38 @@ def _audit_draw(scores, is_error, budget: int, rng, rule_flags=None):
     return flags, estimate, trusted, known
 
 
+def load_or_fit(features, given, *, noise: str, rate: float, seed: int, cache=None) -> dict:
+    """The default's fit of one row ({"keys": error_probability, "scores": label_score,
+    "flags": is_label_issue}), from ``cache``'s ``fit_<tag>.npz`` where it is there, else
+    fitted (and stored there)."""
+    from clipsei.engine.detect import find_label_issues
+
+    tag = f"{rate}_{seed}" if noise == "symmetric" else f"{noise}_{rate}_{seed}"
+    stored = None if cache is None else Path(cache) / f"fit_{tag}.npz"
+    if stored is not None and stored.is_file():
+        return dict(np.load(stored))
+    issues = find_label_issues(features, given, random_state=seed)
+    fit = {"keys": issues["error_probability"].to_numpy(float),
+           "scores": issues["label_score"].to_numpy(float),
+           "flags": issues["is_label_issue"].to_numpy(bool)}
+    if stored is not None:
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(stored, **fit)
+    return fit
+
+
 def run_row(rate: float, seed: int, *, per_class: int, draws: int, check: bool,
             cache=None, noise: str = "symmetric", design: str = "uniform") -> dict:
     """One fit, then ``draws`` verified draws; per draw F1, estimated and true precision.
     ``design`` "audit" verifies a stratified audit sample of the same size instead."""
-    from clipsei.engine.detect import LabelIssueDetector, find_label_issues
+    from clipsei.engine.detect import LabelIssueDetector
     from clipsei.engine.flagging import compute_class_cutoffs
     from clipsei.engine.verified import estimate_from_verified
     from clipsei.evaluation.bench import compute_best_cutoff_f1
 
     features, clean, given = _load_cifar(rate, seed, noise)
     is_error = given != clean
-    tag = f"{rate}_{seed}" if noise == "symmetric" else f"{noise}_{rate}_{seed}"
-    stored = None if cache is None else Path(cache) / f"fit_{tag}.npz"
-    if stored is not None and stored.is_file():
-        fit = dict(np.load(stored))
-    else:
-        issues = find_label_issues(features, given, random_state=seed)
-        fit = {"keys": issues["error_probability"].to_numpy(float),
-               "scores": issues["label_score"].to_numpy(float),
-               "flags": issues["is_label_issue"].to_numpy(bool)}
-        if stored is not None:
-            stored.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(stored, **fit)
+    fit = load_or_fit(features, given, noise=noise, rate=rate, seed=seed, cache=cache)
     scores = fit["scores"]
     cutoffs = compute_class_cutoffs(scores, given, fit["flags"], n_classes=int(given.max()) + 1)
     record = {"noise": noise, "rate": rate, "seed": seed, "n_errors": int(is_error.sum()),
