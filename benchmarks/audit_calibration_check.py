@@ -30,17 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _docs import machine_line, write_section  # noqa: E402
 from verified_check import _load_cifar, load_or_fit  # noqa: E402
 
+from clipsei.evaluation.bench import compute_calibration_metrics  # noqa: E402
+
 ROWS = ([("symmetric", 0.005, seed) for seed in (0, 1, 2)]
         + [("symmetric", 0.01, seed) for seed in (0, 1, 2)]
         + [("real", 0.0, 0), ("confusion", 0.2, 0)])
-
-
-def expected_calibration_error(probabilities, is_error, n_bins: int = 10) -> float:
-    """ECE over ``n_bins`` equal-width bins: the |mean probability - error share| per bin,
-    weighted by the bin's share of rows."""
-    bins = np.clip((probabilities * n_bins).astype(int), 0, n_bins - 1)
-    return float(sum(abs(probabilities[bins == b].mean() - is_error[bins == b].mean())
-                     * (bins == b).mean() for b in range(n_bins) if (bins == b).any()))
 
 
 def recalibrate(error_probs, rows, is_error, inclusion_probability):
@@ -76,11 +70,12 @@ def run_row(noise: str, rate: float, seed: int, *, cache: Path, draws: int, budg
         if refitted is None:
             skipped += 1
             continue
-        eces.append(expected_calibration_error(refitted, is_error))
+        eces.append(compute_calibration_metrics(refitted, is_error)["ece"])
         sums.append(refitted.sum())
     label = "CIFAR-10N aggre (real)" if noise == "real" else f"{noise} {rate:g}, seed {seed}"
     return (f"| {label} | {int(is_error.sum())} | "
-            f"{expected_calibration_error(error_probs, is_error):.3f} | {error_probs.sum():.0f} | "
+            f"{compute_calibration_metrics(error_probs, is_error)['ece']:.3f} | "
+            f"{error_probs.sum():.0f} | "
             f"{np.mean(eces):.3f} ({np.min(eces):.3f}-{np.max(eces):.3f}) | "
             f"{np.mean(sums):.0f} ({np.min(sums):.0f}-{np.max(sums):.0f}) | {skipped} |")
 
