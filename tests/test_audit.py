@@ -141,11 +141,15 @@ def test_scan_cli_audit_round_trip(tmp_path, write_images, capsys):
     assert main(["scan", str(tmp_path / "images"), *TINY, "--out", str(out),
                  "--audit-sample", "12"]) == 0
     sheet = pd.read_csv(out / "audit.csv", keep_default_na=False)
-    assert list(sheet.columns) == ["path", "given_label", "label", "inclusion_probability"]
+    assert list(sheet.columns) == ["path", "given_label", "given_class", "label",
+                                   "inclusion_probability"]
     assert len(sheet) == 12 and sheet["label"].eq("").all()
+    # the reviewer compares against, and writes, class names (as --trusted reads them)
+    assert set(sheet["given_class"]) <= {"cat", "dog"}
+    assert (sheet["path"].str.split("/").str[-2] == sheet["given_class"]).all()
     issues = pd.read_csv(out / "issues.csv")
     # a reviewer corrects one image, confirms the others
-    sheet.loc[0, "label"] = "dog" if sheet.loc[0, "given_label"] == "cat" else "cat"
+    sheet.loc[0, "label"] = "dog" if sheet.loc[0, "given_class"] == "cat" else "cat"
     sheet.to_csv(tmp_path / "audit.csv", index=False)
     assert main(["scan", str(tmp_path / "images"), *TINY, "--out", str(tmp_path / "o2"),
                  "--trusted", str(tmp_path / "audit.csv")]) == 0
@@ -190,7 +194,7 @@ def test_a_rescan_never_overwrites_a_filled_in_audit_sheet(tmp_path, write_image
     scan = ["scan", str(tmp_path / "images"), *TINY, "--out", str(out), "--audit-sample", "6"]
     assert main(scan) == 0
     sheet = pd.read_csv(out / "audit.csv", keep_default_na=False)
-    sheet.loc[0, "label"] = "dog" if sheet.loc[0, "given_label"] == "cat" else "cat"
+    sheet.loc[0, "label"] = "dog" if sheet.loc[0, "given_class"] == "cat" else "cat"
     sheet.to_csv(out / "audit.csv", index=False)  # the reviewer's work, in place
     capsys.readouterr()
     assert main([*scan, "--trusted", str(out / "audit.csv")]) == 0

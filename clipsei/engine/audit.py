@@ -63,13 +63,14 @@ def draw_audit_sample(label_scores, n: int, *, random_state=0) -> tuple[np.ndarr
 
 def rank_audit_sample(issues: pd.DataFrame, n: int, *, random_state=0) -> pd.DataFrame:
     """The audit sheet for a scan's ``issues`` table (with ``label_score``, ``given_label``
-    and, where known, ``path``): :func:`draw_audit_sample`'s ``n`` rows, likeliest wrong
-    first, with ``given_label``, an empty ``label`` for the reviewer (empty = as given) and
+    and, where known, ``path`` and ``given_class``): :func:`draw_audit_sample`'s ``n`` rows,
+    likeliest wrong first, with the given label (and class name: the reviewer writes names),
+    an empty ``label`` for the reviewer (empty = as given) and
     ``inclusion_probability``, indexed by the issues' row. Filled in, it is read back by
     ``--trusted`` (or pass ``{row: (label, inclusion_probability)}`` as ``trusted=``)."""
     rows, probability = draw_audit_sample(issues["label_score"].to_numpy(float), n,
                                           random_state=random_state)
-    columns = [c for c in ("path", "given_label") if c in issues.columns]
+    columns = [c for c in ("path", "given_label", "given_class") if c in issues.columns]
     sheet = issues.iloc[rows][columns].copy()
     sheet["label"] = ""
     sheet["inclusion_probability"] = probability
