@@ -1,4 +1,4 @@
-"""Audit samples: draw_audit_sample, estimate_from_audit, the audit sheet and the CLI."""
+"""Audit samples: draw_audit_sample, calibrate_on_audit, the audit sheet and the CLI."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from clipsei.cli import main
-from clipsei.engine.audit import draw_audit_sample, estimate_from_audit
-from clipsei.engine.flagging import split_inclusion
+from clipsei.engine.audit import calibrate_on_audit, draw_audit_sample
+from clipsei.engine.flagging import compute_expected_f1_count, split_inclusion
 
 TINY = ["--model", "clipsei-tiny", "--pretrained", "none", "--n-epochs", "3"]
 
@@ -24,14 +24,19 @@ def _ranking(seed: int, n_samples: int = 10000, rate: float = 0.01):
 
 
 def _audit(scores, is_error, budget, seed):
+    """(estimate of the expected-F1 flags, audited rows, calibration) of one audit draw."""
     rows, probability = draw_audit_sample(scores, budget, random_state=seed)
     audited = np.zeros(scores.size, dtype=bool)
     audited[rows] = True
     inclusion = np.zeros(scores.size)
     inclusion[rows] = probability
-    estimate = estimate_from_audit(-scores, audited, audited & is_error, inclusion,
-                                   rng=np.random.default_rng(seed))
-    return estimate, audited
+    calibration = calibrate_on_audit(scores, audited, audited & is_error, inclusion,
+                                     rng=np.random.default_rng(seed))
+    kept = np.flatnonzero(~audited)
+    count = compute_expected_f1_count(calibration.error_probs[kept], scores[kept])
+    flags = np.zeros(scores.size, dtype=bool)
+    flags[kept[np.argsort(scores[kept], kind="stable")[:count]]] = True
+    return calibration.estimate(flags), audited, calibration
 
 
 def _best_count(scores, is_error, audited):
@@ -76,7 +81,7 @@ def test_estimated_count_approaches_the_best_cutoff_as_the_budget_grows():
         gap, share = [], []
         for seed in range(8):
             scores, is_error = _ranking(seed, rate=0.05)
-            estimate, audited = _audit(scores, is_error, budget, seed)
+            estimate, audited, _ = _audit(scores, is_error, budget, seed)
             best = _best_count(scores, is_error, audited)
             gap.append(abs(estimate.n_flagged - best) / best)
             kept = ~audited
@@ -91,7 +96,7 @@ def test_estimated_count_approaches_the_best_cutoff_as_the_budget_grows():
 
 def test_known_errors_and_precision_interval():
     scores, is_error = _ranking(5, rate=0.02)
-    estimate, audited = _audit(scores, is_error, 400, 5)
+    estimate, audited, _ = _audit(scores, is_error, 400, 5)
     assert estimate.n_known_errors == int((audited & is_error).sum()) > 0
     assert estimate.n_verified_clean + estimate.n_known_errors == 400
     low, high = estimate.precision_interval
@@ -134,6 +139,37 @@ def test_detector_takes_an_audit_sample():
     assert not flagged[sheet.index].any()
 
 
+def test_an_audit_states_one_estimate_its_refit(tmp_path):
+    from clipsei import LabelIssueDetector, scan_embeddings
+    from clipsei.engine.audit import rank_audit_sample
+    from clipsei.evaluation.synthetic import make_noisy_blobs
+
+    noisy = make_noisy_blobs(300, n_classes=4, noise_rate=0.1, cluster_std=0.45,
+                             random_state=3)
+    first = LabelIssueDetector(n_epochs=5).fit(noisy.embeddings, noisy.labels).issues_
+    sheet = rank_audit_sample(first, 60, random_state=1)
+    trusted = {int(row): (int(noisy.true_labels[row]), float(p))
+               for row, p in sheet["inclusion_probability"].items()}
+    result = scan_embeddings(noisy.embeddings, noisy.labels, out=tmp_path / "out", n_epochs=5,
+                             trusted=trusted)
+    summary, issues = result.summary, result.issues
+    verified, probs = summary["verified"], issues["error_probability"].to_numpy()
+    # the column, the rate, the expected errors and the stated precision are one estimate
+    assert verified["error_probability_refitted"] and summary["estimate_used"] == "verified"
+    assert "refitted on the 60 audited images" in summary["estimate_note"]
+    assert summary["calibrated_error_rate"] == pytest.approx(probs.mean())
+    assert summary["expected_errors_flagged"] == pytest.approx(verified["errors_flagged"])
+    assert verified["n_errors"] == pytest.approx(probs[~issues.index.isin(sheet.index)].sum())
+    np.testing.assert_array_equal(probs[sheet.index], noisy.is_flipped[sheet.index])
+    # the flags are the likeliest by the refit, and it expects most of them to be wrong
+    flagged = issues["is_label_issue"].to_numpy()
+    assert flagged.sum() > 0 and probs[flagged].min() >= probs[~flagged & ~issues.index.isin(
+        sheet.index)].max()
+    assert verified["precision"] > 0.5
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "label-free estimate, not used" not in page
+
+
 @pytest.mark.filterwarnings("ignore")
 def test_scan_cli_audit_round_trip(tmp_path, write_images, capsys):
     write_images(tmp_path / "images", n_per_class=8, classes=("cat", "dog"))
@@ -167,24 +203,40 @@ def test_scan_cli_audit_round_trip(tmp_path, write_images, capsys):
     assert "bad.csv, row 3: inclusion_probability must be in (0, 1]" in capsys.readouterr().err
 
 
-def test_a_rules_flags_stand_unless_the_audit_shows_most_are_wrong():
-    scores, is_error = _ranking(6, rate=0.05)
-    rows, probability = draw_audit_sample(scores, 200, random_state=6)
-    audited = np.zeros(scores.size, dtype=bool)
-    audited[rows] = True
-    inclusion = np.zeros(scores.size)
-    inclusion[rows] = probability
-    order = np.argsort(scores, kind="stable")
-    for n_rule, stands in ((400, True), (3000, False)):
-        rule = np.zeros(scores.size, dtype=bool)
-        rule[order[:n_rule]] = True
-        estimate = estimate_from_audit(-scores, audited, audited & is_error, inclusion,
-                                       rng=np.random.default_rng(0), rule_flags=rule)
-        assert estimate.chose_count is not stands
-        if stands:
-            assert estimate.n_flagged == (rule & ~audited).sum()
-            low, high = estimate.precision_interval
-            assert low <= is_error[rule & ~audited].mean() <= high
+@pytest.mark.parametrize("rate", [0.005, 0.2])
+def test_refitted_probabilities_mean_what_they_say(rate):
+    scores, is_error = _ranking(7, n_samples=20000, rate=rate)
+    _, audited, calibration = _audit(scores, is_error, 300, 7)
+    probs, kept = calibration.error_probs, ~audited
+    # the expected number of errors is about the true one, and within each band of
+    # probability about that share of the (unverified) rows is wrong
+    assert 0.6 < probs[kept].sum() / is_error[kept].sum() < 1.5
+    for low, high in ((0.0, 0.05), (0.05, 0.5), (0.5, 1.0)):
+        band = kept & (probs >= low) & (probs < high)
+        if band.sum() >= 50:
+            assert abs(is_error[band].mean() - probs[band].mean()) < 0.1
+    np.testing.assert_array_equal(probs[audited], is_error[audited])
+
+
+def test_an_audit_that_finds_no_error_flags_nothing():
+    from clipsei import LabelIssueDetector
+    from clipsei.engine.audit import rank_audit_sample
+    from clipsei.evaluation.synthetic import make_noisy_blobs
+
+    # overlapping classes: the label-free rule flags their hard images
+    clean = make_noisy_blobs(200, n_classes=4, n_features=32, noise_rate=0.0,
+                             cluster_std=3.5, random_state=1)
+    first = LabelIssueDetector(n_epochs=5).fit(clean.embeddings, clean.labels).issues_
+    sheet = rank_audit_sample(first, 40, random_state=0)
+    trusted = {int(row): (int(clean.labels[row]), float(p))
+               for row, p in sheet["inclusion_probability"].items()}
+    issues = LabelIssueDetector(n_epochs=5).fit(clean.embeddings, clean.labels,
+                                                trusted=trusted).issues_
+    assert first["is_label_issue"].sum() > 0  # label-free, hard images are flagged
+    assert issues["is_label_issue"].sum() == 0
+    assert issues.attrs["expected_errors_flagged"] == 0
+    assert issues.attrs["calibrated_error_rate"] == 0
+    assert any("consistent with zero" in note for note in issues.attrs["warnings"])
 
 
 @pytest.mark.filterwarnings("ignore")

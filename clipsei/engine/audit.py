@@ -6,20 +6,26 @@ flag count is decided. :func:`draw_audit_sample` instead stratifies the label-sc
 ``[m, 2m)``, ``[2m, 4m)``, ... up to N, with about the same number of rows drawn from each
 (the top stratum, no larger than its share, is verified in full). Every cutoff in the top
 few percent then has rows verified just above and below it, and each stratum, the last
-(half the set) included, is still sampled. :func:`estimate_from_audit` turns the verified
-rows into Horvitz-Thompson-weighted (ratio) estimates of the errors above every cutoff and
-of all errors (each verified row stands for ``1 / pi - 1`` unverified ones near it: the error
-share of the weighted verified rows above a cutoff, times its flags), hence the precision,
-recall and F1 of every count, and flags the count with the highest estimated F1.
+(half the set) included, is still sampled. :func:`calibrate_on_audit` refits the error
+probability on the verified rows: ``logit P(wrong) = slope * z + intercept`` with ``z`` the
+log of the label-score rank (``log((rank + 0.5) / N)``, centred and halved: it is ``-log`` of
+a uniform, so unit scale), a logistic fit weighted by ``1 / inclusion probability``. Every
+row then has a probability fitted on labels a person checked; the flag count, the flags'
+expected precision and the number of errors all follow from it, and a bootstrap of the
+verified rows within their strata gives their 80% intervals.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
-from .verified import (INTERVAL, KEEP_RULE_PRECISION, MIN_VERIFIED_CLEAN, N_BOOTSTRAP,
-                       VerifiedEstimate, _positions)
+from .verified import INTERVAL, MIN_VERIFIED_CLEAN, N_BOOTSTRAP, VerifiedEstimate
+
+# weak ridge of the refit (sklearn's C): finite slopes where the verified rows separate
+FIT_C = 1e4
 
 
 def compute_audit_strata(n_samples: int, n_audit: int) -> np.ndarray:
@@ -77,119 +83,95 @@ def rank_audit_sample(issues: pd.DataFrame, n: int, *, random_state=0) -> pd.Dat
     return sheet
 
 
-def _error_curve(positions, is_error, weights, n_unverified: int) -> np.ndarray:
-    """(N_u + 1,) estimated errors among the first m unverified rows, m = 0..N_u: ``m`` times
-    the weighted error share of the verified rows above m (a ratio estimate; each verified
-    row's weight is spread evenly between the midpoints to its neighbours)."""
-    order = np.argsort(positions, kind="stable")
-    positions, mass = positions[order].astype(np.float64), (is_error * weights)[order]
-    knots = np.r_[0.0, (positions[:-1] + positions[1:]) / 2 + 0.5, float(n_unverified)]
-    knots = np.maximum.accumulate(knots) + np.arange(knots.size) * 1e-9
-    counts = np.arange(n_unverified + 1)
-    errors = np.interp(counts, knots, np.r_[0.0, np.cumsum(mass)])
-    rows = np.interp(counts, knots, np.r_[0.0, np.cumsum(weights[order])])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        share = np.where(rows > 0, errors / rows, 0.0)
-    return share * counts
+def compute_rank_feature(label_scores) -> np.ndarray:
+    """(N,) ``(log((rank + 0.5) / N) + 1) / 2`` of the label scores' rank (0 = lowest score):
+    the log of a uniform's rank, centred to mean 0 and scaled to standard deviation 0.5."""
+    scores = np.asarray(label_scores, dtype=np.float64)
+    ranks = np.empty(scores.size)
+    ranks[np.argsort(scores, kind="stable")] = np.arange(scores.size)
+    return (np.log((ranks + 0.5) / scores.size) + 1.0) / 2.0
 
 
-def _choose_count(curve, target_precision) -> int:
-    """The count with the highest estimated F1, or the largest reaching ``target_precision``."""
-    counts = np.arange(curve.size, dtype=np.float64)
-    if target_precision is not None:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            reaching = np.flatnonzero(curve[1:] / counts[1:] >= target_precision)
-        return int(reaching[-1]) + 1 if reaching.size else 0
-    total = curve[-1]
-    return int(np.argmax(2 * curve / (counts + total))) if total > 0 else 0
+def fit_error_model(feature, is_error, weights) -> np.ndarray:
+    """(2,) ``(slope, intercept)`` of a weighted logistic fit of ``is_error`` on ``feature``
+    (each (n,)); where the rows hold one class, slope 0 and an intercept of -inf or +inf."""
+    from sklearn.linear_model import LogisticRegression
+
+    is_error = np.asarray(is_error, dtype=bool)
+    if is_error.all() or not is_error.any():
+        return np.array([0.0, np.inf if is_error.all() else -np.inf])
+    model = LogisticRegression(C=FIT_C).fit(np.asarray(feature)[:, None], is_error,
+                                            sample_weight=weights)
+    return np.array([model.coef_[0, 0], model.intercept_[0]])
 
 
-def estimate_from_audit(flag_keys, is_audited, is_known_error, inclusion_probability, *,
-                        rng, target_precision=None, max_flags=None,
-                        rule_flags=None) -> VerifiedEstimate | None:
-    """The flag count and its estimated precision from an audit sample (module docstring).
+@dataclass(frozen=True)
+class AuditCalibration:
+    """error_probs : (N,) P(given label wrong) refitted on the audit (its rows 1 where the
+    label was corrected, 0 where confirmed); feature : (N,) the rank feature;
+    coefficients : (2,) slope and intercept; replicates : (B, 2) those of the stratified
+    bootstrap; is_audited, is_known_error : (N,) bool."""
 
-    flag_keys : (N,) higher = flagged first; is_audited : (N,) bool verified rows;
+    error_probs: np.ndarray
+    feature: np.ndarray
+    coefficients: np.ndarray
+    replicates: np.ndarray
+    is_audited: np.ndarray
+    is_known_error: np.ndarray
+
+    def estimate(self, is_flagged) -> VerifiedEstimate:
+        """The expected precision of the (N,) bool flags (never audited rows) and the
+        expected errors among the unverified rows, with 80% bootstrap intervals."""
+        from scipy.special import expit
+
+        is_flagged = np.asarray(is_flagged, dtype=bool) & ~self.is_audited
+        unverified = ~self.is_audited
+        n_flagged = int(is_flagged.sum())
+        precision = float(self.error_probs[is_flagged].mean()) if n_flagged else 0.0
+        n_errors = float(self.error_probs[unverified].sum())
+        replicated = np.empty((len(self.replicates), 2))
+        for index, (slope, intercept) in enumerate(self.replicates):
+            probs = expit(slope * self.feature + intercept)
+            replicated[index] = (probs[is_flagged].mean() if n_flagged else 0.0,
+                                 probs[unverified].sum())
+        low, high = np.percentile(replicated, INTERVAL, axis=0)
+        return VerifiedEstimate(
+            n_flagged=n_flagged, precision=precision,
+            precision_interval=(float(min(low[0], precision)), float(max(high[0], precision))),
+            n_errors=n_errors,
+            n_errors_interval=(float(min(low[1], n_errors)), float(max(high[1], n_errors))),
+            n_verified_clean=int((self.is_audited & ~self.is_known_error).sum()),
+            n_known_errors=int(self.is_known_error.sum()), n_unverified=int(unverified.sum()),
+            refitted=True)
+
+
+def calibrate_on_audit(label_scores, is_audited, is_known_error, inclusion_probability, *,
+                       rng) -> AuditCalibration | None:
+    """Error probabilities refitted on an audit sample (module docstring).
+
+    label_scores : (N,) lower = likelier wrong; is_audited : (N,) bool verified rows;
     is_known_error : (N,) bool verified rows whose label is wrong; inclusion_probability :
-    (N,) float, each verified row's chance of having been drawn (other rows ignored).
-    The 80% intervals resample the verified rows within each stratum (rows sharing an
-    inclusion probability). Returns None with fewer than :data:`MIN_VERIFIED_CLEAN` verified
-    rows or no unverified row. rule_flags : (N,) bool or None, what a cutoff rule flags
-    (verified rows included, as its cutoffs would): without a target precision or review
-    budget those flags stand (``chose_count`` False) unless the upper end of their estimated
-    precision's interval is below :data:`KEEP_RULE_PRECISION`, as with a uniform sample."""
-    flag_keys = np.asarray(flag_keys, dtype=np.float64)
+    (N,) each verified row's chance of being drawn (other rows ignored); ``rng`` draws the
+    :data:`N_BOOTSTRAP` resamples, within strata (rows sharing an inclusion probability).
+    None with fewer than :data:`MIN_VERIFIED_CLEAN` verified rows or no unverified row."""
+    from scipy.special import expit
+
     is_audited = np.asarray(is_audited, dtype=bool)
-    unverified = -np.sort(-flag_keys[~is_audited])
-    if is_audited.sum() < MIN_VERIFIED_CLEAN or unverified.size == 0:
+    if is_audited.sum() < MIN_VERIFIED_CLEAN or is_audited.all():
         return None
-    positions = _positions(unverified, flag_keys[is_audited])
-    is_error = np.asarray(is_known_error, dtype=bool)[is_audited].astype(np.float64)
-    probability = np.asarray(inclusion_probability, dtype=np.float64)[is_audited]
-    weights = 1.0 / probability - 1.0
-    curve = _error_curve(positions, is_error, weights, unverified.size)
-    if rule_flags is not None and target_precision is None and max_flags is None:
-        kept = _rule_estimate(np.asarray(rule_flags, dtype=bool), is_audited, is_error,
-                              weights, np.round(probability, 9), rng)
-        if kept is not None and kept[1][1] >= KEEP_RULE_PRECISION:
-            totals = [total for _, total in _bootstrap(
-                positions, is_error, weights, np.round(probability, 9), unverified.size, 0,
-                rng)]
-            low, high = np.percentile(totals, INTERVAL)
-            return VerifiedEstimate(
-                n_flagged=kept[2], precision=kept[0], precision_interval=kept[1],
-                n_errors=float(curve[-1]), n_errors_interval=(
-                    float(min(low, curve[-1])), float(max(high, curve[-1]))),
-                n_verified_clean=int((is_error == 0).sum()),
-                n_known_errors=int(is_error.sum()), n_unverified=int(unverified.size),
-                chose_count=False)
-    n_flagged = _choose_count(curve, target_precision)
-    if max_flags is not None:
-        n_flagged = min(n_flagged, int(max_flags))
-    boot = _bootstrap(positions, is_error, weights, np.round(probability, 9), unverified.size,
-                      n_flagged, rng)
-    precision = float(curve[n_flagged] / max(n_flagged, 1))
-    n_errors = float(curve[-1])
-    low, high = np.percentile(boot, INTERVAL, axis=0) if len(boot) else ([0.0, 0.0],) * 2
-    return VerifiedEstimate(
-        n_flagged=n_flagged, precision=min(precision, 1.0),
-        precision_interval=(float(min(low[0], precision)), float(min(max(high[0], precision),
-                                                                     1.0))),
-        n_errors=n_errors, n_errors_interval=(float(min(low[1], n_errors)),
-                                              float(max(high[1], n_errors))),
-        n_verified_clean=int((is_error == 0).sum()), n_known_errors=int(is_error.sum()),
-        n_unverified=int(unverified.size), chose_count=True)
-
-
-def _rule_estimate(rule_flags, is_audited, is_error, weights, strata, rng):
-    """(precision, 80% interval, count) of a rule's flags on the unverified rows: the
-    weighted error share of the verified rows its cutoffs would flag; None if it flags none
-    of them."""
-    flagged = rule_flags[is_audited]
-    n_flagged = int((rule_flags & ~is_audited).sum())
-    if n_flagged == 0 or not flagged.any():
-        return None
+    is_known_error = np.asarray(is_known_error, dtype=bool) & is_audited
+    feature = compute_rank_feature(label_scores)
+    rows = np.flatnonzero(is_audited)
+    probability = np.asarray(inclusion_probability, dtype=np.float64)[rows]
+    weights, wrong = 1.0 / probability, is_known_error[rows]
+    coefficients = fit_error_model(feature[rows], wrong, weights)
+    strata = np.round(probability, 9)
     groups = [np.flatnonzero(strata == value) for value in np.unique(strata)]
-
-    def share(rows):
-        mass = (weights[rows] * flagged[rows]).sum()
-        return float((weights[rows] * flagged[rows] * is_error[rows]).sum() / mass) if mass \
-            else 0.0
-
-    precision = share(np.arange(flagged.size))
-    draws = [share(np.concatenate([rng.choice(g, g.size) for g in groups]))
-             for _ in range(N_BOOTSTRAP)]
-    low, high = np.percentile(draws, INTERVAL)
-    return precision, (float(min(low, precision)), float(max(high, precision))), n_flagged
-
-
-def _bootstrap(positions, is_error, weights, strata, n_unverified: int, n_flagged: int,
-               rng) -> list:
-    """(precision of the first ``n_flagged``, all errors) per stratified resample."""
-    groups = [np.flatnonzero(strata == value) for value in np.unique(strata)]
-    found = []
-    for _ in range(N_BOOTSTRAP):
+    replicates = np.empty((N_BOOTSTRAP, 2))
+    for index in range(N_BOOTSTRAP):
         drawn = np.concatenate([rng.choice(group, group.size) for group in groups])
-        curve = _error_curve(positions[drawn], is_error[drawn], weights[drawn], n_unverified)
-        found.append((min(curve[n_flagged] / max(n_flagged, 1), 1.0), curve[-1]))
-    return found
+        replicates[index] = fit_error_model(feature[rows[drawn]], wrong[drawn], weights[drawn])
+    error_probs = expit(coefficients[0] * feature + coefficients[1])
+    error_probs[rows] = wrong
+    return AuditCalibration(error_probs, feature, coefficients, replicates, is_audited,
+                            is_known_error)

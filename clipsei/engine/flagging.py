@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .._validation import check_option
-from .audit import estimate_from_audit
+from .audit import calibrate_on_audit
 from .verified import estimate_from_verified
 
 CUTOFF_RULES = ("mean", "percentile")
@@ -135,35 +135,62 @@ def _flag_by_rule(label_scores, labels, *, n_classes: int, rule: str, percentile
 
 def _apply_verified(flags: Flags, label_scores, labels, choice, *, rng,
                     n_classes: int) -> Flags:
-    """``flags`` with the verified rows' estimate, re-flagged on the label score's order
-    (one cutoff: it ranked errors better than the per-class order at low rates, see
-    docs/design.md) where they choose the count; unchanged with too few verified rows."""
+    """``flags`` with the verified rows' estimate: an audit sample refits the error
+    probabilities and flags by them (:func:`_flag_by_audit`); other verified rows estimate
+    the rule's precision, or choose the count on the label score's order (one cutoff: it
+    ranked errors better than the per-class order at low rates, see docs/design.md) where
+    they show most flags are wrong; unchanged with too few verified rows."""
     trusted = choice.trusted_mask(labels.size)
     if trusted.sum() == 0:
         return flags
     label_scores = np.asarray(label_scores, dtype=np.float64)
-    would_flag = label_scores < flags.class_cutoffs[labels]  # the rule's cutoffs, every row
+    rng = rng if rng is not None else np.random.default_rng(0)
     if choice.inclusion_probability is not None:  # an audit sample (engine/audit.py)
-        estimate = estimate_from_audit(
-            -label_scores, trusted, choice.known_error_mask(labels.size),
-            choice.inclusion_probability, rng=rng if rng is not None else
-            np.random.default_rng(0), target_precision=choice.target_precision,
-            max_flags=choice.max_flags,
-            rule_flags=(would_flag & trusted) | flags.is_label_issue)
-    else:
-        estimate = estimate_from_verified(
-            -label_scores, trusted, choice.known_error_mask(labels.size),
-            rng=rng if rng is not None else np.random.default_rng(0),
-            target_precision=choice.target_precision, max_flags=choice.max_flags,
-            rule_flags=(would_flag & trusted) | flags.is_label_issue)
+        return _flag_by_audit(flags, label_scores, labels, choice, rng=rng,
+                              n_classes=n_classes)
+    would_flag = label_scores < flags.class_cutoffs[labels]  # the rule's cutoffs, every row
+    estimate = estimate_from_verified(
+        -label_scores, trusted, choice.known_error_mask(labels.size), rng=rng,
+        target_precision=choice.target_precision, max_flags=choice.max_flags,
+        rule_flags=(would_flag & trusted) | flags.is_label_issue)
     if estimate is None or not estimate.chose_count:
         return replace(flags, verified=estimate)
+    return _flag_lowest(flags, label_scores, labels, trusted, estimate.n_flagged,
+                        n_classes=n_classes, verified=estimate)
+
+
+def _flag_by_audit(flags: Flags, label_scores, labels, choice, *, rng,
+                   n_classes: int) -> Flags:
+    """Flags, error probabilities and estimate from error probabilities refitted on an audit
+    sample (:func:`clipsei.engine.audit.calibrate_on_audit`): the lowest label scores, as
+    many as the expected F1 of the refitted probabilities, ``choice``'s target precision or
+    review budget say; ``flags`` unchanged with too few verified rows."""
+    trusted = choice.trusted_mask(labels.size)
+    calibration = calibrate_on_audit(label_scores, trusted, choice.known_error_mask(labels.size),
+                                     choice.inclusion_probability, rng=rng)
+    if calibration is None:
+        return replace(flags, verified=None)
+    probs = calibration.error_probs
     order = np.lexsort((np.arange(labels.size), label_scores, trusted))  # ties: row order
+    default_count = compute_expected_f1_count(probs[~trusted], label_scores[~trusted])
+    n_flagged = choose_flag_count(probs[order], default_count, choice,
+                                  n_candidates=int((~trusted).sum()))
+    flagged = _flag_lowest(flags, label_scores, labels, trusted, n_flagged,
+                           n_classes=n_classes, verified=None)
+    return replace(flagged, error_probability=probs,
+                   verified=calibration.estimate(flagged.is_label_issue))
+
+
+def _flag_lowest(flags: Flags, label_scores, labels, trusted, n_flagged: int, *,
+                 n_classes: int, verified) -> Flags:
+    """``flags`` re-flagged: the ``n_flagged`` lowest label scores of the unverified rows
+    (ties: row order), one cutoff, and the ``verified`` estimate."""
+    order = np.lexsort((np.arange(labels.size), label_scores, trusted))
     is_issue = np.zeros(labels.size, dtype=bool)
-    is_issue[order[:estimate.n_flagged]] = True
-    cutoff = compute_cutoff_for_count(label_scores[~trusted], estimate.n_flagged)
+    is_issue[order[:n_flagged]] = True
+    cutoff = compute_cutoff_for_count(label_scores[~trusted], n_flagged)
     return replace(flags, is_label_issue=is_issue, cutoff=cutoff,
-                   class_cutoffs=np.full(n_classes, cutoff), verified=estimate)
+                   class_cutoffs=np.full(n_classes, cutoff), verified=verified)
 
 
 @dataclass(frozen=True)
@@ -402,8 +429,11 @@ def decision_attrs(flags: Flags, error_rate, *, informative: bool = True) -> dic
     (user-facing lines: the clean-set note when the rate is below :data:`CLEAN_RATE`, or
     when the flags outnumber the calibrated expected errors :data:`OVERFLAGGED` times) and
     ``verified`` (:meth:`clipsei.engine.verified.VerifiedEstimate.as_dict` where verified
-    rows chose the count, else None)."""
+    rows chose the count, else None). Error probabilities refitted on an audit sample give
+    the rate (their mean) and the sums."""
     verified = None if flags.verified is None else flags.verified.as_dict()
+    if flags.verified is not None and flags.verified.refitted:  # refitted on an audit
+        error_rate = float(flags.error_probability.mean())
     if flags.error_probability is None or error_rate is None:
         return {"calibrated_error_rate": None, "expected_errors_flagged": None,
                 "expected_errors_unflagged": None, "notes": [], "verified": verified}

@@ -42,7 +42,9 @@ class VerifiedEstimate:
     and errors among the ``n_unverified`` rows (at least the flags' expected real errors,
     ``precision * n_flagged``), each with an 80% ``*_interval`` (lo, hi);
     n_verified_clean, n_known_errors : verified rows whose label was confirmed / corrected;
-    chose_count : whether the verified rows chose the count (else the rule's flags stand)."""
+    chose_count : whether the verified rows chose the count (else the rule's flags stand);
+    refitted : whether the error probabilities were refitted on the verified rows (an audit
+    sample, :mod:`clipsei.engine.audit`), so that the estimates are their sums."""
 
     n_flagged: int
     precision: float
@@ -53,6 +55,7 @@ class VerifiedEstimate:
     n_known_errors: int
     n_unverified: int
     chose_count: bool = True
+    refitted: bool = False
 
     def as_dict(self) -> dict:
         return {"n_flagged": self.n_flagged, "chose_count": self.chose_count,
@@ -62,7 +65,8 @@ class VerifiedEstimate:
                 "n_unverified": self.n_unverified,
                 "n_errors": self.n_errors, "n_errors_interval": list(self.n_errors_interval),
                 "n_verified_clean": self.n_verified_clean,
-                "n_known_errors": self.n_known_errors}
+                "n_known_errors": self.n_known_errors,
+                "error_probability_refitted": self.refitted}
 
 
 def _positions(unverified_keys, keys) -> np.ndarray:
