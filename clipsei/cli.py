@@ -236,7 +236,8 @@ def _print_scan_summary(summary: dict, out) -> None:
 
 
 def _print_verified(summary: dict, verified: dict) -> None:
-    """The verified images' estimate (the one used), then the label-free one named as such."""
+    """The verified images' estimate (the one used), then the label-free one named as such
+    (or, refitted on an audit, the error probabilities' rate)."""
     low, high = verified["precision_interval"]
     errors_low, errors_high = verified["n_errors_interval"]
     print(f"from {verified['n_verified_clean'] + verified['n_known_errors']} verified images "
@@ -245,7 +246,11 @@ def _print_verified(summary: dict, verified: dict) -> None:
           f"{verified['errors_flagged']:.0f} real errors among them; about "
           f"{verified['n_errors']:.0f} label errors among the {verified['n_unverified']} "
           f"unverified images (80% interval {errors_low:.0f}-{errors_high:.0f})")
-    if summary.get("expected_errors_flagged") is not None:
+    if verified.get("error_probability_refitted"):
+        print(f"error_probability refitted on the audit: {summary['calibrated_error_rate']:.1%} "
+              f"label errors, {summary['expected_errors_unflagged']:.0f} expected left "
+              "unflagged (the corrected ones included)")
+    elif summary.get("expected_errors_flagged") is not None:
         print("label-free estimate, not used (the model's error probabilities cannot tell a "
               "hard but correct image from an error; the verified images can): "
               f"{summary['calibrated_error_rate']:.1%} label errors, "

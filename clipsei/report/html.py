@@ -237,7 +237,8 @@ def _stats_html(issues, summary: dict) -> str:
     verified = issues.attrs.get("verified")
     if verified:  # the verified images' estimate is the one used: say how sure it is
         stats.extend(_verified_stats(verified))
-    label_free = "label-free estimate, not used: " if verified else ""
+    refitted = bool(verified and verified.get("error_probability_refitted"))
+    label_free = "label-free estimate, not used: " if verified and not refitted else ""
     if noise is not None:
         stats.append((f"{label_free}label errors", f"{noise:.1%}", ""))
     expected = (issues.attrs.get("expected_errors_flagged"),

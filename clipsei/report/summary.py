@@ -68,8 +68,19 @@ def describe_estimate(attrs: dict) -> dict:
     With a verified estimate (``attrs["verified"]``) that one: it rests on labels a person
     checked, while the label-free ``error_probability`` sums (``expected_errors_*``,
     ``calibrated_error_rate``) cannot tell a hard but correct image from an error; those stay
-    in the summary for comparison only."""
+    in the summary for comparison only. An audit sample refits ``error_probability`` itself
+    (``verified["error_probability_refitted"]``): then every figure comes from the refit."""
     verified = attrs.get("verified")
+    if verified and verified.get("error_probability_refitted"):
+        low, high = verified["precision_interval"]
+        note = (f"error_probability was refitted on the "
+                f"{verified['n_verified_clean'] + verified['n_known_errors']} audited images "
+                f"({verified['n_known_errors']} corrected); the flags' precision "
+                f"({verified['precision']:.0%}, 80% interval {low:.0%}-{high:.0%}), the error "
+                f"count (about {verified['n_errors']:.0f} of the {verified['n_unverified']} "
+                "unverified images), calibrated_error_rate and expected_errors_* are all its "
+                "sums.")
+        return {"estimate_used": "verified", "estimate_note": note}
     if verified:
         low, high = verified["precision_interval"]
         note = (f"The flags' precision ({verified['precision']:.0%}, 80% interval {low:.0%}-"
