@@ -16,7 +16,9 @@ chooses the count on the label-score order, as ``LabelIssueDetector().fit(...,
 trusted={row: label})`` does (checked once against a second fit on the first row; where the
 default's flags stand, the detector's count moves by the verified rows it leaves out). F1 is
 over the unverified rows (and, with the known errors, over all rows). ``--design audit``
-verifies an audit sample of the same size (:mod:`clipsei.engine.audit`). Prints a markdown
+verifies an audit sample of the same size (:mod:`clipsei.engine.audit`), on which the error
+probabilities are refitted and the count chosen (checked against the detector likewise).
+Prints a markdown
 table; ``--out`` also writes the records as JSON.
 """
 
@@ -38,15 +40,19 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prepare import DEFAULT_DATA, DEFAULT_OUT, prepare_all  # noqa: E402
 
+CIFAR = "cifar10n_dev_aggre"
 
-def _load_cifar(rate: float, seed: int, noise: str = "symmetric"):
-    """10,000 CIFAR-10 images: (features, clean labels, given labels); ``noise`` "real" takes
-    the file's human (CIFAR-10N aggre) labels, else it is injected at ``rate``."""
+
+def _load_cifar(rate: float, seed: int, noise: str = "symmetric", stem: str = CIFAR):
+    """(features, clean labels, given labels): 10,000 CIFAR-10 images (all of another
+    ``stem``'s rows); ``noise`` "real" takes the file's human (CIFAR-10N aggre) labels, else
+    it is injected at ``rate``."""
     from clipsei.evaluation.bench import load_bench_npz
     from clipsei.evaluation.noise import compute_confusion_matrix, inject_label_noise
 
-    data = load_bench_npz(DEFAULT_OUT / "cifar10n_dev_aggre.npz")
-    keep = np.sort(np.random.default_rng(0).choice(data.true_labels.size, 10000, replace=False))
+    data = load_bench_npz(DEFAULT_OUT / f"{stem}.npz")
+    keep = (np.sort(np.random.default_rng(0).choice(data.true_labels.size, 10000, replace=False))
+            if stem == CIFAR else slice(None))
     clean, features = data.true_labels[keep], data.features[keep]
     if noise == "real":
         return features, clean, data.labels[keep]
@@ -66,10 +72,14 @@ def _f1(flags, is_error) -> float:
     return float(2 * (flags & is_error).sum() / max(flags.sum() + is_error.sum(), 1))
 
 
-def _audit_draw(scores, is_error, budget: int, rng, rule_flags=None):
-    """(flags, estimate, verified mask, known errors): an audit sample of ``budget`` rows
-    (their clean label), then :func:`clipsei.engine.audit.estimate_from_audit`'s count."""
-    from clipsei.engine.audit import draw_audit_sample, estimate_from_audit
+def _audit_draw(scores, is_error, budget: int, rng):
+    """(flags, calibration, verified mask, known errors, {row: (is wrong, inclusion
+    probability)}):
+    an audit sample of ``budget`` rows (their clean label), error probabilities refitted on
+    it (:func:`clipsei.engine.audit.calibrate_on_audit`) and the expected-F1 count of the
+    lowest scores, as ``LabelIssueDetector().fit(..., trusted=...)`` flags with an audit."""
+    from clipsei.engine.audit import calibrate_on_audit, draw_audit_sample
+    from clipsei.engine.flagging import compute_expected_f1_count
 
     rows, probability = draw_audit_sample(scores, budget, random_state=rng)
     trusted = np.zeros(scores.size, dtype=bool)
@@ -77,25 +87,25 @@ def _audit_draw(scores, is_error, budget: int, rng, rule_flags=None):
     inclusion = np.zeros(scores.size)
     inclusion[rows] = probability
     known = trusted & is_error
-    estimate = estimate_from_audit(-scores, trusted, known, inclusion,
-                                   rng=np.random.default_rng(0),
-                                   rule_flags=None if rule_flags is None else
-                                   rule_flags(trusted))
-    if not estimate.chose_count:
-        return rule_flags(trusted) & ~trusted, estimate, trusted, known
-    order = np.lexsort((np.arange(scores.size), scores, trusted))
+    calibration = calibrate_on_audit(scores, trusted, known, inclusion,
+                                     rng=np.random.default_rng(0))
+    kept = np.flatnonzero(~trusted)
+    count = compute_expected_f1_count(calibration.error_probs[kept], scores[kept])
     flags = np.zeros(scores.size, dtype=bool)
-    flags[order[:estimate.n_flagged]] = True
-    return flags, estimate, trusted, known
+    flags[kept[np.lexsort((kept, scores[kept]))[:count]]] = True
+    sheet = {int(row): (int(is_error[row]), float(p)) for row, p in zip(rows, probability)}
+    return flags, calibration, trusted, known, sheet
 
 
-def load_or_fit(features, given, *, noise: str, rate: float, seed: int, cache=None) -> dict:
+def load_or_fit(features, given, *, noise: str, rate: float, seed: int, cache=None,
+                stem: str = CIFAR) -> dict:
     """The default's fit of one row ({"keys": error_probability, "scores": label_score,
     "flags": is_label_issue}), from ``cache``'s ``fit_<tag>.npz`` where it is there, else
     fitted (and stored there)."""
     from clipsei.engine.detect import find_label_issues
 
     tag = f"{rate}_{seed}" if noise == "symmetric" else f"{noise}_{rate}_{seed}"
+    tag = tag if stem == CIFAR else f"{stem}_{tag}"
     stored = None if cache is None else Path(cache) / f"fit_{tag}.npz"
     if stored is not None and stored.is_file():
         return dict(np.load(stored))
@@ -113,7 +123,6 @@ def run_row(rate: float, seed: int, *, per_class: int, draws: int, check: bool,
             cache=None, noise: str = "symmetric", design: str = "uniform") -> dict:
     """One fit, then ``draws`` verified draws; per draw F1, estimated and true precision.
     ``design`` "audit" verifies a stratified audit sample of the same size instead."""
-    from clipsei.engine.detect import LabelIssueDetector
     from clipsei.engine.flagging import compute_class_cutoffs
     from clipsei.engine.verified import estimate_from_verified
     from clipsei.evaluation.bench import compute_best_cutoff_f1
@@ -130,12 +139,17 @@ def run_row(rate: float, seed: int, *, per_class: int, draws: int, check: bool,
     rng = np.random.default_rng(1000 + seed)
     for draw in range(draws):
         if design == "audit":
-            flags, estimate, trusted, known = _audit_draw(
-                scores, is_error, per_class * (int(clean.max()) + 1), rng,
-                rule_flags=lambda verified: ((scores < cutoffs[given]) & verified)
-                | fit["flags"])
+            flags, calibration, trusted, known, sheet = _audit_draw(
+                scores, is_error, per_class * (int(clean.max()) + 1), rng)
+            estimate = calibration.estimate(flags)
             record["draws"].append(_draw_record(flags, estimate, trusted, known, is_error,
                                                 scores))
+            if check and draw == 0:
+                # the sheet's labels: the clean label where the given one is wrong
+                verified = {row: (int(clean[row]) if wrong else int(given[row]), p)
+                            for row, (wrong, p) in sheet.items()}
+                _check_detector(features, given, seed, verified, flags, record,
+                                rest=~trusted, is_error=is_error)
             continue
         verified = _draw_verified(clean, per_class, rng)
         trusted = np.zeros(given.size, dtype=bool)
@@ -154,13 +168,22 @@ def run_row(rate: float, seed: int, *, per_class: int, draws: int, check: bool,
         record["draws"].append(_draw_record(flags, estimate, trusted, known, is_error,
                                             scores))
         if check and draw == 0:
-            again = LabelIssueDetector(random_state=seed).fit(features, given, trusted=verified)
-            found = again.issues_["is_label_issue"].to_numpy(bool)
-            record["detector_check"] = {"chose_count": again.issues_.attrs["verified"][
-                "chose_count"], "f1": _f1(found[rest], is_error[rest])}
-            if estimate.chose_count and not np.array_equal(found, flags):
-                raise RuntimeError("the detector's verified flags differ from the script's")
+            _check_detector(features, given, seed, verified, flags if estimate.chose_count
+                            else None, record, rest=rest, is_error=is_error)
     return record
+
+
+def _check_detector(features, given, seed, verified, flags, record, *, rest, is_error):
+    """A second fit, by the detector with ``verified`` as ``trusted``: its F1 goes in the
+    ``record``; where ``flags`` is given they must be the detector's."""
+    from clipsei.engine.detect import LabelIssueDetector
+
+    again = LabelIssueDetector(random_state=seed).fit(features, given, trusted=verified)
+    found = again.issues_["is_label_issue"].to_numpy(bool)
+    record["detector_check"] = {"chose_count": again.issues_.attrs["verified"]["chose_count"],
+                                "f1": _f1(found[rest], is_error[rest])}
+    if flags is not None and not np.array_equal(found, flags):
+        raise RuntimeError("the detector's verified flags differ from the script's")
 
 
 def _draw_record(flags, estimate, trusted, known, is_error, scores) -> dict:
