@@ -67,6 +67,7 @@ from clipsei.images.embed import embed_images, load_clip_model
 model = load_clip_model("clipsei-tiny", "none", device="cpu")
 # Ray Data warns when a stage's UDF, pickled with its constructor arguments, passes 100 MiB
 # (a ViT-B-32 is 600 MB): the bound, scaled to the tiny model's 6 MB
+assert MapOperator.MAP_UDF_WARN_SIZE_THRESHOLD >= 2**20
 MapOperator.MAP_UDF_WARN_SIZE_THRESHOLD = 2**20
 print(embed_images(sys.argv[1], model, engine="ray", batch_size=4, progress=False).n_encoded)
 """
