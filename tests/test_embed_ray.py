@@ -59,6 +59,38 @@ def test_unknown_engine(image_folder, tiny_clip):
 
 
 
+_QUIET_DRIVER = """
+import sys, warnings
+warnings.simplefilter("ignore")
+from ray.data._internal.execution.operators.map_operator import MapOperator
+from clipsei.images.embed import embed_images, load_clip_model
+model = load_clip_model("clipsei-tiny", "none", device="cpu")
+# Ray Data warns when a stage's UDF, pickled with its constructor arguments, passes 100 MiB
+# (a ViT-B-32 is 600 MB): the bound, scaled to the tiny model's 6 MB
+assert MapOperator.MAP_UDF_WARN_SIZE_THRESHOLD >= 2**20
+MapOperator.MAP_UDF_WARN_SIZE_THRESHOLD = 2**20
+print(embed_images(sys.argv[1], model, engine="ray", batch_size=4, progress=False).n_encoded)
+"""
+
+
+@pytest.mark.slow  # a driver process that starts its own local Ray instance: ~30 s
+def test_ray_run_on_a_new_local_instance_prints_no_ray_warnings(image_folder):
+    """Neither Ray's token-authentication notice (RAY_AUTH_MODE unset) nor Ray Data's
+    warning that the encoder stage carries the model inside its pickled UDF."""
+    import subprocess
+
+    pytest.importorskip("ray.data")
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    done = subprocess.run([sys.executable, "-c", _QUIET_DRIVER, str(image_folder)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["8"]
+    assert "Token authentication" not in done.stderr
+    assert "is too large" not in done.stderr
+
+
 def _assert_same_embeddings(actual, expected):
     """Equal up to one float16 step (the cache's format): another batch composition can move
     the float32 result by ~1e-6 and round a value to the neighbouring float16."""

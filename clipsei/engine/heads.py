@@ -2,7 +2,8 @@
 
 Logits are ``logit_scale * e @ normalize(W).T + b`` on unit rows ``e``: the logit range stays
 ``2 * logit_scale`` for the whole run. When class text embeddings are given, ``W`` starts
-from them (epoch 0 is the zero-shot classifier).
+from them (epoch 0 is the zero-shot classifier). This module plans the heads, runs their
+training loop and records every epoch; one step's maths is :mod:`clipsei.engine.head_steps`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .._validation import check_random_state
 from .dynamics import compute_epoch_statistics
 from . import features as _features
 from .features import FeatureRows
+from .head_steps import SharedOrder, compute_gradients, initial_weights, momentum_step
 
 # rows on which the held-out temperature is chosen (a subsample above it)
 SCALE_SELECTION_MAX_SAMPLES = 4000
@@ -44,14 +46,6 @@ class TrainingDynamics:
     margin_history: np.ndarray
     given_prob_history: np.ndarray
     mean_probs: np.ndarray
-
-
-def _initial_weights(n_classes: int, dim: int, class_embeddings, generator) -> torch.Tensor:
-    weights = torch.randn(n_classes, dim, generator=generator) * 0.01
-    if class_embeddings is not None:
-        given = torch.as_tensor(np.asarray(class_embeddings, dtype=np.float32))
-        weights[: given.shape[0]] = given
-    return weights
 
 
 @dataclass(frozen=True)
@@ -263,7 +257,7 @@ def _train(embeddings, plans, class_embeddings, settings, device, on_epoch) -> l
     inputs = _Inputs(embeddings, device)
     n_classes, n_epochs = settings["n_classes"], settings["n_epochs"]
     generators = [torch.Generator().manual_seed(plan.seed) for plan in plans]
-    weight = torch.stack([_initial_weights(n_classes, inputs.shape[1], class_embeddings, gen)
+    weight = torch.stack([initial_weights(n_classes, inputs.shape[1], class_embeddings, gen)
                           for gen in generators]).to(device)
     bias = torch.zeros(len(plans), n_classes, device=device)
     velocity = [torch.zeros_like(weight), torch.zeros_like(bias)]
@@ -273,7 +267,8 @@ def _train(embeddings, plans, class_embeddings, settings, device, on_epoch) -> l
     members = np.zeros((len(plans), inputs.shape[0]), dtype=bool)
     for head, plan in enumerate(plans):
         members[head, plan.fit_rows] = True
-    order = _SharedOrder(np.flatnonzero(members.any(axis=0)), plans, settings["batch_size"])
+    order = SharedOrder(np.flatnonzero(members.any(axis=0)), [plan.seed for plan in plans],
+                        settings["batch_size"])
     members = torch.as_tensor(members).to(device)
     recorders = _recorders(plans, n_epochs, n_classes)
     for epoch in range(n_epochs):
@@ -282,9 +277,9 @@ def _train(embeddings, plans, class_embeddings, settings, device, on_epoch) -> l
         for rows in order.epoch():
             rows = torch.as_tensor(rows).to(device)
             row_weights = members[:, rows].T / float(rows.numel())  # (B, H), 0 off fit_rows
-            grads = _gradients(inputs.take(rows), targets[:, rows].T, row_weights, weight,
+            grads = compute_gradients(inputs.take(rows), targets[:, rows].T, row_weights, weight,
                                bias, scales)
-            _momentum_step((weight, bias), grads, velocity, lr)
+            momentum_step((weight, bias), grads, velocity, lr)
         unit_weight = torch.nn.functional.normalize(weight, dim=2)
         for recorder in recorders:
             recorder.record(epoch, inputs, unit_weight, bias, scales)
@@ -294,58 +289,6 @@ def _train(embeddings, plans, class_embeddings, settings, device, on_epoch) -> l
     for recorder in recorders:
         dynamics.update(recorder.dynamics())
     return [dynamics[head] for head in range(len(plans))]
-
-
-class _SharedOrder:
-    """One minibatch order per epoch over the union of the heads' ``fit_rows``, drawn from a
-    generator seeded by all the heads' seeds; each minibatch's row ids sorted (the gradient
-    is a sum over the rows, and sorted ids read a memory map in order)."""
-
-    def __init__(self, rows: np.ndarray, plans, batch_size: int):
-        seed = np.random.SeedSequence([plan.seed for plan in plans]).generate_state(2)
-        self.generator = torch.Generator().manual_seed(int(seed[0]) << 31 ^ int(seed[1]))
-        self.rows, self.batch_size = rows, batch_size
-
-    def epoch(self):
-        """Yield each step's (B,) int64 row ids (the last step may be shorter)."""
-        order = self.rows[torch.randperm(self.rows.size, generator=self.generator).numpy()]
-        for start in range(0, order.size, self.batch_size):
-            yield np.sort(order[start:start + self.batch_size])
-
-
-def _gradients(batch_inputs, batch_targets, row_weights, weight, bias, scales):
-    """Gradients of ``sum_h sum_i row_weights[i, h] * cross_entropy`` with respect to the
-    stacked ``weight`` (H, K, D) and ``bias`` (H, K) of cosine heads, in closed form, for one
-    shared minibatch: ``batch_inputs`` (B, D), ``batch_targets`` and ``row_weights`` (B, H).
-    One (B, D) @ (D, H*K) product serves all heads; a row of weight 0 adds exactly 0."""
-    n_heads, n_classes, dim = weight.shape
-    norms = weight.norm(dim=2, keepdim=True).clamp_min(1e-12)  # as F.normalize's eps
-    unit = weight / norms
-    logits = (batch_inputs @ unit.reshape(-1, dim).T).view(-1, n_heads, n_classes)
-    residual = _softmax(logits * scales[:, None] + bias)
-    residual.scatter_add_(2, batch_targets[..., None],
-                          -torch.ones_like(batch_targets[..., None], dtype=residual.dtype))
-    residual *= row_weights[..., None]
-    unit_grad = (residual.view(-1, n_heads * n_classes).T @ batch_inputs).view(weight.shape)
-    unit_grad *= scales[:, None, None]
-    weight_grad = (unit_grad - unit * (unit_grad * unit).sum(dim=2, keepdim=True)) / norms
-    return weight_grad, residual.sum(dim=0)
-
-
-def _softmax(logits):
-    """Softmax over the last axis, in place; below 64 classes by hand (torch's kernel took
-    1.8 ms on (1000, 5, 10) logits against 0.36 ms, one thread)."""
-    if logits.shape[-1] >= 64:
-        return torch.softmax(logits, dim=-1)
-    logits = logits.sub_(logits.amax(dim=-1, keepdim=True)).exp_()
-    return logits.div_(logits.sum(dim=-1, keepdim=True))
-
-
-def _momentum_step(params, grads, velocity, lr: float) -> None:
-    """SGD with momentum 0.9 (as ``torch.optim.SGD``) for every head."""
-    for param, grad, buffer in zip(params, grads, velocity):
-        buffer.mul_(0.9).add_(grad)
-        param.sub_(lr * buffer)
 
 
 def _recorders(plans, n_epochs: int, n_classes: int) -> list:

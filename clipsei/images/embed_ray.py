@@ -17,6 +17,7 @@ import dataclasses
 import io
 import logging
 import math
+import os
 
 import numpy as np
 import torch
@@ -69,12 +70,17 @@ def ray_encoded_batches(table, rows: np.ndarray, model, *, encode, on_worker, dr
     logger.info("ray: %d encoder actor(s), %s each", n_actors,
                 "1 GPU" if num_gpus else f"{threads} CPU")
     packed = _pack_model(model)
+    # Ray Data pickles a stage's constructor arguments into its UDF, more than once (and warns
+    # past 100 MiB): the model goes to the object store once and the actors get a reference.
+    # Ray still logs that the actors have constructor arguments in the object store: those are
+    # Ray Data's own (its UDF and context), on every actor pool (ray-project/ray#57733)
+    packed_ref = ray.put(packed)
     # the actors' memory, asked for: Ray schedules them by it (and warns when they use more),
     # and a request also keeps Ray Data from fusing the decode tasks into the actors (it fuses
     # map stages whose resource requests are equal), which would leave all decoding to the
     # actors' own CPUs
     encoded = decoded.map_batches(
-        _Encoder, fn_constructor_args=(packed, encode, bool(num_gpus), threads),
+        _Encoder, fn_constructor_args=(packed_ref, encode, bool(num_gpus), threads),
         batch_size=batch_size, batch_format="numpy", num_gpus=num_gpus, num_cpus=threads,
         memory=encoder_memory(len(packed["model"]), batch_size * pixels.nbytes),
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=n_actors))
@@ -82,15 +88,36 @@ def ray_encoded_batches(table, rows: np.ndarray, model, *, encode, on_worker, dr
 
 
 def _connect(address):
-    """Join the cluster at ``address`` (or reuse the current connection); return ``ray``."""
+    """Join the cluster at ``address`` (or reuse the current connection, or start a local
+    instance, with token authentication unless ``RAY_AUTH_MODE`` says otherwise); return
+    ``ray``."""
     ray = import_ray()
     if not ray.is_initialized():
+        _choose_token_auth(address)
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     elif address is not None:
         logger.info("ray is already initialised; ignoring address %s", address)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # embed_images draws its own bar
     return ray
+
+
+def _choose_token_auth(address) -> None:
+    """Set ``RAY_AUTH_MODE=token`` where ``ray.init(address=address)`` will start a new local
+    instance and the mode is unset: the mode Ray picks there by default, but chosen, so Ray
+    does not warn that it chose it. A mode the user set, or joining a cluster, is left alone.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    try:  # the Ray versions that turn token authentication on by default, with a warning
+        from ray._private.authentication.authentication_token_setup import (
+            _enable_token_auth, enable_token_auth_by_default)  # noqa: F401
+    except ImportError:
+        return
+    from ray._private.services import canonicalize_bootstrap_address
+
+    if canonicalize_bootstrap_address(address) is None:  # None: no cluster to join
+        _enable_token_auth()  # Ray's own step: the variable, and its settings re-read
 
 
 # an encoder actor's own process (Python, torch, Ray's worker) before any model: a tiny-model
@@ -157,8 +184,8 @@ class _Encoder:
     """Ray Data actor: one model on the actor's GPU or CPU; decoded batch -> float16
     embeddings (zeros for unreadable rows), pixels dropped."""
 
-    def __init__(self, packed: dict, encode, use_gpu: bool, threads: int):
-        fields = dict(packed)
+    def __init__(self, packed_ref, encode, use_gpu: bool, threads: int):
+        fields = dict(import_ray().get(packed_ref))  # _pack_model's dict
         cls = fields.pop("cls")
         device = torch.device("cuda" if use_gpu else "cpu")
         if not use_gpu:
