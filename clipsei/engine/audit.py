@@ -108,41 +108,58 @@ def fit_error_model(feature, is_error, weights) -> np.ndarray:
 @dataclass(frozen=True)
 class AuditCalibration:
     """error_probs : (N,) P(given label wrong) refitted on the audit (its rows 1 where the
-    label was corrected, 0 where confirmed); feature : (N,) the rank feature;
-    coefficients : (2,) slope and intercept; replicates : (B, 2) those of the stratified
-    bootstrap; is_audited, is_known_error : (N,) bool."""
+    label was corrected, 0 where confirmed); feature : (N,) the rank feature; label_scores :
+    (N,); rows, weights, is_wrong : (n,) the audited rows, ``1 / inclusion probability`` and
+    whether each was wrong; resamples : (B, n) the stratified bootstrap's indices into them
+    and replicates : (B, 2) each resample's slope and intercept."""
 
     error_probs: np.ndarray
     feature: np.ndarray
-    coefficients: np.ndarray
+    label_scores: np.ndarray
+    rows: np.ndarray
+    weights: np.ndarray
+    is_wrong: np.ndarray
+    resamples: np.ndarray
     replicates: np.ndarray
-    is_audited: np.ndarray
-    is_known_error: np.ndarray
 
     def estimate(self, is_flagged) -> VerifiedEstimate:
         """The expected precision of the (N,) bool flags (never audited rows) and the
-        expected errors among the unverified rows, with 80% bootstrap intervals."""
+        expected errors among the unverified rows: the refit's sums, each with an 80%
+        interval spanning both the refit's bootstrap and the design-based (weighted) one of
+        the same resamples: the audited rows scoring within the flags' range, and each
+        audited row standing for ``weight - 1`` unverified ones (a form-free check on the
+        refit's two-parameter shape)."""
         from scipy.special import expit
 
-        is_flagged = np.asarray(is_flagged, dtype=bool) & ~self.is_audited
-        unverified = ~self.is_audited
+        unverified = np.ones(self.feature.size, dtype=bool)
+        unverified[self.rows] = False
+        is_flagged = np.asarray(is_flagged, dtype=bool) & unverified
         n_flagged = int(is_flagged.sum())
         precision = float(self.error_probs[is_flagged].mean()) if n_flagged else 0.0
         n_errors = float(self.error_probs[unverified].sum())
-        replicated = np.empty((len(self.replicates), 2))
-        for index, (slope, intercept) in enumerate(self.replicates):
+        in_range = self.label_scores[self.rows] <= (
+            self.label_scores[is_flagged].max() if n_flagged else -np.inf)
+        replicated = np.empty((len(self.replicates), 4))
+        for index, ((slope, intercept), drawn) in enumerate(zip(self.replicates,
+                                                                 self.resamples)):
             probs = expit(slope * self.feature + intercept)
+            weights, wrong, flagged = (self.weights[drawn], self.is_wrong[drawn],
+                                       in_range[drawn])
+            mass = (weights * flagged).sum()
             replicated[index] = (probs[is_flagged].mean() if n_flagged else 0.0,
-                                 probs[unverified].sum())
+                                 probs[unverified].sum(),
+                                 (weights * flagged * wrong).sum() / mass if mass else
+                                 precision, ((weights - 1) * wrong).sum())
         low, high = np.percentile(replicated, INTERVAL, axis=0)
         return VerifiedEstimate(
             n_flagged=n_flagged, precision=precision,
-            precision_interval=(float(min(low[0], precision)), float(max(high[0], precision))),
+            precision_interval=(float(min(low[0], low[2], precision)),
+                                float(max(high[0], high[2], precision))),
             n_errors=n_errors,
-            n_errors_interval=(float(min(low[1], n_errors)), float(max(high[1], n_errors))),
-            n_verified_clean=int((self.is_audited & ~self.is_known_error).sum()),
-            n_known_errors=int(self.is_known_error.sum()), n_unverified=int(unverified.sum()),
-            refitted=True)
+            n_errors_interval=(float(min(low[1], low[3], n_errors)),
+                               float(max(high[1], high[3], n_errors))),
+            n_verified_clean=int((~self.is_wrong).sum()), n_known_errors=int(self.is_wrong.sum()),
+            n_unverified=int(unverified.sum()), refitted=True)
 
 
 def calibrate_on_audit(label_scores, is_audited, is_known_error, inclusion_probability, *,
@@ -159,19 +176,19 @@ def calibrate_on_audit(label_scores, is_audited, is_known_error, inclusion_proba
     is_audited = np.asarray(is_audited, dtype=bool)
     if is_audited.sum() < MIN_VERIFIED_CLEAN or is_audited.all():
         return None
-    is_known_error = np.asarray(is_known_error, dtype=bool) & is_audited
+    label_scores = np.asarray(label_scores, dtype=np.float64)
     feature = compute_rank_feature(label_scores)
     rows = np.flatnonzero(is_audited)
     probability = np.asarray(inclusion_probability, dtype=np.float64)[rows]
-    weights, wrong = 1.0 / probability, is_known_error[rows]
+    weights, wrong = 1.0 / probability, np.asarray(is_known_error, dtype=bool)[rows]
     coefficients = fit_error_model(feature[rows], wrong, weights)
     strata = np.round(probability, 9)
     groups = [np.flatnonzero(strata == value) for value in np.unique(strata)]
-    replicates = np.empty((N_BOOTSTRAP, 2))
-    for index in range(N_BOOTSTRAP):
-        drawn = np.concatenate([rng.choice(group, group.size) for group in groups])
-        replicates[index] = fit_error_model(feature[rows[drawn]], wrong[drawn], weights[drawn])
+    resamples = np.stack([np.concatenate([rng.choice(group, group.size) for group in groups])
+                          for _ in range(N_BOOTSTRAP)])
+    replicates = np.stack([fit_error_model(feature[rows[drawn]], wrong[drawn], weights[drawn])
+                           for drawn in resamples])
     error_probs = expit(coefficients[0] * feature + coefficients[1])
     error_probs[rows] = wrong
-    return AuditCalibration(error_probs, feature, coefficients, replicates, is_audited,
-                            is_known_error)
+    return AuditCalibration(error_probs, feature, label_scores, rows, weights, wrong,
+                            resamples, replicates)
