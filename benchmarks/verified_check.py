@@ -45,15 +45,16 @@ CIFAR = "cifar10n_dev_aggre"
 
 def _load_cifar(rate: float, seed: int, noise: str = "symmetric", stem: str = CIFAR):
     """(features, clean labels, given labels): 10,000 CIFAR-10 images (all of another
-    ``stem``'s rows); ``noise`` "real" takes the file's human (CIFAR-10N aggre) labels, else
-    it is injected at ``rate``."""
+    ``stem``'s rows, its labels taken as clean); ``noise`` "real" takes the file's human
+    (CIFAR-10N aggre) labels, else it is injected at ``rate``."""
     from clipsei.evaluation.bench import load_bench_npz
     from clipsei.evaluation.noise import compute_confusion_matrix, inject_label_noise
 
     data = load_bench_npz(DEFAULT_OUT / f"{stem}.npz")
-    keep = (np.sort(np.random.default_rng(0).choice(data.true_labels.size, 10000, replace=False))
+    true_labels = data.labels if data.true_labels is None else data.true_labels  # MedMNIST's
+    keep = (np.sort(np.random.default_rng(0).choice(true_labels.size, 10000, replace=False))
             if stem == CIFAR else slice(None))
-    clean, features = data.true_labels[keep], data.features[keep]
+    clean, features = true_labels[keep], data.features[keep]
     if noise == "real":
         return features, clean, data.labels[keep]
     confusion = compute_confusion_matrix(features, clean) if noise == "confusion" else None
