@@ -453,7 +453,8 @@ def decision_attrs(flags: Flags, error_rate, *, informative: bool = True) -> dic
                      f"{n_samples} ({error_rate:.2%}), far fewer than the {n_flagged} flagged: "
                      f"at most about 1 in {n_flagged / max(expected, 1.0):.0f} flags can be a "
                      "real error, the others are likely hard but correct images. For fewer, "
-                     "likelier flags use cutoff='calibrated', a target precision or a few "
-                     "verified labels (trusted=).")
+                     "likelier flags check an audit sample (clipsei scan --audit-sample 160, "
+                     "then --trusted audit.csv), or use a target precision or "
+                     "cutoff='calibrated'.")
     return {"calibrated_error_rate": float(error_rate), "expected_errors_flagged": flagged,
             "expected_errors_unflagged": unflagged, "notes": notes, "verified": verified}
