@@ -15,7 +15,7 @@ ECE (10 equal-width bins) and expected errors; the refit's ECE and expected erro
 unverified rows; F1 of the flags plus the audit's known errors against the best single
 cutoff; and how often the 80% intervals of the flags' precision and of the error count
 held the truth. ``--write`` also plots the pooled reliability curves
-(docs/reliability_audit.png).
+(docs/reliability_audit.png: bins of at least 30 rows).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -45,6 +46,7 @@ OTHER_ROWS = ([("pneumoniamnist", "symmetric", rate, 0) for rate in (0.005, 0.01
               + [("pneumoniamnist", "confusion", rate, 0) for rate in (0.01, 0.2)]
               + [("breastmnist", "symmetric", 0.02, 0), ("breastmnist", "confusion", 0.2, 0)])
 N_BINS = 10
+MIN_BIN_ROWS = 30  # a plotted bin's rows at least (pooled over the draws for the refit)
 
 
 def run_row(stem: str, noise: str, rate: float, seed: int, *, cache: Path, draws: int,
@@ -59,7 +61,9 @@ def run_row(stem: str, noise: str, rate: float, seed: int, *, cache: Path, draws
               "n": int(is_error.size),
               "errors": int(is_error.sum()), "default_ece": default["ece"],
               "default_expected": default["expected_errors"],
-              "best_f1": compute_best_cutoff_f1(scores, is_error), "draws": [],
+              "best_f1": compute_best_cutoff_f1(scores, is_error),
+              "default_f1": float(2 * (fit["flags"] & is_error).sum()
+                                  / max(fit["flags"].sum() + is_error.sum(), 1)), "draws": [],
               "pooled": np.zeros((N_BINS, 3)), "default_bins": default["reliability"]}
     rng = np.random.default_rng(2000 + seed)
     for _ in range(draws):
@@ -96,16 +100,17 @@ def render(records, *, draws: int, budget: int) -> str:
              f"{draws} draws per row)", "",
              "ECE: 10 equal-width bins (the refit's over the unverified rows). Expected errors: "
              "the probabilities' sum (the refit's over the unverified rows, against the true "
-             "count there). F1: the flags plus the errors the audit found, against all "
-             "errors. Held: how often the 80% interval held the truth. Rows below the line "
-             "were not used to choose the refit's form.", "",
+             "count there). Default F1: the default's flags, no audit. F1: the refit's flags "
+             "plus the errors the audit found, against all errors. Held: how often the 80% "
+             "interval held the truth. Rows below the line were not used to choose the refit's "
+             "form.", "",
              "| row | n | errors | default ECE | default expected errors | refit ECE mean "
-             "(max) | refit expected errors mean (min-max) / true | F1 mean (min) | best-cutoff "
-             "F1 | precision est. / true | precision held | errors held |",
-             "|---|---:|---:|---:|---:|---|---|---|---:|---|---:|---:|"]
+             "(max) | refit expected errors mean (min-max) / true | default F1 | F1 mean (min) | "
+             "best-cutoff F1 | precision est. / true | precision held | errors held |",
+             "|---|---:|---:|---:|---:|---|---|---:|---|---:|---|---:|---:|"]
     for index, record in enumerate(records):
         if record["held_out"] and (index == 0 or not records[index - 1]["held_out"]):
-            lines.append("| *held out* | | | | | | | | | | | |")
+            lines.append("| *held out* | | | | | | | | | | | | |")
         draws_ = record["draws"]
         column = {key: np.array([d[key] for d in draws_], dtype=float)
                   for key in ("ece", "expected", "true_errors", "f1", "precision",
@@ -117,7 +122,8 @@ def render(records, *, draws: int, budget: int) -> str:
             f"{column['ece'].mean():.3f} ({column['ece'].max():.3f}) | "
             f"{column['expected'].mean():.0f} ({column['expected'].min():.0f}-"
             f"{column['expected'].max():.0f}) / {column['true_errors'].mean():.0f} | "
-            f"{column['f1'].mean():.2f} ({column['f1'].min():.2f}) | {record['best_f1']:.2f} | "
+            f"{record['default_f1']:.2f} | {column['f1'].mean():.2f} "
+            f"({column['f1'].min():.2f}) | {record['best_f1']:.2f} | "
             f"{column['precision'].mean():.2f} / {column['true_precision'].mean():.2f} | "
             f"{np.mean(held) if held else float('nan'):.0%} | "
             f"{np.mean([d['errors_held'] for d in draws_]):.0%} |")
@@ -135,12 +141,13 @@ def plot(records, path: Path) -> None:
     rows = -(-len(records) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.0 * rows), squeeze=False)
     for axis, record in zip(axes.flat, records):
-        pooled = record["pooled"]
-        seen = pooled[:, 2] > 0
+        pooled = np.asarray(record["pooled"])
+        seen = pooled[:, 2] >= MIN_BIN_ROWS
         axis.plot([0, 1], [0, 1], color="0.7", lw=1)
         axis.plot(pooled[seen, 0] / pooled[seen, 2], pooled[seen, 1] / pooled[seen, 2], "o-",
                   label="refitted on the audit")
         default = np.array(record["default_bins"])
+        default = default[default[:, 2] >= MIN_BIN_ROWS]
         axis.plot(default[:, 0], default[:, 1], "s--", label="default (label-free)")
         axis.set_title(record["row"], fontsize=8)
         axis.set_xlim(0, 1)
@@ -163,6 +170,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", choices=("cifar", "other", "all"), default="all")
     parser.add_argument("--write", action="store_true",
                         help="record in docs/benchmarks.md and plot docs/reliability_audit.png")
+    parser.add_argument("--out", type=Path, default=None, help="also write the records (JSON)")
     args = parser.parse_args(argv)
     rows = {"cifar": CIFAR_ROWS, "other": OTHER_ROWS, "all": CIFAR_ROWS + OTHER_ROWS}[args.rows]
     records = []
@@ -176,6 +184,9 @@ def main(argv=None) -> int:
         f"{args.draws} --budget {args.budget} --rows {args.rows} --write` (plot: "
         "docs/reliability_audit.png)", "", machine_line()])
     print(text)
+    if args.out is not None:
+        args.out.write_text(json.dumps(
+            [{**r, "pooled": np.asarray(r["pooled"]).tolist()} for r in records]) + "\n")
     if args.write:
         write_section("audit_calibration", text)
         plot(records, ROOT / "docs" / "reliability_audit.png")
