@@ -6,7 +6,8 @@
 Rows: 10,000 CIFAR-10 images (0.5% and 1% symmetric noise at seeds 0-2, CIFAR-10N aggre,
 20% confusion: the rows of ``verified_check.py``, whose fit cache ``fit_*.npz`` it shares)
 and, not used to choose the refit's form, PneumoniaMNIST (0.5/1/2% symmetric, 1% and 20%
-confusion) and BreastMNIST (2% symmetric, 20% confusion), seed 0. Each row is fitted once
+confusion), BreastMNIST (2% symmetric, 20% confusion) and CIFAR-10N's human errors kept at
+0.5/1/2% (:func:`clipsei.evaluation.noise.keep_label_errors`), seed 0. Each row is fitted once
 with the default; ``--draws`` audit samples of ``--budget`` rows are drawn
 (:func:`clipsei.engine.audit.draw_audit_sample`) and the error probabilities refitted on
 each (:func:`clipsei.engine.audit.calibrate_on_audit`), the flags are its expected-F1 count
@@ -44,7 +45,8 @@ CIFAR_ROWS = ([(CIFAR, "symmetric", 0.005, seed) for seed in (0, 1, 2)]
               + [(CIFAR, "real", 0.0, 0), (CIFAR, "confusion", 0.2, 0)])
 OTHER_ROWS = ([("pneumoniamnist", "symmetric", rate, 0) for rate in (0.005, 0.01, 0.02)]
               + [("pneumoniamnist", "confusion", rate, 0) for rate in (0.01, 0.2)]
-              + [("breastmnist", "symmetric", 0.02, 0), ("breastmnist", "confusion", 0.2, 0)])
+              + [("breastmnist", "symmetric", 0.02, 0), ("breastmnist", "confusion", 0.2, 0)]
+              + [(CIFAR, "real", rate, 0) for rate in (0.005, 0.01, 0.02)])
 N_BINS = 10
 MIN_BIN_ROWS = 30  # a plotted bin's rows at least (pooled over the draws for the refit)
 
@@ -91,7 +93,7 @@ def run_row(stem: str, noise: str, rate: float, seed: int, *, cache: Path, draws
 def _label(stem: str, noise: str, rate: float, seed: int) -> str:
     name = {"cifar10n_dev_aggre": "CIFAR-10 10k"}.get(stem, stem)
     if noise == "real":
-        return f"{name} · CIFAR-10N aggre (real)"
+        return f"{name} · CIFAR-10N aggre (real" + (f", {rate:g} kept)" if rate else ")")
     return f"{name} · {noise} {rate:g}, seed {seed}"
 
 

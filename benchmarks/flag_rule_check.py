@@ -3,8 +3,9 @@
     python benchmarks/flag_rule_check.py [--rows ROW ...] [--out FILE.json]
 
 A ROW is ``stem:subsample:noise:rate:seed`` (``subsample`` 0 = all; ``noise`` ``real`` = the
-file's own human labels, else injected into the clean labels; ``rate`` 0 = nothing
-injected), e.g. ``cifar10n_dev_aggre:10000:symmetric:0.005:0`` or
+file's own human labels, all of them with ``rate`` 0, else a random share of their errors
+that leaves ``rate`` wrong; other noise is injected into the clean labels, ``rate`` 0 =
+nothing injected), e.g. ``cifar10n_dev_aggre:10000:symmetric:0.005:0`` or
 ``cifar10n_dev_aggre:0:real:0:0``. Each row is fitted with the default method twice, with
 ``cutoff="count"`` (the default) and ``cutoff="calibrated"``, at the same seed: the label
 scores are identical (checked), so AUROC is too and only the decision differs. Prints a
@@ -38,7 +39,8 @@ DEFAULT_ROWS = ("cifar10n_dev_aggre:10000:symmetric:0:0",
 def load_row(row: str) -> tuple:
     """(features, given labels, clean labels, seed) of a ROW (see the module docstring)."""
     from clipsei.evaluation.bench import load_bench_npz
-    from clipsei.evaluation.noise import compute_confusion_matrix, inject_label_noise
+    from clipsei.evaluation.noise import (compute_confusion_matrix, inject_label_noise,
+                                          keep_label_errors)
 
     stem, subsample, noise, rate, seed = row.split(":")
     data = load_bench_npz(DEFAULT_OUT / f"{stem}.npz")
@@ -47,8 +49,9 @@ def load_row(row: str) -> tuple:
     if int(subsample):
         keep = np.sort(np.random.default_rng(0).choice(clean.size, int(subsample), replace=False))
         features, clean, labels = features[keep], clean[keep], labels[keep]
-    if noise == "real":
-        given = labels.copy()
+    if noise == "real":  # a rate keeps that share of the human errors, drawn with the seed
+        given = (keep_label_errors(clean, labels, rate=float(rate), random_state=int(seed))
+                 if float(rate) > 0 else labels.copy())
     else:
         confusion = compute_confusion_matrix(features, clean) if noise == "confusion" else None
         given = (inject_label_noise(clean, noise=noise, rate=float(rate), random_state=int(seed),

@@ -46,17 +46,21 @@ CIFAR = "cifar10n_dev_aggre"
 def _load_cifar(rate: float, seed: int, noise: str = "symmetric", stem: str = CIFAR):
     """(features, clean labels, given labels): 10,000 CIFAR-10 images (all of another
     ``stem``'s rows, its labels taken as clean); ``noise`` "real" takes the file's human
-    (CIFAR-10N aggre) labels, else it is injected at ``rate``."""
+    (CIFAR-10N aggre) labels (with ``rate`` > 0 a random share of their errors, leaving
+    ``rate`` wrong), else it is injected at ``rate``."""
     from clipsei.evaluation.bench import load_bench_npz
-    from clipsei.evaluation.noise import compute_confusion_matrix, inject_label_noise
+    from clipsei.evaluation.noise import (compute_confusion_matrix, inject_label_noise,
+                                          keep_label_errors)
 
     data = load_bench_npz(DEFAULT_OUT / f"{stem}.npz")
     true_labels = data.labels if data.true_labels is None else data.true_labels  # MedMNIST's
     keep = (np.sort(np.random.default_rng(0).choice(true_labels.size, 10000, replace=False))
             if stem == CIFAR else slice(None))
     clean, features = true_labels[keep], data.features[keep]
-    if noise == "real":
-        return features, clean, data.labels[keep]
+    if noise == "real":  # a rate keeps that share of the human errors, drawn with the seed
+        human = data.labels[keep]
+        return features, clean, (keep_label_errors(clean, human, rate=rate, random_state=seed)
+                                 if rate > 0 else human)
     confusion = compute_confusion_matrix(features, clean) if noise == "confusion" else None
     given = inject_label_noise(clean, noise=noise, rate=rate, random_state=seed,
                                confusion=confusion)

@@ -285,3 +285,17 @@ def test_shared_data_file_loads(shared_data):
     data = prepare_dataset("brain_mri", shared_data)[0][1]
     assert data["features"].shape == (254, 1280) and data["features"].dtype == np.float32
     assert set(np.unique(data["labels"])) == {0, 1}
+
+
+def test_keep_label_errors_keeps_a_random_share_of_the_real_ones():
+    from clipsei.evaluation.noise import keep_label_errors
+
+    clean = np.repeat(np.arange(4), 250)
+    noisy = inject_label_noise(clean, rate=0.2, random_state=0)
+    kept = keep_label_errors(clean, noisy, rate=0.01, random_state=1)
+    wrong = np.flatnonzero(kept != clean)
+    assert wrong.size == 10 and np.array_equal(kept[wrong], noisy[wrong])
+    assert not np.array_equal(wrong, np.flatnonzero(
+        keep_label_errors(clean, noisy, rate=0.01, random_state=2) != clean))
+    with pytest.raises(ValueError, match="rate 0.5 asks for 500 errors; the labels hold 200"):
+        keep_label_errors(clean, noisy, rate=0.5)

@@ -71,6 +71,26 @@ def inject_label_noise(labels, *, noise: str = "symmetric", rate: float = 0.2,
                           rng)
 
 
+def keep_label_errors(clean_labels, noisy_labels, *, rate: float,
+                      random_state=None) -> np.ndarray:
+    """(N,) ``noisy_labels`` with all but ``round(rate * N)`` of their errors (rows where they
+    differ from ``clean_labels``) set back to the clean label, the kept ones drawn at random:
+    real (e.g. human) noise at a lower rate. A one-line ``ValueError`` where the labels hold
+    fewer errors than that."""
+    clean_labels, noisy_labels = np.asarray(clean_labels), np.asarray(noisy_labels)
+    if clean_labels.shape != noisy_labels.shape:
+        raise ValueError(f"clean_labels and noisy_labels differ in shape: {clean_labels.shape} "
+                         f"and {noisy_labels.shape}")
+    errors = np.flatnonzero(clean_labels != noisy_labels)
+    n_kept = int(round(float(rate) * clean_labels.size))
+    if not 0 <= n_kept <= errors.size:
+        raise ValueError(f"rate {rate} asks for {n_kept} errors; the labels hold {errors.size}")
+    kept = check_random_state(random_state).choice(errors, n_kept, replace=False)
+    labels = clean_labels.copy()
+    labels[kept] = noisy_labels[kept]
+    return labels
+
+
 def compute_confusion_matrix(features, labels, *, n_classes: int | None = None,
                              random_state=0) -> np.ndarray:
     """Confusion counts (K, K) (rows = clean label, columns = predicted) of a 5-fold
