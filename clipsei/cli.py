@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from . import __version__
@@ -164,27 +163,16 @@ def _run_scan(args) -> int:
                   ray_address=args.ray_address, decode=args.decode, **options)
     _print_scan_summary(result.summary, args.out)
     if args.audit_sample:
-        _write_audit_sheet(result.issues, args)
+        _write_audit_sheet(result, args)
     return 0
 
 
-def _write_audit_sheet(issues, args) -> None:
-    """audit.csv in the scan's output folder: the rows a reviewer should verify. An existing
-    sheet may hold a reviewer's work: it is never overwritten (audit-1.csv, ... instead)."""
-    from .engine.audit import rank_audit_sample
-
-    sheet = rank_audit_sample(issues, min(args.audit_sample, len(issues)),
-                              random_state=args.random_state)
-    for number in range(10_000):
-        path = os.path.join(args.out, f"audit-{number}.csv" if number else "audit.csv")
-        try:
-            with open(path, "x", newline="", encoding="utf-8") as handle:  # never replaces
-                sheet.to_csv(handle, index=False)
-            break
-        except FileExistsError:
-            continue
-    print(f"wrote {path}: verify these {len(sheet)} images (fill in 'label' where the given "
-          f"one is wrong), then re-scan with --trusted {path}")
+def _write_audit_sheet(result, args) -> None:
+    """audit.csv in the scan's output folder: the rows a reviewer should verify (an existing
+    sheet is never overwritten: audit-1.csv, ... instead)."""
+    path = result.write_audit_sheet(args.out, args.audit_sample, random_state=args.random_state)
+    print(f"wrote {path}: verify these {min(args.audit_sample, len(result.issues))} images "
+          f"(fill in 'label' where the given one is wrong), then re-scan with --trusted {path}")
 
 
 def _run_caption_scan(args) -> int:

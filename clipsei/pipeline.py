@@ -82,6 +82,25 @@ class ScanResult:
 
         return to_fiftyone(self.issues, name=name, overwrite=overwrite, persistent=persistent)
 
+    def write_audit_sheet(self, out, n: int = 160, *, random_state=0) -> Path:
+        """Write ``n`` images to verify (:func:`clipsei.engine.audit.rank_audit_sample`) as
+        ``out/audit.csv``, or ``audit-1.csv``, ... where that exists: a sheet may hold a
+        reviewer's work and is never replaced. Returns the path; filled in, it goes back to
+        a scan as ``trusted`` (``--trusted``)."""
+        from .engine.audit import rank_audit_sample
+
+        sheet = rank_audit_sample(self.issues, min(int(n), len(self.issues)),
+                                  random_state=random_state)
+        for number in range(10_000):
+            path = Path(out) / (f"audit-{number}.csv" if number else "audit.csv")
+            try:
+                with open(path, "x", newline="", encoding="utf-8") as handle:  # never replaces
+                    sheet.to_csv(handle, index=False)
+                return path
+            except FileExistsError:
+                continue
+        raise FileExistsError(f"{out}: audit.csv and audit-1.csv .. audit-9999.csv all exist")
+
     def plot_trajectories(self, ids, *, ax=None):
         """Entropy per epoch of the rows ``ids`` (matplotlib Figure, not shown)."""
         from .report.plots import plot_trajectories

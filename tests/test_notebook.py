@@ -43,5 +43,8 @@ def test_explore_flagged_notebook_executes(tmp_path, monkeypatch):
     images = [out for cell in notebook.cells if cell.cell_type == "code"
               for out in cell.outputs if "image/png" in out.get("data", {})]
     assert len(images) >= 4  # histogram, class rates, the grid, trajectories
+    sheet = pd.read_csv(tmp_path / "scan" / "audit.csv")
+    assert len(sheet) == 160 and {"path", "given_class", "label",
+                                  "inclusion_probability"} <= set(sheet.columns)
     manifest = pd.read_csv(tmp_path / "scan" / "corrected_manifest.csv")
     assert {"path", "label", "action"} <= set(manifest.columns)
