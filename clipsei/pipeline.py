@@ -37,7 +37,7 @@ _ARRAYS = ("entropy_history", "agreement_history", "neighbor_ids", "neighbor_sim
 _ATTRS = ("calibrated_error_rate", "expected_errors_flagged", "expected_errors_unflagged",
           "cutoff", "class_cutoffs", "estimated_error_rate", "flagged_share_per_class",
           "estimated_errors_per_class", "method", "warnings", "class_signal", "zero_shot_prior",
-          "verified", "flag_rule")
+          "verified")
 
 
 @dataclass

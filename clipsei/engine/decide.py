@@ -3,12 +3,10 @@ probabilities, the flag rule, then :func:`clipsei.engine.table.assemble_fitted`.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
 from .calibration import calibrate_error_probabilities
-from .flagging import AUTO_RULE, CALIBRATED_RULE, COUNT_RULE, FlagChoice, flag_issues, overflags
+from .flagging import CALIBRATED_RULE, FlagChoice, flag_issues
 from .fusion import Signals, compute_label_scores
 from .noise_model import count_errors_per_class, estimate_label_transitions
 from .table import FittedValues, assemble_fitted
@@ -20,10 +18,7 @@ def decide_from_signals(signals: Signals, inputs, *, score: str, rule: str, perc
     """Label scores of ``score`` (:func:`clipsei.engine.fusion.compute_label_scores`), the
     held-out heads' calibrated error probabilities (none without held-out rounds), flags
     under ``rule`` (on the Bayes error probabilities, or on the calibrated ones with
-    ``"calibrated"``; ``"auto"``: the count rule, unless it flags
-    :data:`~clipsei.engine.flagging.OVERFLAGGED` times the calibrated expected errors or
-    more without a target precision or review budget, then the calibrated rule) and the
-    fitted values for ``inputs`` (a FitInputs)."""
+    ``"calibrated"``) and the fitted values for ``inputs`` (a FitInputs)."""
     labels, n_classes = inputs.labels, inputs.classes.present.size
     scores = compute_label_scores(signals, score=score, n_classes=n_classes)
     pred_probs = signals.pred_probs
@@ -31,23 +26,12 @@ def decide_from_signals(signals: Signals, inputs, *, score: str, rule: str, perc
     calibration = (None if signals.heldout is None else calibrate_error_probabilities(
         signals.heldout.probs, labels, rng=rng,
         transitions=estimate_label_transitions(pred_probs, labels)))
-
-    def flag_by(flag_rule, error_probs):
-        return flag_issues(
-            scores.label_scores, labels, n_classes=n_classes, rule=flag_rule,
-            percentile=percentile, threshold_reference=scores.threshold_reference,
-            threshold_scores=scores.threshold_scores, class_error_counts=class_errors,
-            error_probs=error_probs, choice=choice, rng=rng)
-
-    if rule == CALIBRATED_RULE and calibration is not None:
-        flags = flag_by(CALIBRATED_RULE, calibration.error_probs)
-    else:
-        flags = flag_by(COUNT_RULE if rule == AUTO_RULE else rule, signals.error_probs)
-    if (rule == AUTO_RULE and calibration is not None and choice.target_precision is None
-            and choice.max_flags is None and overflags(flags, calibration.error_rate)):
-        switched = flag_by(CALIBRATED_RULE, calibration.error_probs)
-        flags = replace(switched, counts=replace(
-            switched.counts, count_rule=int(flags.is_label_issue.sum())))
+    flags = flag_issues(
+        scores.label_scores, labels, n_classes=n_classes, rule=rule, percentile=percentile,
+        threshold_reference=scores.threshold_reference,
+        threshold_scores=scores.threshold_scores, class_error_counts=class_errors,
+        error_probs=(calibration.error_probs if rule == CALIBRATED_RULE and calibration
+                     else signals.error_probs), choice=choice, rng=rng)
     runs = signals.threshold_runs
     return assemble_fitted(
         inputs, flags, label_scores=scores.label_scores,

@@ -23,7 +23,7 @@ from . import options as _options
 from .options import MethodSpec
 from .decide import decide_from_signals, decide_zero_shot
 from .features import prepare_features
-from .flagging import AUTO_RULE, COUNT_RULE, FlagChoice, split_inclusion, split_trusted
+from .flagging import COUNT_RULE, FlagChoice, split_inclusion, split_trusted
 from .fusion import FUSED, Signals
 from .inputs import check_fit_inputs
 from .neighbors import find_conflicting_duplicates, search_neighbor_votes
@@ -36,7 +36,7 @@ ZERO_SHOT = "zero_shot"
 
 
 METHODS = {
-    "clipsei": MethodSpec(FUSED, AUTO_RULE, heldout=True),
+    "clipsei": MethodSpec(FUSED, COUNT_RULE, heldout=True),
     "sei_paper": MethodSpec("sei", "mean"),
     "aum": MethodSpec("aum", "percentile"),
     "entropy_integral": MethodSpec("entropy_integral", "mean"),
@@ -58,11 +58,9 @@ class LabelIssueDetector:
     threshold_fraction : share of samples in each of the ``n_threshold_runs`` disjoint
         threshold slices; None -> ``1 / (K + 1)``.
     cutoff : None (the method's rule), ``"mean"``, ``"percentile"`` (``cutoff_percentile``),
-        ``"count"`` (at least confident learning's count) or ``"calibrated"`` (the expected-F1
-        count of calibrated error probabilities, without that floor: fewer flags at low error
-        rates, too few under real, ambiguous-image noise at high ones). The default method's
-        rule is the count rule unless that flags at least 4 times the calibrated expected
-        errors, then the calibrated one (see docs/design.md).
+        ``"count"`` (the default's) or ``"calibrated"`` (the expected-F1 count of calibrated
+        error probabilities, without confident learning's floor: fewer flags at low error
+        rates, too few under real, ambiguous-image noise; see docs/design.md).
         n_folds : folds of the held-out heads.
     n_repeats : runs of the stochastic stages averaged; None: up to 3 on small sets for the
         default, 1 for reference methods.

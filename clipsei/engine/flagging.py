@@ -19,9 +19,6 @@ OVERFLAGGED = 4.0
 COUNT_RULE = "count"  # per-class cutoffs: the larger of confident learning's count and the
 # expected-F1 count of its Bayes error probabilities (without them, confident learning's count)
 CALIBRATED_RULE = "calibrated"  # the expected-F1 count of calibrated error probabilities, no floor
-# the default: COUNT_RULE, unless it flags OVERFLAGGED times the calibrated expected errors or
-# more; then CALIBRATED_RULE
-AUTO_RULE = "auto"
 
 
 @dataclass(frozen=True)
@@ -29,18 +26,14 @@ class FlagCounts:
     """How many samples look mislabeled: ``threshold`` (below the threshold samples' mean),
     ``confident_learning`` (the sum of its per-class counts) and, with Bayes error
     probabilities, ``expected_f1`` (see :func:`compute_expected_f1_count`). ``threshold`` is
-    None for a method without threshold samples (``"zero_shot"``); ``count_rule`` is what
-    the count rule flagged where the default (:data:`AUTO_RULE`) set it aside."""
+    None for a method without threshold samples (``"zero_shot"``)."""
 
     threshold: int | None
     confident_learning: int
     expected_f1: int | None = None
-    count_rule: int | None = None  # what the count rule flagged where the default set it aside
 
     def as_dict(self) -> dict:
         counts = {"confident_learning": self.confident_learning}
-        if self.count_rule is not None:
-            counts["count_rule"] = self.count_rule
         if self.threshold is not None:
             counts = {"threshold": self.threshold, **counts}
         if self.expected_f1 is not None:
@@ -60,7 +53,6 @@ class Flags:
     error_probability: np.ndarray | None
     counts: FlagCounts
     verified: object = None  # a VerifiedEstimate where verified rows chose the count
-    rule: str = ""  # the rule that flagged (set by flag_issues)
 
     def without_flags(self, label_scores, labels) -> "Flags":
         """The same scores with nothing flagged (each class's cutoff at its lowest score) and
@@ -83,15 +75,7 @@ def flag_issues(label_scores, labels, *, n_classes: int, rule: str, percentile: 
                           threshold_scores=threshold_scores,
                           class_error_counts=class_error_counts, error_probs=error_probs,
                           choice=choice)
-    flags = _apply_verified(flags, label_scores, labels, choice, rng=rng, n_classes=n_classes)
-    return replace(flags, rule=rule)
-
-
-def overflags(flags: Flags, error_rate: float) -> bool:
-    """Whether ``flags`` number :data:`OVERFLAGGED` times the calibrated expected errors
-    (``error_rate`` times N, at least 1) or more: most of them cannot be errors."""
-    expected = error_rate * flags.is_label_issue.size
-    return bool(flags.is_label_issue.sum() >= OVERFLAGGED * max(expected, 1.0))
+    return _apply_verified(flags, label_scores, labels, choice, rng=rng, n_classes=n_classes)
 
 
 def _flag_by_rule(label_scores, labels, *, n_classes: int, rule: str, percentile: float,
@@ -442,9 +426,8 @@ def decision_attrs(flags: Flags, error_rate, *, informative: bool = True) -> dic
     """``issues.attrs`` of the decision: ``calibrated_error_rate`` (float or None),
     ``expected_errors_flagged`` / ``expected_errors_unflagged`` (sums of the flags'
     error probabilities, the ``error_probability`` column; None without them) and ``notes``
-    (user-facing lines: the clean-set note when the rate is below :data:`CLEAN_RATE`, when
-    the default set the count rule aside, or when the flags outnumber the calibrated expected
-    errors :data:`OVERFLAGGED` times), ``flag_rule`` (the rule that flagged) and
+    (user-facing lines: the clean-set note when the rate is below :data:`CLEAN_RATE`, or
+    when the flags outnumber the calibrated expected errors :data:`OVERFLAGGED` times) and
     ``verified`` (:meth:`clipsei.engine.verified.VerifiedEstimate.as_dict` where verified
     rows chose the count, else None). Error probabilities refitted on an audit sample give
     the rate (their mean) and the sums."""
@@ -453,8 +436,7 @@ def decision_attrs(flags: Flags, error_rate, *, informative: bool = True) -> dic
         error_rate = float(flags.error_probability.mean())
     if flags.error_probability is None or error_rate is None:
         return {"calibrated_error_rate": None, "expected_errors_flagged": None,
-                "flag_rule": flags.rule, "expected_errors_unflagged": None, "notes": [],
-                "verified": verified}
+                "expected_errors_unflagged": None, "notes": [], "verified": verified}
     flagged, unflagged = compute_expected_errors(flags.error_probability, flags.is_label_issue)
     n_flagged, n_samples = int(flags.is_label_issue.sum()), flags.is_label_issue.size
     notes = []
@@ -465,14 +447,8 @@ def decision_attrs(flags: Flags, error_rate, *, informative: bool = True) -> dic
                      f"{error_rate:.2%}, about {flagged + unflagged:.0f} of {n_samples} "
                      f"labels): this looks like a clean dataset, and {shown}.")
     expected = error_rate * n_samples
-    if informative and flags.counts.count_rule is not None and flags.verified is None:
-        notes.append(f"The count rule would flag {flags.counts.count_rule} images, at least "
-                     f"{OVERFLAGGED:g} times the calibrated estimate of about {expected:.0f} "
-                     f"label errors: the calibrated count ({n_flagged}) is flagged instead. "
-                     "cutoff='count' (--cutoff count) keeps the count rule; an audit sample "
-                     "(--audit-sample) measures which is right.")
     if (informative and error_rate >= CLEAN_RATE and flags.verified is None
-            and overflags(flags, error_rate)):
+            and n_flagged >= OVERFLAGGED * max(expected, 1.0)):
         notes.append(f"The calibrated estimate is about {expected:.0f} label errors in "
                      f"{n_samples} ({error_rate:.2%}), far fewer than the {n_flagged} flagged: "
                      f"at most about 1 in {n_flagged / max(expected, 1.0):.0f} flags can be a "
@@ -481,5 +457,4 @@ def decision_attrs(flags: Flags, error_rate, *, informative: bool = True) -> dic
                      "then --trusted audit.csv), or use a target precision or "
                      "cutoff='calibrated'.")
     return {"calibrated_error_rate": float(error_rate), "expected_errors_flagged": flagged,
-            "flag_rule": flags.rule,
             "expected_errors_unflagged": unflagged, "notes": notes, "verified": verified}

@@ -42,7 +42,6 @@ def build_summary(issues: pd.DataFrame, failures: pd.DataFrame, class_names: lis
         "class_cutoffs": issues.attrs.get("class_cutoffs"),
         "estimated_error_rate": None if error_rate is None else float(error_rate),
         "calibrated_error_rate": attrs.get("calibrated_error_rate"),
-        "flag_rule": attrs.get("flag_rule"),
         "expected_errors_flagged": attrs.get("expected_errors_flagged"),
         "expected_errors_unflagged": attrs.get("expected_errors_unflagged"),
         "verified": _jsonable(attrs.get("verified")),
