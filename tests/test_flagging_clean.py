@@ -36,3 +36,20 @@ def test_no_clean_note_on_a_noisy_set():
     assert not [w for w in issues.attrs["warnings"] if "far fewer than the" in w]
     assert not [w for w in issues.attrs["warnings"] if "consistent with zero" in w]
     assert np.isclose(issues.attrs["calibrated_error_rate"], 0.2, atol=0.1)
+
+
+def test_no_false_bound_under_systematic_noise():
+    # one class given another's label for 30% of the images: the flags are nearly all real
+    # errors, but the calibrated estimate (pseudo-errors relabelled at random) sees few; the
+    # note must not tell the user that most flags cannot be errors
+    from clipsei.evaluation.noise import inject_label_noise
+
+    blobs = make_noisy_blobs(400, n_classes=4, n_features=32, noise_rate=0.0, cluster_std=1.0,
+                             random_state=0)
+    given = inject_label_noise(blobs.labels, noise="asymmetric", rate=0.3, random_state=0)
+    issues = find_label_issues(blobs.embeddings, given, n_epochs=5)
+    flagged = issues["is_label_issue"].to_numpy()
+    assert (given != blobs.labels)[flagged].mean() > 0.9  # the flags are right
+    notes = [w for w in issues.attrs["warnings"] if "far fewer than the" in w]
+    assert len(notes) == 1  # the two estimates disagree, and the note says so
+    assert "at most" not in notes[0] and "systematic" in notes[0]

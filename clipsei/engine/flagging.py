@@ -14,8 +14,11 @@ from .verified import estimate_from_verified
 CUTOFF_RULES = ("mean", "percentile")
 # an error rate below the lowest audited in a curated set (MNIST, 0.15%): "consistent with zero"
 CLEAN_RATE = 0.001
-# flags at least this many times the calibrated expected errors: most cannot be errors
+# flags at least this many times the calibrated expected errors: the two estimates disagree
 OVERFLAGGED = 4.0
+# what the calibrated estimate misses (docs/design.md, issue 15): said wherever it is quoted
+UNDERCOUNTED = ("systematic (one class often given another's label) or fall on ambiguous "
+                "images, which that estimate under-counts")
 COUNT_RULE = "count"  # per-class cutoffs: the larger of confident learning's count and the
 # expected-F1 count of its Bayes error probabilities (without them, confident learning's count)
 CALIBRATED_RULE = "calibrated"  # the expected-F1 count of calibrated error probabilities, no floor
@@ -439,22 +442,22 @@ def decision_attrs(flags: Flags, error_rate, *, informative: bool = True) -> dic
                 "expected_errors_unflagged": None, "notes": [], "verified": verified}
     flagged, unflagged = compute_expected_errors(flags.error_probability, flags.is_label_issue)
     n_flagged, n_samples = int(flags.is_label_issue.sum()), flags.is_label_issue.size
-    notes = []
+    notes, expected = [], error_rate * n_samples
     if informative and error_rate < CLEAN_RATE:
         shown = ("nothing is flagged" if n_flagged == 0 else
                  f"the {n_flagged} flagged images are the likeliest candidates, not findings")
-        notes.append(f"The estimated error rate is consistent with zero (at most "
-                     f"{error_rate:.2%}, about {flagged + unflagged:.0f} of {n_samples} "
-                     f"labels): this looks like a clean dataset, and {shown}.")
-    expected = error_rate * n_samples
+        notes.append(f"The calibrated estimate of the error rate is consistent with zero "
+                     f"({error_rate:.2%}, about {expected:.0f} of {n_samples} labels): this "
+                     f"looks like a clean dataset, and {shown}, unless its errors are "
+                     f"{UNDERCOUNTED}.")
     if (informative and error_rate >= CLEAN_RATE and flags.verified is None
             and n_flagged >= OVERFLAGGED * max(expected, 1.0)):
         notes.append(f"The calibrated estimate is about {expected:.0f} label errors in "
-                     f"{n_samples} ({error_rate:.2%}), far fewer than the {n_flagged} flagged: "
-                     f"at most about 1 in {n_flagged / max(expected, 1.0):.0f} flags can be a "
-                     "real error, the others are likely hard but correct images. For fewer, "
-                     "likelier flags check an audit sample (clipsei scan --audit-sample 160, "
-                     "then --trusted audit.csv), or use a target precision or "
-                     "cutoff='calibrated'.")
+                     f"{n_samples} ({error_rate:.2%}), far fewer than the {n_flagged} flagged. "
+                     "Either the set is nearly clean and most flags are hard but correct "
+                     f"images, or its errors are {UNDERCOUNTED}; the scores alone cannot tell "
+                     "these apart. To know which, check an audit sample (clipsei scan "
+                     "--audit-sample 160, then --trusted audit.csv); for fewer, likelier "
+                     "flags use a target precision or cutoff='calibrated'.")
     return {"calibrated_error_rate": float(error_rate), "expected_errors_flagged": flagged,
             "expected_errors_unflagged": unflagged, "notes": notes, "verified": verified}
