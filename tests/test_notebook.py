@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -34,7 +35,9 @@ def _small_scan(directory: Path) -> None:
 def test_explore_flagged_notebook_executes(tmp_path, monkeypatch):
     _small_scan(tmp_path / "scan")
     monkeypatch.setenv("CLIPSEI_SCAN_DIR", str(tmp_path / "scan"))
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. a cell without an id, an error in later nbformat
+        notebook = nbformat.read(NOTEBOOK, as_version=4)
     nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path)}}).execute()
     errors = [out for cell in notebook.cells if cell.cell_type == "code"
