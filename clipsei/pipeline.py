@@ -210,7 +210,7 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
     detector_options: passed to :class:`clipsei.LabelIssueDetector` (``method``, ``n_epochs``,
         ``target_precision``, ``max_flags``...); its ``device`` defaults to the CLIP model's.
     """
-    from .engine.flagging import select_trusted
+    from .engine.flag_choice import select_trusted
     from .images.embed import ClipModel, embed_images
     from .images.prompts import encode_class_prompts, encode_other_prompt
     from .images.rescan import weights_loaded

@@ -10,7 +10,8 @@ import pytest
 
 from clipsei.cli import main
 from clipsei.engine.audit import calibrate_on_audit, draw_audit_sample
-from clipsei.engine.flagging import compute_expected_f1_count, split_inclusion
+from clipsei.engine.flag_choice import split_inclusion
+from clipsei.engine.flagging import compute_expected_f1_count
 
 TINY = ["--model", "clipsei-tiny", "--pretrained", "none", "--n-epochs", "3"]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from clipsei import LabelIssueDetector
-from clipsei.engine.flagging import select_trusted, split_trusted
+from clipsei.engine.flag_choice import select_trusted, split_trusted
 from clipsei.engine.verified import MIN_VERIFIED_CLEAN, estimate_from_verified
 from clipsei.evaluation.synthetic import make_noisy_blobs
 

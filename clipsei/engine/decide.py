@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from .calibration import calibrate_error_probabilities
-from .flagging import CALIBRATED_RULE, FlagChoice, flag_issues
+from .flag_choice import FlagChoice
+from .flagging import CALIBRATED_RULE, flag_issues
 from .fusion import Signals, compute_label_scores
 from .noise_model import count_errors_per_class, estimate_label_transitions
 from .table import FittedValues, assemble_fitted

@@ -23,7 +23,8 @@ from . import options as _options
 from .options import MethodSpec
 from .decide import decide_from_signals, decide_zero_shot
 from .features import prepare_features
-from .flagging import COUNT_RULE, FlagChoice, split_inclusion, split_trusted
+from .flag_choice import FlagChoice, split_inclusion, split_trusted
+from .flagging import COUNT_RULE
 from .fusion import FUSED, Signals
 from .inputs import check_fit_inputs
 from .neighbors import find_conflicting_duplicates, search_neighbor_votes

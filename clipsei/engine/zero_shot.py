@@ -13,7 +13,8 @@ import numpy as np
 
 from .features import unit_rows
 from .calibration import Calibration, calibrate_error_probabilities
-from .flagging import CALIBRATED_RULE, FlagChoice, Flags, flag_issues
+from .flag_choice import FlagChoice
+from .flagging import CALIBRATED_RULE, Flags, flag_issues
 from .noise_model import (compute_error_probabilities, count_errors_per_class,
                           estimate_label_transitions)
 
