@@ -1,4 +1,5 @@
-"""An audit sample: where to spend a verification budget, and the flag count it gives.
+"""An audit sample: where to spend a verification budget, and the error probabilities
+refitted on it.
 
 A uniform sample of verified rows puts about ``n / N`` of them among the top ranks, where the
 flag count is decided. :func:`draw_audit_sample` instead stratifies the label-score order
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .ranks import rank_by_score
 from .verified import INTERVAL, MIN_VERIFIED_CLEAN, N_BOOTSTRAP, VerifiedEstimate
 
 # weak ridge of the refit (sklearn's C): finite slopes where the verified rows separate
@@ -63,7 +65,7 @@ def draw_audit_sample(label_scores, n: int, *, random_state=0) -> tuple[np.ndarr
         probabilities.append(np.full(take, take / (stop - start)))
         left -= take
     rows, probabilities = np.concatenate(rows), np.concatenate(probabilities)
-    ranked = np.argsort(np.argsort(order)[rows], kind="stable")
+    ranked = np.argsort(rank_by_score(scores)[rows], kind="stable")
     return rows[ranked], probabilities[ranked]
 
 
@@ -86,10 +88,8 @@ def rank_audit_sample(issues: pd.DataFrame, n: int, *, random_state=0) -> pd.Dat
 def compute_rank_feature(label_scores) -> np.ndarray:
     """(N,) ``(log((rank + 0.5) / N) + 1) / 2`` of the label scores' rank (0 = lowest score):
     the log of a uniform's rank, centred to mean 0 and scaled to standard deviation 0.5."""
-    scores = np.asarray(label_scores, dtype=np.float64)
-    ranks = np.empty(scores.size)
-    ranks[np.argsort(scores, kind="stable")] = np.arange(scores.size)
-    return (np.log((ranks + 0.5) / scores.size) + 1.0) / 2.0
+    ranks = rank_by_score(label_scores)  # 1-based
+    return (np.log((ranks - 0.5) / ranks.size) + 1.0) / 2.0
 
 
 def fit_error_model(feature, is_error, weights) -> np.ndarray:
