@@ -126,9 +126,8 @@ def _flag_by_rule(label_scores, labels, *, n_classes: int, rule: str, percentile
     if rule == COUNT_RULE or choice.max_flags is not None:
         n_flagged = (counts.confident_learning if choice.max_flags is None
                      else min(choice.max_flags, int((~trusted).sum())))
-        order = np.lexsort((np.arange(labels.size), label_scores, trusted))  # ties: row order
         is_issue = np.zeros(labels.size, dtype=bool)
-        is_issue[order[:n_flagged]] = True
+        is_issue[_unverified_first(np.asarray(label_scores), trusted)[:n_flagged]] = True
         cutoff = compute_cutoff_for_count(label_scores, n_flagged)
     else:
         cutoff = compute_cutoff(threshold_scores, rule=rule, percentile=percentile)
@@ -158,7 +157,7 @@ def _apply_verified(flags: Flags, label_scores, labels, choice, *, rng,
         rule_flags=(would_flag & trusted) | flags.is_label_issue)
     if estimate is None or not estimate.chose_count:
         return replace(flags, verified=estimate)
-    return _flag_lowest(flags, label_scores, labels, trusted, estimate.n_flagged,
+    return _flag_lowest(flags, label_scores, trusted, estimate.n_flagged,
                         n_classes=n_classes, verified=estimate)
 
 
@@ -174,23 +173,27 @@ def _flag_by_audit(flags: Flags, label_scores, labels, choice, *, rng,
     if calibration is None:
         return replace(flags, verified=None)
     probs = calibration.error_probs
-    order = np.lexsort((np.arange(labels.size), label_scores, trusted))  # ties: row order
     default_count = compute_expected_f1_count(probs[~trusted], label_scores[~trusted])
-    n_flagged = choose_flag_count(probs[order], default_count, choice,
-                                  n_candidates=int((~trusted).sum()))
-    flagged = _flag_lowest(flags, label_scores, labels, trusted, n_flagged,
-                           n_classes=n_classes, verified=None)
+    n_flagged = choose_flag_count(probs[_unverified_first(label_scores, trusted)],
+                                  default_count, choice, n_candidates=int((~trusted).sum()))
+    flagged = _flag_lowest(flags, label_scores, trusted, n_flagged, n_classes=n_classes,
+                           verified=None)
     return replace(flagged, error_probability=probs,
                    verified=calibration.estimate(flagged.is_label_issue))
 
 
-def _flag_lowest(flags: Flags, label_scores, labels, trusted, n_flagged: int, *,
-                 n_classes: int, verified) -> Flags:
+def _unverified_first(label_scores, trusted) -> np.ndarray:
+    """(N,) row order: the unverified rows by label score, lowest first (ties: row order),
+    then the verified ones."""
+    return np.lexsort((np.arange(label_scores.size), label_scores, trusted))
+
+
+def _flag_lowest(flags: Flags, label_scores, trusted, n_flagged: int, *, n_classes: int,
+                 verified) -> Flags:
     """``flags`` re-flagged: the ``n_flagged`` lowest label scores of the unverified rows
     (ties: row order), one cutoff, and the ``verified`` estimate."""
-    order = np.lexsort((np.arange(labels.size), label_scores, trusted))
-    is_issue = np.zeros(labels.size, dtype=bool)
-    is_issue[order[:n_flagged]] = True
+    is_issue = np.zeros(label_scores.size, dtype=bool)
+    is_issue[_unverified_first(label_scores, trusted)[:n_flagged]] = True
     cutoff = compute_cutoff_for_count(label_scores[~trusted], n_flagged)
     return replace(flags, is_label_issue=is_issue, cutoff=cutoff,
                    class_cutoffs=np.full(n_classes, cutoff), verified=verified)
@@ -346,10 +349,11 @@ def decision_attrs(flags: Flags, error_rate, *, informative: bool = True) -> dic
     if informative and error_rate < CLEAN_RATE:
         shown = ("nothing is flagged" if n_flagged == 0 else
                  f"the {n_flagged} flagged images are the likeliest candidates, not findings")
+        caveat = ("" if flags.verified is not None and flags.verified.refitted
+                  else f", unless its errors are {UNDERCOUNTED}")  # an audit sees those
         notes.append(f"The calibrated estimate of the error rate is consistent with zero "
                      f"({error_rate:.2%}, about {expected:.0f} of {n_samples} labels): this "
-                     f"looks like a clean dataset, and {shown}, unless its errors are "
-                     f"{UNDERCOUNTED}.")
+                     f"looks like a clean dataset, and {shown}{caveat}.")
     if (informative and error_rate >= CLEAN_RATE and flags.verified is None
             and n_flagged >= OVERFLAGGED * max(expected, 1.0)):
         notes.append(f"The calibrated estimate is about {expected:.0f} label errors in "
