@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _docs import machine_line, write_section  # noqa: E402
-from verified_check import CIFAR, _audit_draw, _load_cifar, load_or_fit  # noqa: E402
+from verified_check import CIFAR, _audit_draw, load_noisy_row, load_or_fit  # noqa: E402
 
 from clipsei.evaluation.bench import compute_best_cutoff_f1, compute_calibration_metrics  # noqa: E402,E501
 
@@ -54,7 +54,7 @@ MIN_BIN_ROWS = 30  # a plotted bin's rows at least (pooled over the draws for th
 def run_row(stem: str, noise: str, rate: float, seed: int, *, cache: Path, draws: int,
             budget: int) -> dict:
     """One row: the default's calibration, then ``draws`` audits' refits."""
-    features, clean, given = _load_cifar(rate, seed, noise, stem=stem)
+    features, clean, given = load_noisy_row(rate, seed, noise, stem=stem)
     fit = load_or_fit(features, given, noise=noise, rate=rate, seed=seed, cache=cache,
                       stem=stem)
     scores, is_error = fit["scores"], given != clean

@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _docs import machine_line, write_section  # noqa: E402
 from audit_calibration_check import CIFAR_ROWS, _label  # noqa: E402
-from verified_check import _load_cifar, load_or_fit  # noqa: E402
+from verified_check import load_noisy_row, load_or_fit  # noqa: E402
 
 FORMS = ("Platt on the default's log-odds", "logistic on the label score",
          "logistic on the log rank (the detector's)", "isotonic on the label score")
@@ -61,7 +61,7 @@ def run_row(stem, noise, rate, seed, *, cache: Path, draws: int, budget: int) ->
     from clipsei.engine.flagging import compute_expected_f1_count
     from clipsei.evaluation.bench import compute_calibration_metrics
 
-    features, clean, given = _load_cifar(rate, seed, noise, stem=stem)
+    features, clean, given = load_noisy_row(rate, seed, noise, stem=stem)
     fit = load_or_fit(features, given, noise=noise, rate=rate, seed=seed, cache=cache,
                       stem=stem)
     scores, is_error = fit["scores"], given != clean

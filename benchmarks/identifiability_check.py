@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prepare import DEFAULT_DATA, DEFAULT_OUT, prepare_all  # noqa: E402
-from verified_check import _load_cifar  # noqa: E402
+from verified_check import load_noisy_row  # noqa: E402
 
 SKIP = ("given_label", "predicted_label", "suggested_label", "conflicting_duplicate")
 
@@ -160,8 +160,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     prepare_all(args.data, DEFAULT_OUT)
-    features, clean, real = _load_cifar(0.0, args.seed, "real")
-    injected = _load_cifar(args.rate, args.seed, "symmetric")[2]
+    features, clean, real = load_noisy_row(0.0, args.seed, "real")
+    injected = load_noisy_row(args.rate, args.seed, "symmetric")[2]
     cache = None if args.cache is None else Path(args.cache)
     fits = {}
     for name, given in (("clean", clean), ("aggre", real), ("injected", injected)):

@@ -38,32 +38,19 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from flag_rule_check import load_row  # noqa: E402
 from prepare import DEFAULT_DATA, DEFAULT_OUT, prepare_all  # noqa: E402
 
 CIFAR = "cifar10n_dev_aggre"
 
 
-def _load_cifar(rate: float, seed: int, noise: str = "symmetric", stem: str = CIFAR):
-    """(features, clean labels, given labels): 10,000 CIFAR-10 images (all of another
-    ``stem``'s rows, its labels taken as clean); ``noise`` "real" takes the file's human
-    (CIFAR-10N aggre) labels (with ``rate`` > 0 a random share of their errors, leaving
-    ``rate`` wrong), else it is injected at ``rate``."""
-    from clipsei.evaluation.bench import load_bench_npz
-    from clipsei.evaluation.noise import (compute_confusion_matrix, inject_label_noise,
-                                          keep_label_errors)
-
-    data = load_bench_npz(DEFAULT_OUT / f"{stem}.npz")
-    true_labels = data.labels if data.true_labels is None else data.true_labels  # MedMNIST's
-    keep = (np.sort(np.random.default_rng(0).choice(true_labels.size, 10000, replace=False))
-            if stem == CIFAR else slice(None))
-    clean, features = true_labels[keep], data.features[keep]
-    if noise == "real":  # a rate keeps that share of the human errors, drawn with the seed
-        human = data.labels[keep]
-        return features, clean, (keep_label_errors(clean, human, rate=rate, random_state=seed)
-                                 if rate > 0 else human)
-    confusion = compute_confusion_matrix(features, clean) if noise == "confusion" else None
-    given = inject_label_noise(clean, noise=noise, rate=rate, random_state=seed,
-                               confusion=confusion)
+def load_noisy_row(rate: float, seed: int, noise: str = "symmetric", stem: str = CIFAR):
+    """(features, clean labels, given labels) of :func:`flag_rule_check.load_row`'s row:
+    10,000 CIFAR-10 images (all of another ``stem``'s rows); ``noise`` "real" takes the
+    file's human (CIFAR-10N aggre) labels (with ``rate`` > 0 a random share of their errors),
+    else noise is injected at ``rate``."""
+    features, given, clean, _ = load_row(
+        f"{stem}:{10000 if stem == CIFAR else 0}:{noise}:{rate}:{seed}")
     return features, clean, given
 
 
@@ -132,7 +119,7 @@ def run_row(rate: float, seed: int, *, per_class: int, draws: int, check: bool,
     from clipsei.engine.verified import estimate_from_verified
     from clipsei.evaluation.bench import compute_best_cutoff_f1
 
-    features, clean, given = _load_cifar(rate, seed, noise)
+    features, clean, given = load_noisy_row(rate, seed, noise)
     is_error = given != clean
     fit = load_or_fit(features, given, noise=noise, rate=rate, seed=seed, cache=cache)
     scores = fit["scores"]
