@@ -111,7 +111,8 @@ class AuditCalibration:
     label was corrected, 0 where confirmed); feature : (N,) the rank feature; label_scores :
     (N,); rows, weights, is_wrong : (n,) the audited rows, ``1 / inclusion probability`` and
     whether each was wrong; resamples : (B, n) the stratified bootstrap's indices into them
-    and replicates : (B, 2) each resample's slope and intercept."""
+    and replicates : (B, 2) each resample's slope and intercept; error_draws : (B,) the
+    errors among the unverified rows drawn stratum by stratum (:func:`draw_stratum_errors`)."""
 
     error_probs: np.ndarray
     feature: np.ndarray
@@ -121,14 +122,15 @@ class AuditCalibration:
     is_wrong: np.ndarray
     resamples: np.ndarray
     replicates: np.ndarray
+    error_draws: np.ndarray
 
     def estimate(self, is_flagged) -> VerifiedEstimate:
         """The expected precision of the (N,) bool flags (never audited rows) and the
         expected errors among the unverified rows: the refit's sums, each with an 80%
-        interval spanning both the refit's bootstrap and the design-based (weighted) one of
-        the same resamples: the audited rows scoring within the flags' range, and each
-        audited row standing for ``weight - 1`` unverified ones (a form-free check on the
-        refit's two-parameter shape)."""
+        interval spanning both the refit's bootstrap and a design-based one (a form-free check
+        on the refit's two-parameter shape): for the precision, the weighted error share of
+        the audited rows scoring within the flags' range, over the same resamples; for the
+        errors, :attr:`error_draws`."""
         from scipy.special import expit
 
         unverified = np.ones(self.feature.size, dtype=bool)
@@ -139,7 +141,7 @@ class AuditCalibration:
         n_errors = float(self.error_probs[unverified].sum())
         in_range = self.label_scores[self.rows] <= (
             self.label_scores[is_flagged].max() if n_flagged else -np.inf)
-        replicated = np.empty((len(self.replicates), 4))
+        replicated = np.empty((len(self.replicates), 3))
         for index, ((slope, intercept), drawn) in enumerate(zip(self.replicates,
                                                                  self.resamples)):
             probs = expit(slope * self.feature + intercept)
@@ -149,8 +151,8 @@ class AuditCalibration:
             replicated[index] = (probs[is_flagged].mean() if n_flagged else 0.0,
                                  probs[unverified].sum(),
                                  (weights * flagged * wrong).sum() / mass if mass else
-                                 precision, ((weights - 1) * wrong).sum())
-        low, high = np.percentile(replicated, INTERVAL, axis=0)
+                                 precision)
+        low, high = np.percentile(np.c_[replicated, self.error_draws], INTERVAL, axis=0)
         return VerifiedEstimate(
             n_flagged=n_flagged, precision=precision,
             precision_interval=(float(min(low[0], low[2], precision)),
@@ -160,6 +162,24 @@ class AuditCalibration:
                                float(max(high[1], high[3], n_errors))),
             n_verified_clean=int((~self.is_wrong).sum()), n_known_errors=int(self.is_wrong.sum()),
             n_unverified=int(unverified.sum()), refitted=True)
+
+
+def draw_stratum_errors(is_wrong, inclusion_probability, rng, *,
+                        n_draws: int = N_BOOTSTRAP) -> np.ndarray:
+    """(n_draws,) draws of the errors among the rows not audited: per stratum (rows sharing
+    an inclusion probability ``p``: ``n`` audited, ``e`` wrong, of about ``n / p`` rows) its
+    ``n / p - n`` other rows times an error share from Jeffreys' ``Beta(e + 1/2, n - e + 1/2)``.
+    A stratum whose audited rows were all right still may hold errors (a bootstrap of its
+    rows would say none); a fully audited one (``p = 1``) adds none."""
+    probability = np.round(np.asarray(inclusion_probability, dtype=np.float64), 9)
+    is_wrong = np.asarray(is_wrong, dtype=bool)
+    total = np.zeros(n_draws)
+    for value in np.unique(probability):
+        members = probability == value
+        n_audited, n_wrong = int(members.sum()), int(is_wrong[members].sum())
+        others = n_audited / value - n_audited
+        total += others * rng.beta(n_wrong + 0.5, n_audited - n_wrong + 0.5, n_draws)
+    return total
 
 
 def calibrate_on_audit(label_scores, is_audited, is_known_error, inclusion_probability, *,
@@ -191,4 +211,4 @@ def calibrate_on_audit(label_scores, is_audited, is_known_error, inclusion_proba
     error_probs = expit(coefficients[0] * feature + coefficients[1])
     error_probs[rows] = wrong
     return AuditCalibration(error_probs, feature, label_scores, rows, weights, wrong,
-                            resamples, replicates)
+                            resamples, replicates, draw_stratum_errors(wrong, probability, rng))
