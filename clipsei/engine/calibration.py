@@ -1,4 +1,4 @@
-"""Calibrated error probabilities: P(the given label is wrong), from 0% to 40% noise.
+"""Calibrated error probabilities: P(the given label is wrong), without a floor on the count.
 
 Held-out class probabilities never depend on a sample's own label, so the probability they
 give a *wrong* label can be simulated exactly: relabel every sample to another class, drawn
@@ -12,6 +12,8 @@ that is tight where low ``z`` holds no clean sample, and Bayes' rule the posteri
 ``P(wrong | z) = pi f1(z) / f(z)``, with the density ratio from an isotonic (monotone)
 classifier of real against pseudo-error ``z``.
 No count of confident learning enters, so there is no floor: on a clean set ``pi`` -> 0.
+Errors unlike the pseudo-errors (ambiguous images, one class systematically given another's
+label) are under-counted.
 """
 
 from __future__ import annotations

@@ -58,8 +58,8 @@ def compute_gradients(batch_inputs, batch_targets, row_weights, weight, bias, sc
 
 
 def _softmax(logits):
-    """Softmax over the last axis, in place; below 64 classes by hand (torch's kernel took
-    1.8 ms on (1000, 5, 10) logits against 0.36 ms, one thread)."""
+    """Softmax over the last axis. Below 64 classes it is computed by hand, in place on
+    ``logits`` (faster than torch's kernel for few classes); otherwise a new tensor."""
     if logits.shape[-1] >= 64:
         return torch.softmax(logits, dim=-1)
     logits = logits.sub_(logits.amax(dim=-1, keepdim=True)).exp_()
