@@ -91,3 +91,17 @@ def test_scan_cli_verified_labels_calibrate_the_count(tmp_path, write_images, ca
         assert "label-free estimate, not used" in printed
     issues = pd.read_csv(out / "issues.csv")
     assert not issues.loc[issues["path"].isin([p for p, _ in rows]), "is_label_issue"].any()
+
+
+def test_find_label_issues_takes_verified_labels(blobs):
+    # the functional API passes trusted= on to the detector: verified rows are never flagged
+    from clipsei import LabelIssueDetector, find_label_issues
+
+    plain = find_label_issues(blobs.embeddings, blobs.labels, n_epochs=5)
+    flagged = np.flatnonzero(plain["is_label_issue"].to_numpy())[:3]
+    verified = {int(row): int(blobs.labels[row]) for row in flagged}
+    issues = find_label_issues(blobs.embeddings, blobs.labels, n_epochs=5, trusted=verified)
+    assert not issues["is_label_issue"].to_numpy()[flagged].any()
+    fitted = LabelIssueDetector(n_epochs=5).fit(blobs.embeddings, blobs.labels,
+                                               trusted=verified).issues_
+    assert issues.equals(fitted)

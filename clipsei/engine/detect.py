@@ -231,9 +231,11 @@ def check_detector_options(**options) -> None:
 
 
 def find_label_issues(embeddings, labels, *, class_embeddings=None, other_embedding=None,
-                      groups=None, **options) -> pd.DataFrame:
+                      groups=None, trusted=None, **options) -> pd.DataFrame:
     """Rank every sample of ``embeddings`` (N, D) by how likely its ``labels`` (N,) entry is
-    wrong; ``**options`` are :class:`LabelIssueDetector`'s (``random_state`` defaults to 0).
+    wrong; ``class_embeddings``, ``other_embedding``, ``groups`` and ``trusted`` (verified
+    labels) as in :meth:`LabelIssueDetector.fit`; ``**options`` are
+    :class:`LabelIssueDetector`'s (``random_state`` defaults to 0).
 
     Returns a DataFrame, one row per sample in input order: ``given_label``,
     ``predicted_label``, ``suggested_label``, ``suggested_confidence``, ``label_score`` in
@@ -244,6 +246,6 @@ def find_label_issues(embeddings, labels, *, class_embeddings=None, other_embedd
     """
     detector = LabelIssueDetector(**options)
     detector.fit(embeddings, labels, class_embeddings=class_embeddings,
-                 other_embedding=other_embedding, groups=groups)
+                 other_embedding=other_embedding, groups=groups, trusted=trusted)
     return detector.issues_
 
