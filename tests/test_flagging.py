@@ -48,6 +48,11 @@ def test_expected_f1_count():
     uncapped_f1 = 2 * np.cumsum(flat) / (np.arange(1, 201) + flat.sum())
     assert np.argmax(uncapped_f1) == 199  # F1 alone would flag every sample
     assert compute_expected_f1_count(flat, np.arange(200)) == (flat > flat.mean()).sum()
+    # well under one expected error: flagging nothing is likelier right than any flag
+    # (a refit on an audit that found one error at the top made every q tiny)
+    tiny = np.r_[0.02, np.full(300, 1e-4)]
+    assert compute_expected_f1_count(tiny, np.arange(301)) == 0
+    assert compute_expected_f1_count(np.r_[0.9, tiny], np.arange(302)) == 1
 
 
 def test_aligned_error_probabilities_follow_the_score_within_each_class():

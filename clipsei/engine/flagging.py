@@ -254,7 +254,9 @@ def compute_expected_f1_count(error_probs, label_scores) -> int:
     never more than the number of samples whose ``q`` exceeds the mean ``q``. Past that, a
     flag lands on a sample no likelier to be wrong than one drawn at random, which only
     F1's reward for recall pays for: where ``q`` is nearly flat (embeddings that cannot
-    tell the classes apart) the uncapped count is every sample.
+    tell the classes apart) the uncapped count is every sample. Flagging nothing is right
+    (F1 1) when there is no error, with probability ``prod(1 - q)``; 0 where that beats
+    every count's expected F1 (a set with well under one expected error).
     """
     error_probs = np.asarray(error_probs, dtype=np.float64)
     if error_probs.sum() <= 0:
@@ -262,6 +264,10 @@ def compute_expected_f1_count(error_probs, label_scores) -> int:
     order = np.argsort(np.asarray(label_scores), kind="stable")
     expected_f1 = 2 * np.cumsum(error_probs[order]) / (np.arange(1, order.size + 1)
                                                       + error_probs.sum())
+    with np.errstate(divide="ignore"):
+        no_error = float(np.exp(np.log1p(-np.clip(error_probs, 0.0, 1.0)).sum()))
+    if no_error >= expected_f1.max():
+        return 0
     n_above_mean = int((error_probs > error_probs.mean()).sum())
     return min(int(np.argmax(expected_f1)) + 1, n_above_mean)
 
