@@ -66,12 +66,12 @@ def _f1(flags, is_error) -> float:
 
 def _audit_draw(scores, is_error, budget: int, rng):
     """(flags, calibration, verified mask, known errors, {row: (is wrong, inclusion
-    probability)}):
-    an audit sample of ``budget`` rows (their clean label), error probabilities refitted on
-    it (:func:`clipsei.engine.audit.calibrate_on_audit`) and the expected-F1 count of the
-    lowest scores, as ``LabelIssueDetector().fit(..., trusted=...)`` flags with an audit."""
-    from clipsei.engine.audit import calibrate_on_audit, draw_audit_sample
-    from clipsei.engine.flagging import compute_expected_f1_count
+    probability)}): an audit sample of ``budget`` rows (their clean label) and the flags
+    :func:`clipsei.engine.flagging.flag_by_audit` chooses from it, as
+    ``LabelIssueDetector().fit(..., trusted=...)`` flags with an audit."""
+    from clipsei.engine.audit import draw_audit_sample
+    from clipsei.engine.flag_choice import FlagChoice
+    from clipsei.engine.flagging import flag_by_audit
 
     rows, probability = draw_audit_sample(scores, budget, random_state=rng)
     trusted = np.zeros(scores.size, dtype=bool)
@@ -79,10 +79,10 @@ def _audit_draw(scores, is_error, budget: int, rng):
     inclusion = np.zeros(scores.size)
     inclusion[rows] = probability
     known = trusted & is_error
-    calibration = calibrate_on_audit(scores, trusted, known, inclusion,
-                                     rng=np.random.default_rng(0))
+    count, calibration = flag_by_audit(scores, FlagChoice(
+        trusted=trusted, known_errors=known, inclusion_probability=inclusion),
+        rng=np.random.default_rng(0))
     kept = np.flatnonzero(~trusted)
-    count = compute_expected_f1_count(calibration.error_probs[kept], scores[kept])
     flags = np.zeros(scores.size, dtype=bool)
     flags[kept[np.lexsort((kept, scores[kept]))[:count]]] = True
     sheet = {int(row): (int(is_error[row]), float(p)) for row, p in zip(rows, probability)}

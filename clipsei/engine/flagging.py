@@ -168,18 +168,32 @@ def _flag_by_audit(flags: Flags, label_scores, labels, choice, *, rng,
     many as the expected F1 of the refitted probabilities, ``choice``'s target precision or
     review budget say; ``flags`` unchanged with too few verified rows."""
     trusted = choice.trusted_mask(labels.size)
-    calibration = calibrate_on_audit(label_scores, trusted, choice.known_error_mask(labels.size),
-                                     choice.inclusion_probability, rng=rng)
-    if calibration is None:
+    audited = flag_by_audit(label_scores, choice, rng=rng)
+    if audited is None:
         return replace(flags, verified=None)
-    probs = calibration.error_probs
-    default_count = compute_expected_f1_count(probs[~trusted], label_scores[~trusted])
-    n_flagged = choose_flag_count(probs[_unverified_first(label_scores, trusted)],
-                                  default_count, choice, n_candidates=int((~trusted).sum()))
+    n_flagged, calibration = audited
     flagged = _flag_lowest(flags, label_scores, trusted, n_flagged, n_classes=n_classes,
                            verified=None)
-    return replace(flagged, error_probability=probs,
+    return replace(flagged, error_probability=calibration.error_probs,
                    verified=calibration.estimate(flagged.is_label_issue))
+
+
+def flag_by_audit(label_scores, choice: FlagChoice, *, rng):
+    """(how many of the lowest unverified ``label_scores`` (N,) to flag, the
+    :class:`~clipsei.engine.audit.AuditCalibration`) from ``choice``'s audit sample: the
+    expected-F1 count of the refitted error probabilities, or ``choice``'s target precision
+    or review budget; None with too few verified rows."""
+    label_scores = np.asarray(label_scores, dtype=np.float64)
+    trusted = choice.trusted_mask(label_scores.size)
+    calibration = calibrate_on_audit(label_scores, trusted,
+                                     choice.known_error_mask(label_scores.size),
+                                     choice.inclusion_probability, rng=rng)
+    if calibration is None:
+        return None
+    probs = calibration.error_probs
+    default_count = compute_expected_f1_count(probs[~trusted], label_scores[~trusted])
+    return choose_flag_count(probs[_unverified_first(label_scores, trusted)], default_count,
+                             choice, n_candidates=int((~trusted).sum())), calibration
 
 
 def _unverified_first(label_scores, trusted) -> np.ndarray:
