@@ -268,3 +268,38 @@ def test_manifest_split_column(image_folder):
     frame.to_csv(manifest, index=False)
     with pytest.raises(ValueError, match=r"split.csv row 1 \(line 3\) has an empty split"):
         load_image_table(manifest)
+
+
+def test_manifest_labels_named_like_missing_values_are_classes(image_folder):
+    manifest = image_folder / "na.csv"
+    manifest.write_text("path,label\ncat/img00.jpg,NA\ncat/img01.jpg,None\ndog/img00.jpg,null\n"
+                        "dog/img01.jpg,NA\n")
+    table = load_image_table(manifest)
+    assert table.class_names == ["NA", "None", "null"] and table.labels.tolist() == [0, 1, 2, 0]
+    manifest.write_text("path,label\ncat/img00.jpg,NA\ndog/img00.jpg,  \n")
+    with pytest.raises(ValueError, match=r"row 1 \(line 3\) has an empty path or label"):
+        load_image_table(manifest)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_manifest_integer_labels_name_only_the_classes_present(image_folder, suffix):
+    rows = pd.DataFrame({"path": ["cat/img00.jpg", "cat/img01.jpg", "dog/img00.jpg",
+                                  "dog/img01.jpg"], "label": [10, 2, 2, 7]})
+    manifest = image_folder / f"ints{suffix}"
+    rows.to_csv(manifest, index=False) if suffix == ".csv" else rows.to_parquet(manifest)
+    table = load_image_table(manifest)
+    assert table.class_names == ["2", "7", "10"] and table.labels.tolist() == [2, 0, 0, 1]
+    names = [str(k) for k in range(11)]
+    named = load_image_table(image_folder, manifest=manifest, class_names=names)
+    assert named.labels.tolist() == [10, 2, 2, 7] and len(named.class_names) == 11
+
+
+def test_manifest_label_spaces_and_repeated_paths(image_folder):
+    manifest = image_folder / "spaces.csv"
+    manifest.write_text("path,label\ncat/img00.jpg, cat\ncat/img01.jpg,cat \ndog/img00.jpg,dog\n")
+    table = load_image_table(manifest)
+    assert table.class_names == ["cat", "dog"] and table.labels.tolist() == [0, 0, 1]
+    manifest.write_text("path,label\ncat/img00.jpg,cat\ndog/img00.jpg,dog\n./cat/img00.jpg,dog\n")
+    with pytest.warns(UserWarning, match=r"lists 1 image\(s\) more than once \(e.g. .*img00.jpg "
+                                         r"on row 0 \(line 2\) and row 2 \(line 4\)\)"):
+        assert len(load_image_table(manifest)) == 3

@@ -280,7 +280,8 @@ def read_manifest(manifest: Path, *, what: str = "manifest", text_columns=("path
 
 
 def _from_manifest(manifest: Path, *, root: Path, class_names=None) -> ImageTable:
-    frame = read_manifest(manifest)
+    frame = read_manifest(manifest, keep_default_na=False)  # a class named "NA" or "None" is text
+    frame = frame.mask(frame.astype(str).apply(lambda column: column.str.strip() == ""))
     missing_columns = {"path", "label"} - set(frame.columns)
     if missing_columns:
         raise ValueError(f"manifest {manifest} must have columns path,label[,group][,split]; "
@@ -297,7 +298,12 @@ def _from_manifest(manifest: Path, *, root: Path, class_names=None) -> ImageTabl
         shown = "; ".join(f"row {i}{_line(line, i)}: {paths[i]}" for i in missing[:3])
         raise ValueError(f"manifest {manifest} names {len(missing)} missing file(s): {shown}"
                          f"{'; ...' if len(missing) > 3 else ''}")
-    labels, names = _encode_labels(frame["label"].to_numpy(), class_names, f"manifest {manifest}")
+    _warn_repeated_paths(paths, manifest, line)
+    values = frame["label"]
+    if values.dtype.kind in "OSU":  # "cat " and " cat" (a space after the comma) are "cat"
+        values = values.astype(str).str.strip()
+    labels, names = _encode_labels(values.to_numpy(), class_names, f"manifest {manifest}",
+                                   names_from_values=class_names is None)
     groups = frame["group"].to_numpy() if "group" in frame.columns else None
     splits = None
     if "split" in frame.columns:
@@ -307,6 +313,19 @@ def _from_manifest(manifest: Path, *, root: Path, class_names=None) -> ImageTabl
         splits = frame["split"].astype(str).to_numpy(dtype=object)
     return ImageTable(paths=paths, labels=labels, class_names=names, groups=groups,
                       splits=splits)
+
+
+def _warn_repeated_paths(paths: list, manifest: Path, line: int) -> None:
+    """Warn when the manifest lists one image file on more than one row."""
+    first: dict = {}
+    repeats = [(first[path], row) for row, path in enumerate(paths)
+               if first.setdefault(path, row) != row]
+    if repeats:
+        row, again = repeats[0]
+        warnings.warn(f"manifest {manifest} lists {len(repeats)} image(s) more than once (e.g. "
+                      f"{paths[row]} on row {row}{_line(line, row)} and row {again}"
+                      f"{_line(line, again)}); each row is scored as a separate image",
+                      UserWarning, stacklevel=4)
 
 
 def _line(first_line: int, row: int) -> str:
@@ -367,8 +386,12 @@ class _ColumnView:
         return getattr(self.dataset, "_fingerprint", None)
 
 
-def _encode_labels(values: np.ndarray, class_names, where: str):
-    """Class-name strings or ints -> (labels (N,) int64, class_names)."""
+def _encode_labels(values: np.ndarray, class_names, where: str, *, names_from_values=False):
+    """Class-name strings or ints -> (labels (N,) int64, class_names).
+
+    names_from_values: integer labels are names (a manifest's), not indices: the classes are
+    the values present, in numeric order, so labels 1 and 2 make two classes, not three.
+    """
     if values.dtype.kind in "OUS":
         strings = values.astype(str)
         names = list(class_names) if class_names is not None else sorted(set(strings.tolist()))
@@ -379,6 +402,9 @@ def _encode_labels(values: np.ndarray, class_names, where: str):
         labels = np.asarray([index[s] for s in strings], dtype=np.int64)
     else:
         labels = check_labels(values, name=where)
+        if names_from_values:
+            present, labels = np.unique(labels, return_inverse=True)
+            class_names = [str(value) for value in present]
         names = list(class_names) if class_names is not None else [
             str(k) for k in range(int(labels.max(initial=-1)) + 1)]
         labels = check_labels(labels, n_classes=len(names), name=where)
