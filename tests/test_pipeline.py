@@ -215,3 +215,25 @@ def test_relabel_reports_dropped_rows(blob_scan, tmp_path):
     result, directory = blob_scan
     manifest = relabel(directory, accept_above=1.0, drop_flagged=True, out=tmp_path / "m.csv")
     assert manifest.attrs["n_dropped"] == len(result.issues) - len(manifest) > 0
+
+
+def test_unreadable_images_that_leave_one_class_name_a_file(tmp_path, write_images, tiny_clip):
+    write_images(tmp_path / "images", n_per_class=3, classes=("cat",))
+    (tmp_path / "images" / "dog").mkdir()
+    for name in ("a.png", "b.jpg"):
+        (tmp_path / "images" / "dog" / name).write_bytes(b"")
+    with pytest.raises(ValueError, match=r"2 of the 5 images in .* could not be read \(e.g. "
+                                         r".*dog.a.png: empty file.*all of class 'cat'"):
+        scan(tmp_path / "images", model=tiny_clip, progress=False)
+    for name in ("c.png", "d.png", "e.png"):
+        (tmp_path / "images" / "cat" / name).write_bytes(b"")
+    for path in (tmp_path / "images" / "cat").glob("img*"):
+        path.unlink()
+    with pytest.raises(ValueError, match=r"none of the 5 images .* \(e.g. .*cat.c.png: empty"):
+        scan(tmp_path / "images", model=tiny_clip, progress=False)
+
+
+def test_scan_embeddings_needs_a_name_per_label(blobs):
+    with pytest.raises(ValueError, match="class_names must name every label: labels go up to 3, "
+                                         "but 2 names were given"):
+        scan_embeddings(blobs.embeddings, blobs.labels, class_names=["w", "x"])
