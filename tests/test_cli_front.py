@@ -252,3 +252,18 @@ def test_labels_is_a_deprecated_alias_of_manifest(tmp_path, write_images, capsys
         assert main(["scan", str(tmp_path / "images"), option, str(manifest), *TINY,
                      "--out", str(out)]) == 0
         assert "scored 10 of 10 images" in capsys.readouterr().out
+
+
+def test_no_class_information_states_no_error_count(tmp_path, write_images, capsys):
+    paths = write_images(tmp_path / "images", n_per_class=8, classes=("cat", "dog"))
+    manifest = tmp_path / "labels.csv"  # labels that ignore the images' colour: no class signal
+    pd.DataFrame({"path": paths, "label": ["a", "b"] * 8}).to_csv(manifest, index=False)
+    assert main(["scan", str(manifest), *TINY, "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["class_signal"]["informative"] is False and summary["n_flagged"] == 0
+    assert "label errors not estimated (no class information)" in printed
+    assert "estimated label errors" not in printed and "expected real errors" not in printed
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "not estimated (no class information)" in page
+    assert "expected errors left unflagged" not in page
