@@ -68,8 +68,18 @@ def main(argv=None) -> int:
             print(f"clipsei {args.command}: error: {err}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            print(f"clipsei {args.command}: interrupted; finished work is kept", file=sys.stderr)
+            print(f"clipsei {args.command}: interrupted{_what_is_kept(args)}", file=sys.stderr)
             return 130
+
+
+def _what_is_kept(args) -> str:
+    """What an interrupted command leaves behind: only a cache keeps embeddings."""
+    if getattr(args, "cache", None):
+        return (f"; the embeddings computed so far are kept in {args.cache}: run the same "
+                "command again to resume")
+    if args.command in ("scan", "embed"):
+        return "; nothing was kept (with --cache DIR a rerun resumes where it stopped)"
+    return ""
 
 
 # --- commands ---------------------------------------------------------------------------------

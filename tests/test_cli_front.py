@@ -267,3 +267,29 @@ def test_no_class_information_states_no_error_count(tmp_path, write_images, caps
     page = (tmp_path / "out" / "report.html").read_text()
     assert "not estimated (no class information)" in page
     assert "expected errors left unflagged" not in page
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_interrupt_says_what_is_kept(cache, tmp_path, write_images, capsys):
+    import _thread
+    import threading
+
+    import clipsei.images.embed  # noqa: F401  (torch imported before the interrupt can land)
+
+    write_images(tmp_path / "images", n_per_class=40, classes=("cat", "dog", "eel"))
+    extra = ["--cache", str(tmp_path / "cache")] if cache else []
+    timer = threading.Timer(1.0, _thread.interrupt_main)  # Ctrl-C a second into the scan
+    timer.start()
+    try:
+        status = main(["scan", str(tmp_path / "images"), *TINY, *extra, "--out",
+                       str(tmp_path / "out")])
+    finally:
+        timer.cancel()
+    assert status == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    if cache:
+        assert re.search(r"interrupted; the embeddings computed so far are kept in .*cache: run "
+                         "the same command again to resume", err)
+    else:
+        assert err == ("clipsei scan: interrupted; nothing was kept (with --cache DIR a rerun "
+                       "resumes where it stopped)")
