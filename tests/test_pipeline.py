@@ -237,3 +237,19 @@ def test_scan_embeddings_needs_a_name_per_label(blobs):
     with pytest.raises(ValueError, match="class_names must name every label: labels go up to 3, "
                                          "but 2 names were given"):
         scan_embeddings(blobs.embeddings, blobs.labels, class_names=["w", "x"])
+
+
+def test_relabel_keeps_split_and_group_and_warns_on_random_weights(tmp_path, write_images,
+                                                                   tiny_clip):
+    paths = write_images(tmp_path / "images", n_per_class=4, classes=("cat", "dog"))
+    manifest = tmp_path / "labels.csv"
+    pd.DataFrame({"path": paths, "label": ["cat"] * 4 + ["dog"] * 4,
+                  "group": [f"p{i // 2}" for i in range(8)],
+                  "split": ["train", "test"] * 4}).to_csv(manifest, index=False)
+    scan(manifest, model=tiny_clip, out=tmp_path / "out", progress=False, **FAST)
+    with pytest.warns(UserWarning, match="used a CLIP model with RANDOM weights"):
+        fixed = relabel(tmp_path / "out", accept_above=0.0)
+    written = pd.read_csv(tmp_path / "out" / "corrected_manifest.csv")
+    assert list(written.columns) == ["path", "label", "group", "split", "given_label", "action"]
+    assert written["split"].tolist() == ["train", "test"] * 4 == fixed["split"].tolist()
+    assert written["group"].tolist() == [f"p{i // 2}" for i in range(8)]
