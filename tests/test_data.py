@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,8 @@ def test_folder_skips_empty_class_folders_with_a_warning(image_folder):
     (image_folder / "cat" / "notes.txt").write_text("not an image")
     (image_folder / "empty").mkdir()
     (image_folder / "empty" / "readme.txt").write_text("no images here")
-    with pytest.warns(UserWarning, match="class folder .*empty holds no image files; skipping"):
+    with pytest.warns(UserWarning, match="class folder .*empty holds no image files; skipping"), \
+            pytest.warns(UserWarning, match=r"skipped 1 files .* \(1 .txt; e.g. .*cat.notes.txt"):
         table = load_image_table(image_folder)
     assert table.class_names == ["cat", "dog"] and len(table) == 8
     assert table.labels.tolist() == [0] * 4 + [1] * 4
@@ -303,3 +305,23 @@ def test_manifest_label_spaces_and_repeated_paths(image_folder):
     with pytest.warns(UserWarning, match=r"lists 1 image\(s\) more than once \(e.g. .*img00.jpg "
                                          r"on row 0 \(line 2\) and row 2 \(line 4\)\)"):
         assert len(load_image_table(manifest)) == 3
+
+
+def test_folder_counts_files_that_are_not_images_by_suffix(image_folder):
+    for name in ("ct1.dcm", "ct2.dcm"):
+        (image_folder / "cat" / name).write_bytes(b"DICM")
+    (image_folder / "dog" / "notes.txt").write_text("x")
+    (image_folder / "dog" / ".DS_Store").write_bytes(b"x")  # hidden files are not counted
+    (image_folder / "dog" / "._img00.jpg").write_bytes(b"x")
+    (image_folder / "mri").mkdir()
+    (image_folder / "mri" / "scan.nii").write_bytes(b"x")  # a class of unsupported files only
+    with pytest.warns(UserWarning) as caught:
+        table = load_image_table(image_folder)
+    assert len(table) == 8 and table.class_names == ["cat", "dog"]
+    messages = [str(w.message) for w in caught]
+    assert any(re.match(r"skipped 3 files in the class folders that are not images by their "
+                        r"suffix \(2 .dcm, 1 .txt; e.g. .*ct1.dcm\); clipsei reads .bmp", m)
+               for m in messages), messages
+    assert any(re.match(r"class folder .*mri holds no image files; skipping it \(it is not a "
+                        r"class; its 1 files are not images by their suffix, e.g. scan.nii\)", m)
+               for m in messages), messages

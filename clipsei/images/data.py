@@ -17,14 +17,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .._paths import is_clipsei_output
 from .._validation import check_labels
+from .folders import IMAGE_EXTENSIONS as IMAGE_EXTENSIONS
+from .folders import list_class_folders
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
-)
 MANIFEST_EXTENSIONS = frozenset({".csv", ".parquet", ".pq"})
 MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb limit (about 0.25 GB at 24 bits/pixel)
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
@@ -197,58 +195,8 @@ def _stretch_to_8bit(pixels: np.ndarray) -> Image.Image:
 
 
 def _from_folder(root: Path) -> ImageTable:
-    """Class subfolders of ``root`` -> table; each real directory is walked once."""
-    candidates = sorted(p for p in root.iterdir() if _is_class_dir(p))
-    if not candidates:
-        raise ValueError(f"folder {root} has no class subfolders (expected root/<class>/<image>)")
-    stray = [p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-    if stray:
-        warnings.warn(f"{len(stray)} images directly in {root} (e.g. {stray[0]}) have no class "
-                      "folder and are ignored", UserWarning, stacklevel=3)
-    visited = {os.path.realpath(root)} | {os.path.realpath(p) for p in candidates}
-    paths, labels, class_names, read = [], [], [], {}
-    for class_dir in candidates:
-        real = os.path.realpath(class_dir)
-        if real in read:
-            warnings.warn(f"class folder {class_dir} is the same folder as {read[real]}; "
-                          "skipping it", UserWarning, stacklevel=3)
-            continue
-        read[real] = class_dir
-        files = _list_images(class_dir, visited)
-        if not files:
-            warnings.warn(f"class folder {class_dir} holds no image files; skipping it (it is "
-                          "not a class)", UserWarning, stacklevel=3)
-            continue
-        paths.extend(files)
-        labels.extend([len(class_names)] * len(files))
-        class_names.append(class_dir.name)
-    if len(class_names) < 2:
-        raise ValueError(f"folder {root} must hold images of at least 2 classes; found "
-                         f"{len(class_names)} class folder(s) with images ({len(paths)} images)")
-    return ImageTable(paths=paths, labels=np.asarray(labels, dtype=np.int64),
-                      class_names=class_names)
-
-
-def _is_class_dir(path: Path) -> bool:
-    """A visible folder that clipsei did not write (output folders carry the marker)."""
-    return path.is_dir() and not path.name.startswith(".") and not is_clipsei_output(path)
-
-
-def _list_images(folder: Path, visited: set) -> list:
-    """Image files under ``folder`` (symlinks followed), skipping directories in ``visited``
-    (real paths, updated in place) so that a symlink loop is walked once."""
-    found = []
-    for directory, subdirs, files in os.walk(folder, followlinks=True):
-        kept = []
-        for name in sorted(subdirs):
-            real = os.path.realpath(os.path.join(directory, name))
-            if _is_class_dir(Path(directory, name)) and real not in visited:
-                visited.add(real)
-                kept.append(name)
-        subdirs[:] = kept
-        found.extend(os.path.join(directory, f) for f in sorted(files)
-                     if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS)
-    return [os.path.abspath(p) for p in found]
+    paths, labels, class_names = list_class_folders(root)
+    return ImageTable(paths=paths, labels=labels, class_names=class_names)
 
 
 def check_manifest_path(manifest, *, what: str = "manifest") -> Path:
