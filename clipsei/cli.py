@@ -336,6 +336,8 @@ def _run_bench(args) -> int:
     from .evaluation.bench_text import load_bench_model
     from .evaluation.noise import load_noise_mapping
 
+    if args.json:
+        _check_bench_json(Path(args.json))
     data = load_bench_npz(args.path)
     text_model = None if args.model is None else load_bench_model(
         args.model, args.pretrained, device=args.device)
@@ -356,6 +358,20 @@ def _run_bench(args) -> int:
         out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {out}")
     return 0
+
+
+def _check_bench_json(path) -> None:
+    """--json may replace an earlier bench result, never another file (checked before work)."""
+    import json
+
+    from ._paths import check_output_file
+
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError):
+        earlier = None
+    if not (isinstance(earlier, dict) and {"methods", "noise_rate", "path"} <= set(earlier)):
+        check_output_file(path, option="--json")
 
 
 _COMMANDS["bench"] = ("benchmark every detector on an .npz of features and labels",

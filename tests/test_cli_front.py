@@ -288,3 +288,23 @@ def test_interrupt_says_what_is_kept(cache, tmp_path, write_images, capsys, monk
     else:
         assert err == ("clipsei scan: interrupted; nothing was kept (with --cache DIR a rerun "
                        "resumes where it stopped)")
+
+
+def test_bench_json_never_overwrites_a_users_file(tmp_path, capsys):
+    import numpy as np
+
+    from clipsei.evaluation.synthetic import make_noisy_blobs
+
+    blobs = make_noisy_blobs(80, n_classes=2, n_features=8, noise_rate=0.1, random_state=0)
+    data = tmp_path / "blobs.npz"
+    np.savez(data, features=blobs.embeddings, labels=blobs.labels)
+    mine = tmp_path / "notes.json"
+    mine.write_text('{"my": "notes"}\n')
+    assert main(["bench", str(data), "--methods", "knn", "--json", str(mine)]) == 2
+    assert "already exists and was not written by clipsei" in _one_line_error(capsys, "bench")
+    assert mine.read_text() == '{"my": "notes"}\n'
+    result = tmp_path / "result.json"
+    for seed in ("0", "1"):  # an earlier bench result is replaced
+        assert main(["bench", str(data), "--methods", "knn", "--seed", seed, "--json",
+                     str(result)]) == 0
+    assert json.loads(result.read_text())["seed"] == 1
