@@ -308,3 +308,20 @@ def test_bench_json_never_overwrites_a_users_file(tmp_path, capsys):
         assert main(["bench", str(data), "--methods", "knn", "--seed", seed, "--json",
                      str(result)]) == 0
     assert json.loads(result.read_text())["seed"] == 1
+
+
+def test_relabel_never_overwrites_a_filled_audit_sheet_in_the_scan_folder(tmp_path,
+                                                                          write_images, capsys):
+    write_images(tmp_path / "images", n_per_class=10, classes=("cat", "dog"))
+    out = tmp_path / "out"
+    assert main(["scan", str(tmp_path / "images"), *TINY, "--out", str(out),
+                 "--audit-sample", "8"]) == 0
+    sheet = out / "audit.csv"
+    filled = pd.read_csv(sheet).assign(label="cat")  # the reviewer's verified labels
+    filled.to_csv(sheet, index=False)
+    before = sheet.read_text()
+    capsys.readouterr()
+    assert main(["relabel", str(out), "--accept-above", "0.5", "--out", str(sheet)]) == 2
+    assert "audit.csv already exists and was not written by clipsei" in _one_line_error(
+        capsys, "relabel")
+    assert sheet.read_text() == before
