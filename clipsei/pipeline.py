@@ -91,6 +91,7 @@ class ScanResult:
 
         sheet = rank_audit_sample(self.issues, min(int(n), len(self.issues)),
                                   random_state=random_state)
+        Path(out).mkdir(parents=True, exist_ok=True)
         for number in range(10_000):
             path = Path(out) / (f"audit-{number}.csv" if number else "audit.csv")
             try:

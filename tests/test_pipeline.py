@@ -253,3 +253,10 @@ def test_relabel_keeps_split_and_group_and_warns_on_random_weights(tmp_path, wri
     assert list(written.columns) == ["path", "label", "group", "split", "given_label", "action"]
     assert written["split"].tolist() == ["train", "test"] * 4 == fixed["split"].tolist()
     assert written["group"].tolist() == [f"p{i // 2}" for i in range(8)]
+
+
+def test_audit_sheet_goes_into_a_new_folder(blob_scan, tmp_path):
+    result, _ = blob_scan
+    path = result.write_audit_sheet(tmp_path / "review" / "round1", 20)
+    assert path == tmp_path / "review" / "round1" / "audit.csv"
+    assert len(pd.read_csv(path)) == 20
