@@ -325,3 +325,12 @@ def test_folder_counts_files_that_are_not_images_by_suffix(image_folder):
     assert any(re.match(r"class folder .*mri holds no image files; skipping it \(it is not a "
                         r"class; its 1 files are not images by their suffix, e.g. scan.nii\)", m)
                for m in messages), messages
+
+
+def test_manifest_true_false_and_fractional_labels_are_names(image_folder):
+    manifest = image_folder / "flags.csv"
+    manifest.write_text("path,label\ncat/img00.jpg,True\ncat/img01.jpg,False\ndog/img00.jpg,True\n")
+    table = load_image_table(manifest)
+    assert table.class_names == ["False", "True"] and table.labels.tolist() == [1, 0, 1]
+    manifest.write_text("path,label\ncat/img00.jpg,0.5\ncat/img01.jpg,1\ndog/img00.jpg,1.5\n")
+    assert load_image_table(manifest).class_names == ["0.5", "1.0", "1.5"]

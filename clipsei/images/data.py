@@ -248,7 +248,8 @@ def _from_manifest(manifest: Path, *, root: Path, class_names=None) -> ImageTabl
                          f"{'; ...' if len(missing) > 3 else ''}")
     _warn_repeated_paths(paths, manifest, line)
     values = frame["label"]
-    if values.dtype.kind in "OSU":  # "cat " and " cat" (a space after the comma) are "cat"
+    whole = values.dtype.kind in "iu" or (values.dtype.kind == "f" and (values % 1 == 0).all())
+    if not whole:  # names: True/False or 0.5 too; " cat" (a space after the comma) is "cat"
         values = values.astype(str).str.strip()
     labels, names = _encode_labels(values.to_numpy(), class_names, f"manifest {manifest}",
                                    names_from_values=class_names is None)
