@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -334,3 +335,16 @@ def test_manifest_true_false_and_fractional_labels_are_names(image_folder):
     assert table.class_names == ["False", "True"] and table.labels.tolist() == [1, 0, 1]
     manifest.write_text("path,label\ncat/img00.jpg,0.5\ncat/img01.jpg,1\ndog/img00.jpg,1.5\n")
     assert load_image_table(manifest).class_names == ["0.5", "1.0", "1.5"]
+
+
+def test_split_layout_one_level_too_high_warns(tmp_path, write_images):
+    for split in ("train", "test"):
+        write_images(tmp_path / "data" / split, n_per_class=2, classes=("cat", "dog"))
+    with pytest.warns(UserWarning, match=r"class folders of .*data \(test, train\) hold subfolders "
+                                         r"with the same names \(cat, dog\): if those are the "
+                                         r"classes, scan each split's folder"):
+        table = load_image_table(tmp_path / "data")
+    assert table.class_names == ["test", "train"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a plain class layout does not warn
+        load_image_table(tmp_path / "data" / "train")

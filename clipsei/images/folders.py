@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,7 @@ def list_class_folders(root: Path):
         labels.extend([len(class_names)] * len(files))
         class_names.append(class_dir.name)
     _warn_skipped_files(skipped)
+    _warn_split_layout(root, class_names)
     if len(class_names) < 2:
         raise ValueError(f"folder {root} must hold images of at least 2 classes; found "
                          f"{len(class_names)} class folder(s) with images ({len(paths)} images)")
@@ -61,6 +63,20 @@ def list_class_folders(root: Path):
 def _is_class_dir(path: Path) -> bool:
     """A visible folder that clipsei did not write (output folders carry the marker)."""
     return path.is_dir() and not path.name.startswith(".") and not is_clipsei_output(path)
+
+
+def _warn_split_layout(root: Path, class_names: list) -> None:
+    """Warn when the class folders hold like-named subfolders (train/cat, test/cat): the
+    classes are then most likely splits, one level too high."""
+    seen = Counter(name for class_name in class_names for name in
+                   {p.name for p in (root / class_name).iterdir() if _is_class_dir(p)})
+    shared = sorted(name for name, count in seen.items() if count > 1)
+    if len(shared) >= 2:
+        warnings.warn(f"the class folders of {root} ({', '.join(class_names[:5])}) hold "
+                      f"subfolders with the same names ({', '.join(shared[:5])}): if those are "
+                      f"the classes, scan each split's folder (e.g. {root / class_names[0]}) or "
+                      "list every image in a manifest with a split column", UserWarning,
+                      stacklevel=5)
 
 
 def _warn_skipped_files(skipped: list) -> None:
