@@ -260,3 +260,27 @@ def test_audit_sheet_goes_into_a_new_folder(blob_scan, tmp_path):
     path = result.write_audit_sheet(tmp_path / "review" / "round1", 20)
     assert path == tmp_path / "review" / "round1" / "audit.csv"
     assert len(pd.read_csv(path)) == 20
+
+
+def test_file_names_that_are_not_utf8_are_skipped_and_reported(tmp_path, write_images,
+                                                               tiny_clip):
+    import os
+
+    root = tmp_path / "images"
+    write_images(root, n_per_class=4, classes=("cat", "dog"))
+    latin1 = os.fsencode(root) + b"/R\xf6ntgen"  # names written by a latin-1 system
+    try:
+        os.mkdir(latin1)
+    except (OSError, UnicodeError):
+        pytest.skip("this file system takes only UTF-8 names")
+    image = (root / "dog" / "img02.png").read_bytes()
+    for name in (latin1 + b"/a.png", latin1 + b"/b.png", os.fsencode(root) + b"/dog/\xe9t\xe9.png"):
+        with open(name, "wb") as handle:
+            handle.write(image)
+    with pytest.warns(UserWarning, match=r"classes \[0\] have no samples"):  # R\xf6ntgen's
+        result = scan(root, model=tiny_clip, out=tmp_path / "out", progress=False, **FAST)
+    assert result.class_names == ["R\\xf6ntgen", "cat", "dog"]
+    assert len(result.issues) == 8 and result.summary["n_failed"] == 3
+    failures = pd.read_csv(tmp_path / "out" / "failures.csv")
+    assert failures["path"].str.endswith("/dog/\\xe9t\\xe9.png").any()
+    assert (failures["reason"] == "file name is not valid UTF-8; rename the file").all()

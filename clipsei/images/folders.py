@@ -32,7 +32,7 @@ def list_class_folders(root: Path):
         warnings.warn(f"{len(stray)} images directly in {root} (e.g. {stray[0]}) have no class "
                       "folder and are ignored", UserWarning, stacklevel=4)
     visited = {os.path.realpath(root)} | {os.path.realpath(p) for p in candidates}
-    paths, labels, class_names, read, skipped = [], [], [], {}, []
+    paths, labels, class_dirs, read, skipped = [], [], [], {}, []
     for class_dir in candidates:
         real = os.path.realpath(class_dir)
         if real in read:
@@ -50,10 +50,11 @@ def list_class_folders(root: Path):
             continue
         paths.extend(files)
         skipped.extend(not_images)
-        labels.extend([len(class_names)] * len(files))
-        class_names.append(class_dir.name)
+        labels.extend([len(class_dirs)] * len(files))
+        class_dirs.append(class_dir)
     _warn_skipped_files(skipped)
-    _warn_split_layout(root, class_names)
+    _warn_split_layout(root, class_dirs)
+    class_names = [printable(class_dir.name) for class_dir in class_dirs]
     if len(class_names) < 2:
         raise ValueError(f"folder {root} must hold images of at least 2 classes; found "
                          f"{len(class_names)} class folder(s) with images ({len(paths)} images)")
@@ -65,16 +66,23 @@ def _is_class_dir(path: Path) -> bool:
     return path.is_dir() and not path.name.startswith(".") and not is_clipsei_output(path)
 
 
-def _warn_split_layout(root: Path, class_names: list) -> None:
+def printable(name: str) -> str:
+    """``name`` with bytes that are not UTF-8 (a file name in another encoding) shown as
+    ``\\xNN``, so that CSV, JSON and HTML outputs can hold it."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _warn_split_layout(root: Path, class_dirs: list) -> None:
     """Warn when the class folders hold like-named subfolders (train/cat, test/cat): the
     classes are then most likely splits, one level too high."""
-    seen = Counter(name for class_name in class_names for name in
-                   {p.name for p in (root / class_name).iterdir() if _is_class_dir(p)})
-    shared = sorted(name for name, count in seen.items() if count > 1)
+    seen = Counter(name for class_dir in class_dirs for name in
+                   {p.name for p in class_dir.iterdir() if _is_class_dir(p)})
+    shared = sorted(printable(name) for name, count in seen.items() if count > 1)
     if len(shared) >= 2:
-        warnings.warn(f"the class folders of {root} ({', '.join(class_names[:5])}) hold "
+        names = [printable(class_dir.name) for class_dir in class_dirs]
+        warnings.warn(f"the class folders of {root} ({', '.join(names[:5])}) hold "
                       f"subfolders with the same names ({', '.join(shared[:5])}): if those are "
-                      f"the classes, scan each split's folder (e.g. {root / class_names[0]}) or "
+                      f"the classes, scan each split's folder (e.g. {class_dirs[0]}) or "
                       "list every image in a manifest with a split column", UserWarning,
                       stacklevel=5)
 
