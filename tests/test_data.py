@@ -348,3 +348,18 @@ def test_split_layout_one_level_too_high_warns(tmp_path, write_images):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a plain class layout does not warn
         load_image_table(tmp_path / "data" / "train")
+
+
+def test_manifest_from_a_spreadsheet_export(image_folder):
+    manifest = image_folder / "excel.csv"
+    rows = "path, label\ncat/img00.jpg, Röntgen\ndog/img00.jpg, dog\n"
+    manifest.write_bytes(rows.encode("latin-1"))
+    with pytest.raises(ValueError, match=r"excel.csv is not UTF-8 text \(byte 0xf6 is not UTF-8\); "
+                                         "save it as UTF-8 CSV"):
+        load_image_table(manifest)
+    manifest.write_text(rows, encoding="utf-8")
+    assert load_image_table(manifest).class_names == ["Röntgen", "dog"]  # spaces after commas
+    manifest.write_text("path;label\ncat/img00.jpg;cat\ndog/img00.jpg;dog\n")
+    with pytest.raises(ValueError, match=r"found \['path;label'\] \(is it separated by ';'\? "
+                                         r"commas are read\)"):
+        load_image_table(manifest)

@@ -223,17 +223,23 @@ def read_manifest(manifest: Path, *, what: str = "manifest", text_columns=("path
     except ImportError as err:
         raise ImportError(
             f"reading {manifest} needs pyarrow: pip install 'clipsei[parquet]'") from err
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{what} {manifest} is not UTF-8 text (byte "
+                         f"{err.object[err.start]:#x} is not UTF-8); save it as UTF-8 CSV") from err
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as err:
         raise ValueError(f"malformed {what} {manifest}: {err}") from err
 
 
 def _from_manifest(manifest: Path, *, root: Path, class_names=None) -> ImageTable:
     frame = read_manifest(manifest, keep_default_na=False)  # a class named "NA" or "None" is text
     frame = frame.mask(frame.astype(str).apply(lambda column: column.str.strip() == ""))
+    frame.columns = [str(column).strip() for column in frame.columns]  # "path, label"
     missing_columns = {"path", "label"} - set(frame.columns)
     if missing_columns:
+        separator = next((c for c in ";\t|" if c in "".join(map(str, frame.columns))), None)
+        hint = f" (is it separated by {separator!r}? commas are read)" if separator else ""
         raise ValueError(f"manifest {manifest} must have columns path,label[,group][,split]; "
-                         f"missing {sorted(missing_columns)}, found {list(frame.columns)}")
+                         f"missing {sorted(missing_columns)}, found {list(frame.columns)}{hint}")
     line = 2 if manifest.suffix.lower() == ".csv" else 0  # CSV line of row 0 (after the header)
     empty = frame["path"].isna() | frame["label"].isna()
     if empty.any():
