@@ -325,3 +325,24 @@ def test_relabel_never_overwrites_a_filled_audit_sheet_in_the_scan_folder(tmp_pa
     assert "audit.csv already exists and was not written by clipsei" in _one_line_error(
         capsys, "relabel")
     assert sheet.read_text() == before
+
+
+def test_demo_interrupted_while_writing_its_images_can_run_again(tmp_path, capsys,
+                                                                 monkeypatch):
+    from PIL import Image
+
+    save, calls = Image.Image.save, []
+
+    def save_then_ctrl_c(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 100:
+            raise KeyboardInterrupt  # what a Ctrl-C during the demo's image writing raises
+        return save(self, *args, **kwargs)
+
+    out = tmp_path / "demo"
+    with monkeypatch.context() as patch:
+        patch.setattr(Image.Image, "save", save_then_ctrl_c)
+        assert main(["demo", "--out", str(out)]) == 130
+    assert len(list((out / "images").rglob("*.png"))) == 99
+    assert main(["demo", "--out", str(out)]) == 0
+    assert len(list((out / "images").rglob("*.png"))) == 1797
