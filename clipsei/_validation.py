@@ -90,13 +90,13 @@ def check_n_classes(labels: np.ndarray, class_embeddings: np.ndarray | None) -> 
         raise ValueError(f"labels must contain at least 2 classes; got {(counts > 0).sum()}")
     absent = np.flatnonzero(counts == 0)
     if absent.size:
-        warnings.warn(f"classes {absent.tolist()} have no samples in labels", UserWarning,
-                      stacklevel=3)
+        warnings.warn(f"classes {_preview(absent, 20)} have no samples in labels"
+                      f"{_count(absent)}", UserWarning, stacklevel=3)
     tiny = np.flatnonzero((counts > 0) & (counts < 3))
     if tiny.size:
         warnings.warn(
-            f"classes {tiny.tolist()} have fewer than 3 samples; their scores are unreliable",
-            UserWarning, stacklevel=3,
+            f"classes {_preview(tiny, 20)} have fewer than 3 samples{_count(tiny)}; their "
+            "scores are unreliable", UserWarning, stacklevel=3,
         )
     return n_classes
 
@@ -117,6 +117,10 @@ def check_option(value, options, *, name: str):
     if value not in options:
         raise ValueError(f"{name} must be one of {sorted(options)}; got {value!r}")
     return value
+
+
+def _count(indices: np.ndarray, limit: int = 20) -> str:
+    return f" ({indices.size} classes)" if indices.size > limit else ""
 
 
 def _preview(indices: np.ndarray, limit: int = 5) -> str:
