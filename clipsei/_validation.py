@@ -103,6 +103,8 @@ def check_n_classes(labels: np.ndarray, class_embeddings: np.ndarray | None) -> 
 
 def check_random_state(random_state) -> np.random.Generator:
     """Turn None, an int or a Generator into a ``numpy.random.Generator``."""
+    if isinstance(random_state, numbers.Integral) and random_state < 0:
+        raise ValueError(f"random_state must be an int >= 0; got {random_state}")
     if random_state is None or isinstance(random_state, numbers.Integral):
         return np.random.default_rng(random_state)
     if isinstance(random_state, np.random.Generator):

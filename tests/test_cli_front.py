@@ -346,3 +346,17 @@ def test_demo_interrupted_while_writing_its_images_can_run_again(tmp_path, capsy
     assert len(list((out / "images").rglob("*.png"))) == 99
     assert main(["demo", "--out", str(out)]) == 0
     assert len(list((out / "images").rglob("*.png"))) == 1797
+
+
+@pytest.mark.parametrize("command", [["scan", "--random-state"], ["demo", "--random-state"],
+                                     ["bench", "--seed"]])
+def test_negative_seed_is_refused_by_name_before_work(command, tmp_path, capsys):
+    name, option = command
+    argv = {"scan": ["scan", str(tmp_path / "missing"), *TINY[:4], "--out", str(tmp_path / "o")],
+            "demo": ["demo", "--out", str(tmp_path / "o")],
+            "bench": ["bench", str(tmp_path / "missing.npz")]}[name]
+    assert main([*argv, option, "-1"]) == 2
+    err = _one_line_error(capsys, name)
+    assert f"argument {option}: expected an integer >= 0; got '-1'" in err
+    assert not (tmp_path / "o").exists()
+
