@@ -363,3 +363,15 @@ def test_manifest_from_a_spreadsheet_export(image_folder):
     with pytest.raises(ValueError, match=r"found \['path;label'\] \(is it separated by ';'\? "
                                          r"commas are read\)"):
         load_image_table(manifest)
+
+
+def test_a_cache_inside_the_scanned_folder_is_not_a_class(image_folder, tiny_clip):
+    from clipsei.images.embed import embed_images
+
+    embed_images(load_image_table(image_folder), tiny_clip, cache_dir=image_folder / "cache",
+                 progress=False, num_workers=0)
+    assert any((image_folder / "cache").rglob("chunk-*.npz"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "class folder .../cache holds no image files"
+        table = load_image_table(image_folder)
+    assert table.class_names == ["cat", "dog"]
