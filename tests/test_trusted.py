@@ -91,3 +91,14 @@ def test_scan_cli_verified_labels_calibrate_the_count(tmp_path, write_images, ca
         assert "label-free estimate, not used" in printed
     issues = pd.read_csv(out / "issues.csv")
     assert not issues.loc[issues["path"].isin([p for p, _ in rows]), "is_label_issue"].any()
+
+
+def test_trusted_paths_relative_to_a_scanned_manifests_folder(tmp_path):
+    paths = [str(tmp_path / "data" / "cat" / f"{k}.png") for k in range(3)]
+    checked = tmp_path / "review" / "checked.csv"
+    checked.parent.mkdir()
+    pd.DataFrame({"path": ["cat/1.png"]}).to_csv(checked, index=False)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "labels.csv").write_text("path,label\n")  # what was scanned
+    rows = find_trusted_rows(checked, paths, source=tmp_path / "data" / "labels.csv")
+    np.testing.assert_array_equal(rows, [0, 1, 0])
