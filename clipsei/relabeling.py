@@ -27,8 +27,8 @@ def relabel(scan_dir, *, accept_above: float, drop_flagged: bool = False,
     A flagged image whose suggested label differs from its given one takes the suggestion
     when ``suggested_confidence >= accept_above``; with ``drop_flagged`` the other flagged
     images are left out. The manifest (default ``scan_dir/corrected_manifest.csv``) has
-    ``path,label[,group]`` and, for review, ``given_label`` and ``action`` (kept, relabelled,
-    or flagged_kept); ``clipsei scan`` reads it back as it is. ``manifest.attrs`` holds
+    ``path,label[,group][,split]`` and, for review, ``given_label`` and ``action`` (kept,
+    relabelled, or flagged_kept); ``clipsei scan`` reads it back as it is. ``manifest.attrs`` holds
     ``path``, ``n_relabelled`` and ``n_dropped``. An existing ``out`` that clipsei did not
     write is never replaced; ``out`` is checked before anything is read. ``clean`` (implies
     ``drop_flagged``; default file ``clean_manifest.csv``) also leaves out outliers, images
