@@ -87,7 +87,7 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="where results are written")
     parser.add_argument("--method", help="detector method (default: the engine's)")
     parser.add_argument("--n-epochs", type=positive_int, help="epochs of head training")
-    parser.add_argument("--random-state", type=int, default=0)
+    parser.add_argument("--random-state", type=non_negative_int, default=0)
     parser.add_argument("--captions", action="store_true",
                         help="PATH is a caption manifest (path,caption): flag image-caption "
                              "pairs that disagree, instead of label errors")
@@ -134,7 +134,7 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pixels (default; finds the errors) or clipsei-tiny (the bundled "
                              "CLIP model with random weights; shows the image pipeline)")
     parser.add_argument("--noise-rate", type=float, default=0.1, help="share of wrong labels")
-    parser.add_argument("--random-state", type=int, default=0)
+    parser.add_argument("--random-state", type=non_negative_int, default=0)
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
@@ -154,7 +154,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="noise to inject into clean labels (files without true_labels; "
                              "default symmetric)")
     parser.add_argument("--rate", type=float, default=0.2, help="injected noise rate (default 0.2)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the noise and the methods")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="seed of the noise and the methods")
     parser.add_argument("--mapping", default=None, metavar="JSON",
                         help='asymmetric mapping {"from": "to"} by class index or name '
                              "(default c -> c+1 mod K)")

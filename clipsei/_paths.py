@@ -66,14 +66,15 @@ def check_output_dir(path, *, option: str = "--out", require_ours: bool = True) 
 def check_output_file(path, *, option: str = "--out", header_end: str | None = None) -> Path:
     """Check, without creating anything, that file ``path`` can be written.
 
-    An existing file is replaced only when its folder is a clipsei output folder or its
-    first line ends with ``header_end`` (a file clipsei wrote before); otherwise, and for a
-    folder or an unwritable place, raises ``ValueError`` naming ``option``.
+    An existing file is replaced only when its first line ends with ``header_end`` (a file
+    clipsei wrote before; a file in a clipsei output folder may be the user's, such as a
+    filled-in audit sheet); otherwise, and for a folder or an unwritable place, raises
+    ``ValueError`` naming ``option``.
     """
     path = Path(path).expanduser()
     if path.is_dir():
         raise ValueError(f"{option} {path} is a folder; give a file path")
-    if path.exists() and not is_clipsei_output(path.parent) and not _header_ends(path, header_end):
+    if path.exists() and not _header_ends(path, header_end):
         raise ValueError(f"{option} {path} already exists and was not written by clipsei; "
                          "choose another file (clipsei never overwrites your files)")
     _check_writable(_nearest_existing(path.parent, option), path, option)

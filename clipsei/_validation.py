@@ -90,19 +90,21 @@ def check_n_classes(labels: np.ndarray, class_embeddings: np.ndarray | None) -> 
         raise ValueError(f"labels must contain at least 2 classes; got {(counts > 0).sum()}")
     absent = np.flatnonzero(counts == 0)
     if absent.size:
-        warnings.warn(f"classes {absent.tolist()} have no samples in labels", UserWarning,
-                      stacklevel=3)
+        warnings.warn(f"classes {_preview(absent, 20)} have no samples in labels"
+                      f"{_count(absent)}", UserWarning, stacklevel=3)
     tiny = np.flatnonzero((counts > 0) & (counts < 3))
     if tiny.size:
         warnings.warn(
-            f"classes {tiny.tolist()} have fewer than 3 samples; their scores are unreliable",
-            UserWarning, stacklevel=3,
+            f"classes {_preview(tiny, 20)} have fewer than 3 samples{_count(tiny)}; their "
+            "scores are unreliable", UserWarning, stacklevel=3,
         )
     return n_classes
 
 
 def check_random_state(random_state) -> np.random.Generator:
     """Turn None, an int or a Generator into a ``numpy.random.Generator``."""
+    if isinstance(random_state, numbers.Integral) and random_state < 0:
+        raise ValueError(f"random_state must be an int >= 0; got {random_state}")
     if random_state is None or isinstance(random_state, numbers.Integral):
         return np.random.default_rng(random_state)
     if isinstance(random_state, np.random.Generator):
@@ -117,6 +119,10 @@ def check_option(value, options, *, name: str):
     if value not in options:
         raise ValueError(f"{name} must be one of {sorted(options)}; got {value!r}")
     return value
+
+
+def _count(indices: np.ndarray, limit: int = 20) -> str:
+    return f" ({indices.size} classes)" if indices.size > limit else ""
 
 
 def _preview(indices: np.ndarray, limit: int = 5) -> str:

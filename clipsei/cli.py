@@ -68,8 +68,18 @@ def main(argv=None) -> int:
             print(f"clipsei {args.command}: error: {err}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            print(f"clipsei {args.command}: interrupted; finished work is kept", file=sys.stderr)
+            print(f"clipsei {args.command}: interrupted{_what_is_kept(args)}", file=sys.stderr)
             return 130
+
+
+def _what_is_kept(args) -> str:
+    """What an interrupted command leaves behind: only a cache keeps embeddings."""
+    if getattr(args, "cache", None):
+        return (f"; the embeddings computed so far are kept in {args.cache}: run the same "
+                "command again to resume")
+    if args.command in ("scan", "embed"):
+        return "; nothing was kept (with --cache DIR a rerun resumes where it stopped)"
+    return ""
 
 
 # --- commands ---------------------------------------------------------------------------------
@@ -207,16 +217,18 @@ def _print_scan_summary(summary: dict, out) -> None:
     rate = summary.get("estimated_error_rate") if rate is None else rate
     verified = summary.get("verified")
     rate = None if verified else rate  # with verified images, theirs is the one stated
+    informative = (summary.get("class_signal") or {}).get("informative", True)
+    rate = f"; estimated label errors {rate:.1%}" if rate is not None else ""
     print(f"flagged {summary['n_flagged']} ({summary['flagged_fraction']:.1%}) as likely "
           f"mislabeled; {cutoff}"
-          + (f"; estimated label errors {rate:.1%}" if rate is not None else ""))
+          + (rate if informative else "; label errors not estimated (no class information)"))
     found = {k: v for k, v in (summary.get("data_issues") or {}).items()
              if v and k not in ("label_issue", "n_duplicate_groups")}
     if found:
         print("other issues: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in found.items()))
     if verified:
         _print_verified(summary, verified)
-    elif summary.get("expected_errors_flagged") is not None:
+    elif informative and summary.get("expected_errors_flagged") is not None:
         print(f"expected real errors: {summary['expected_errors_flagged']:.0f} among the flags, "
               f"{summary['expected_errors_unflagged']:.0f} left unflagged")
     print(f"wrote {out}/issues.csv, summary.json and report.html")
@@ -324,6 +336,8 @@ def _run_bench(args) -> int:
     from .evaluation.bench_text import load_bench_model
     from .evaluation.noise import load_noise_mapping
 
+    if args.json:
+        _check_bench_json(Path(args.json))
     data = load_bench_npz(args.path)
     text_model = None if args.model is None else load_bench_model(
         args.model, args.pretrained, device=args.device)
@@ -344,6 +358,20 @@ def _run_bench(args) -> int:
         out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {out}")
     return 0
+
+
+def _check_bench_json(path) -> None:
+    """--json may replace an earlier bench result, never another file (checked before work)."""
+    import json
+
+    from ._paths import check_output_file
+
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError):
+        earlier = None
+    if not (isinstance(earlier, dict) and {"methods", "noise_rate", "path"} <= set(earlier)):
+        check_output_file(path, option="--json")
 
 
 _COMMANDS["bench"] = ("benchmark every detector on an .npz of features and labels",

@@ -42,8 +42,9 @@ def run_demo(out, *, features: str = "pixels", noise_rate: float = 0.1, random_s
     out = check_output_dir(out, option="out")
     _clear_previous_demo(out)
     mark_output_dir(out, kind="demo")
-    truth = _write_digits(out / "images", noise_rate, check_random_state(random_state))
-    truth.to_csv(out / "truth.csv", index=False)
+    truth, pixels = _plan_digits(out / "images", noise_rate, check_random_state(random_state))
+    truth.to_csv(out / "truth.csv", index=False)  # first: lists an interrupted run's images too
+    _write_digits(truth["path"], pixels)
     result = _scan_demo_folder(out, features, random_state, progress)
     is_injected = dict(zip(truth["path"], truth["is_injected"]))
     injected = result.issues["path"].map(is_injected).to_numpy(bool)
@@ -79,8 +80,9 @@ def _clear_previous_demo(out: Path) -> None:
     images.rmdir()
 
 
-def _write_digits(folder: Path, noise_rate: float, rng: np.random.Generator) -> pd.DataFrame:
-    from PIL import Image
+def _plan_digits(folder: Path, noise_rate: float, rng: np.random.Generator):
+    """The digits' truth table (path under ``folder``, given and true label, is_injected) and
+    their (N, 8, 8) uint8 pixels; nothing is written."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -89,18 +91,22 @@ def _write_digits(folder: Path, noise_rate: float, rng: np.random.Generator) -> 
     flipped = rng.choice(labels.size, size=round(noise_rate * labels.size), replace=False)
     labels[flipped] = (labels[flipped] + rng.integers(1, 10, flipped.size)) % 10
     pixels = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)
-    paths = []
-    for i, (image, label) in enumerate(zip(pixels, labels)):
-        path = folder / _CLASS_NAMES[label] / f"digit_{i:04d}.png"
+    paths = [str((folder / _CLASS_NAMES[label] / f"digit_{i:04d}.png").resolve())
+             for i, label in enumerate(labels)]
+    return pd.DataFrame({"path": paths, "given_label": np.asarray(_CLASS_NAMES)[labels],
+                         "true_label": np.asarray(_CLASS_NAMES)[true_labels],
+                         "is_injected": labels != true_labels}), pixels
+
+
+def _write_digits(paths, pixels: np.ndarray) -> None:
+    """Save each (8, 8) digit as a 32-px grey PNG at its path."""
+    from PIL import Image
+
+    for path, image in zip(map(Path, paths), pixels):
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image, mode="L").resize((_IMAGE_SIZE, _IMAGE_SIZE),
                                                 Image.Resampling.BILINEAR).save(path)
-        paths.append(str(path.resolve()))
-    logger.info("wrote %d digit images, %d with a wrong label, to %s", len(paths),
-                flipped.size, folder)
-    return pd.DataFrame({"path": paths, "given_label": np.asarray(_CLASS_NAMES)[labels],
-                         "true_label": np.asarray(_CLASS_NAMES)[true_labels],
-                         "is_injected": labels != true_labels})
+    logger.info("wrote %d digit images to %s", len(pixels), Path(paths[0]).parent.parent)
 
 
 def _scan_demo_folder(out: Path, features: str, random_state, progress: bool):

@@ -19,7 +19,7 @@ def embed_to_folder(source, *, manifest=None, model="ViT-B-32",
     """Embed the images of ``source`` and write them to folder ``out``; return the counts.
 
     Writes embeddings.npy (M, D) float32, labels.npy (M,) int64, samples.csv (index, path,
-    label, class_name[, group]), class_names.json, failures.csv (index, path, reason) and
+    label, class_name[, group][, split]), class_names.json, failures.csv (index, path, reason) and
     embed.json. ``out`` and ``cache_dir`` are checked before any work. ``engine="ray"``
     embeds on a Ray cluster (see :func:`clipsei.images.embed.embed_images`).
     """
@@ -38,8 +38,9 @@ def embed_to_folder(source, *, manifest=None, model="ViT-B-32",
                             "path": [table.describe(i) for i in result.indices],
                             "label": result.labels,
                             "class_name": [table.class_names[k] for k in result.labels]})
-    if table.groups is not None:
-        samples["group"] = table.groups[result.indices]
+    for column, values in (("group", table.groups), ("split", table.splits)):
+        if values is not None:  # kept: a manifest's patients and splits
+            samples[column] = np.asarray(values)[result.indices]
     samples.to_csv(out / "samples.csv", index=False)
     result.failures.to_csv(out / "failures.csv", index=False)
     (out / "class_names.json").write_text(json.dumps(table.class_names, indent=1))

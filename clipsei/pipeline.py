@@ -91,6 +91,7 @@ class ScanResult:
 
         sheet = rank_audit_sample(self.issues, min(int(n), len(self.issues)),
                                   random_state=random_state)
+        Path(out).mkdir(parents=True, exist_ok=True)
         for number in range(10_000):
             path = Path(out) / (f"audit-{number}.csv" if number else "audit.csv")
             try:
@@ -234,9 +235,7 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
         embedded = embed_images(table, clip, cache_dir=cache_dir, batch_size=batch_size,
                                 progress=progress, intensity=intensity, engine=engine,
                                 ray_address=ray_address, decode=decode)
-    if embedded.indices.size == 0:
-        raise ValueError(f"none of the {len(table)} images in {source} could be read; "
-                         f"first failure: {embedded.failures['reason'].iloc[0]}")
+    _check_enough_read(embedded, table, source)
     with _timed(timings, "encode_prompts"):
         class_embeddings = encode_class_prompts(table.class_names, clip, prompt_set=prompts,
                                                 cache_dir=cache_dir)
@@ -259,6 +258,21 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
         content_hashes=embedded.content_hashes, properties=embedded.properties,
         notes=[RANDOM_WEIGHTS_WARNING] if is_random_weights(clip) else [], text_model=clip,
         prompt_set=prompts, **detector_options)
+
+
+def _check_enough_read(embedded, table, source) -> None:
+    """One line naming an unreadable file when the readable images leave under 2 classes."""
+    if embedded.failures.empty:
+        return
+    first = embedded.failures.iloc[0]
+    example = f"e.g. {first['path']}: {first['reason']}"
+    if embedded.indices.size == 0:
+        raise ValueError(f"none of the {len(table)} images in {source} could be read ({example})")
+    present = np.unique(embedded.labels)
+    if present.size < 2:
+        raise ValueError(f"{len(embedded.failures)} of the {len(table)} images in {source} could "
+                         f"not be read ({example}); the readable ones are all of class "
+                         f"{table.class_names[present[0]]!r}, and a scan needs 2 classes")
 
 
 def _model_from_cache(name, pretrained, cache_dir, table, prompts, intensity, device,
@@ -307,6 +321,9 @@ def _scan_arrays(embeddings, labels, *, paths, class_names, class_embeddings, ot
         raise ValueError(f"paths must have one entry per label ({len(labels)}); got {len(paths)}")
     if class_names is None:
         class_names = [str(k) for k in range(int(labels.max()) + 1 if labels.size else 0)]
+    elif labels.dtype.kind in "iuf" and labels.size and labels.max() >= len(class_names):
+        raise ValueError(f"class_names must name every label: labels go up to "
+                         f"{labels.max():.0f}, but {len(class_names)} names were given")
     with _timed(timings, "detect"), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         detector = LabelIssueDetector(random_state=random_state, **detector_options).fit(

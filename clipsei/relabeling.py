@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ._front import read_issues
+from ._front import RANDOM_WEIGHTS_WARNING, read_issues
 from ._paths import check_output_file
 
 # the front door's one logger name, as it was before relabel left clipsei.pipeline
@@ -25,8 +27,8 @@ def relabel(scan_dir, *, accept_above: float, drop_flagged: bool = False,
     A flagged image whose suggested label differs from its given one takes the suggestion
     when ``suggested_confidence >= accept_above``; with ``drop_flagged`` the other flagged
     images are left out. The manifest (default ``scan_dir/corrected_manifest.csv``) has
-    ``path,label[,group]`` and, for review, ``given_label`` and ``action`` (kept, relabelled,
-    or flagged_kept); ``clipsei scan`` reads it back as it is. ``manifest.attrs`` holds
+    ``path,label[,group][,split]`` and, for review, ``given_label`` and ``action`` (kept,
+    relabelled, or flagged_kept); ``clipsei scan`` reads it back as it is. ``manifest.attrs`` holds
     ``path``, ``n_relabelled`` and ``n_dropped``. An existing ``out`` that clipsei did not
     write is never replaced; ``out`` is checked before anything is read. ``clean`` (implies
     ``drop_flagged``; default file ``clean_manifest.csv``) also leaves out outliers, images
@@ -53,8 +55,10 @@ def relabel(scan_dir, *, accept_above: float, drop_flagged: bool = False,
                              "label": np.where(accept, issues["suggested_class"],
                                                issues["given_class"]),
                              "given_label": issues["given_class"], "action": action})
-    if "group" in issues:
-        manifest.insert(2, "group", issues["group"])
+    for column in ("split", "group"):  # kept, so that a rescan (and training) sees them
+        if column in issues:
+            manifest.insert(2, column, issues[column])
+    _warn_if_random_weights(scan_dir)
     if drop_flagged or clean:
         from .data_issues import find_clean_rows
 
@@ -67,3 +71,14 @@ def relabel(scan_dir, *, accept_above: float, drop_flagged: bool = False,
     logger.info("relabelled %d, dropped %d; manifest %s", manifest.attrs["n_relabelled"],
                 manifest.attrs["n_dropped"], out)
     return manifest
+
+
+def _warn_if_random_weights(scan_dir: Path) -> None:
+    """A scan with random CLIP weights suggests noise: say so before its labels are taken."""
+    try:
+        notes = json.loads((scan_dir / "summary.json").read_text(encoding="utf-8"))["warnings"]
+    except (OSError, ValueError, KeyError):
+        return
+    if RANDOM_WEIGHTS_WARNING in (notes or []):
+        warnings.warn(f"scan {scan_dir} used a CLIP model with RANDOM weights (pretrained "
+                      "'none'): its suggested labels are not findings", UserWarning, stacklevel=3)

@@ -252,3 +252,111 @@ def test_labels_is_a_deprecated_alias_of_manifest(tmp_path, write_images, capsys
         assert main(["scan", str(tmp_path / "images"), option, str(manifest), *TINY,
                      "--out", str(out)]) == 0
         assert "scored 10 of 10 images" in capsys.readouterr().out
+
+
+def test_no_class_information_states_no_error_count(tmp_path, write_images, capsys):
+    paths = write_images(tmp_path / "images", n_per_class=8, classes=("cat", "dog"))
+    manifest = tmp_path / "labels.csv"  # labels that ignore the images' colour: no class signal
+    pd.DataFrame({"path": paths, "label": ["a", "b"] * 8}).to_csv(manifest, index=False)
+    assert main(["scan", str(manifest), *TINY, "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["class_signal"]["informative"] is False and summary["n_flagged"] == 0
+    assert "label errors not estimated (no class information)" in printed
+    assert "estimated label errors" not in printed and "expected real errors" not in printed
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "not estimated (no class information)" in page
+    assert "expected errors left unflagged" not in page
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_interrupt_says_what_is_kept(cache, tmp_path, write_images, capsys, monkeypatch):
+    import clipsei.images.embed
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt  # what a Ctrl-C during embedding raises
+
+    monkeypatch.setattr(clipsei.images.embed, "embed_images", ctrl_c)
+    write_images(tmp_path / "images", n_per_class=4, classes=("cat", "dog"))
+    extra = ["--cache", str(tmp_path / "cache")] if cache else []
+    assert main(["scan", str(tmp_path / "images"), *TINY, *extra, "--out",
+                 str(tmp_path / "out")]) == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    if cache:
+        assert re.search(r"interrupted; the embeddings computed so far are kept in .*cache: run "
+                         "the same command again to resume", err)
+    else:
+        assert err == ("clipsei scan: interrupted; nothing was kept (with --cache DIR a rerun "
+                       "resumes where it stopped)")
+
+
+def test_bench_json_never_overwrites_a_users_file(tmp_path, capsys):
+    import numpy as np
+
+    from clipsei.evaluation.synthetic import make_noisy_blobs
+
+    blobs = make_noisy_blobs(80, n_classes=2, n_features=8, noise_rate=0.1, random_state=0)
+    data = tmp_path / "blobs.npz"
+    np.savez(data, features=blobs.embeddings, labels=blobs.labels)
+    mine = tmp_path / "notes.json"
+    mine.write_text('{"my": "notes"}\n')
+    assert main(["bench", str(data), "--methods", "knn", "--json", str(mine)]) == 2
+    assert "already exists and was not written by clipsei" in _one_line_error(capsys, "bench")
+    assert mine.read_text() == '{"my": "notes"}\n'
+    result = tmp_path / "result.json"
+    for seed in ("0", "1"):  # an earlier bench result is replaced
+        assert main(["bench", str(data), "--methods", "knn", "--seed", seed, "--json",
+                     str(result)]) == 0
+    assert json.loads(result.read_text())["seed"] == 1
+
+
+def test_relabel_never_overwrites_a_filled_audit_sheet_in_the_scan_folder(tmp_path,
+                                                                          write_images, capsys):
+    write_images(tmp_path / "images", n_per_class=10, classes=("cat", "dog"))
+    out = tmp_path / "out"
+    assert main(["scan", str(tmp_path / "images"), *TINY, "--out", str(out),
+                 "--audit-sample", "8"]) == 0
+    sheet = out / "audit.csv"
+    filled = pd.read_csv(sheet).assign(label="cat")  # the reviewer's verified labels
+    filled.to_csv(sheet, index=False)
+    before = sheet.read_text()
+    capsys.readouterr()
+    assert main(["relabel", str(out), "--accept-above", "0.5", "--out", str(sheet)]) == 2
+    assert "audit.csv already exists and was not written by clipsei" in _one_line_error(
+        capsys, "relabel")
+    assert sheet.read_text() == before
+
+
+def test_demo_interrupted_while_writing_its_images_can_run_again(tmp_path, capsys,
+                                                                 monkeypatch):
+    from PIL import Image
+
+    save, calls = Image.Image.save, []
+
+    def save_then_ctrl_c(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 100:
+            raise KeyboardInterrupt  # what a Ctrl-C during the demo's image writing raises
+        return save(self, *args, **kwargs)
+
+    out = tmp_path / "demo"
+    with monkeypatch.context() as patch:
+        patch.setattr(Image.Image, "save", save_then_ctrl_c)
+        assert main(["demo", "--out", str(out)]) == 130
+    assert len(list((out / "images").rglob("*.png"))) == 99
+    assert main(["demo", "--out", str(out)]) == 0
+    assert len(list((out / "images").rglob("*.png"))) == 1797
+
+
+@pytest.mark.parametrize("command", [["scan", "--random-state"], ["demo", "--random-state"],
+                                     ["bench", "--seed"]])
+def test_negative_seed_is_refused_by_name_before_work(command, tmp_path, capsys):
+    name, option = command
+    argv = {"scan": ["scan", str(tmp_path / "missing"), *TINY[:4], "--out", str(tmp_path / "o")],
+            "demo": ["demo", "--out", str(tmp_path / "o")],
+            "bench": ["bench", str(tmp_path / "missing.npz")]}[name]
+    assert main([*argv, option, "-1"]) == 2
+    err = _one_line_error(capsys, name)
+    assert f"argument {option}: expected an integer >= 0; got '-1'" in err
+    assert not (tmp_path / "o").exists()
+

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -31,7 +33,8 @@ def test_folder_skips_empty_class_folders_with_a_warning(image_folder):
     (image_folder / "cat" / "notes.txt").write_text("not an image")
     (image_folder / "empty").mkdir()
     (image_folder / "empty" / "readme.txt").write_text("no images here")
-    with pytest.warns(UserWarning, match="class folder .*empty holds no image files; skipping"):
+    with pytest.warns(UserWarning, match="class folder .*empty holds no image files; skipping"), \
+            pytest.warns(UserWarning, match=r"skipped 1 files .* \(1 .txt; e.g. .*cat.notes.txt"):
         table = load_image_table(image_folder)
     assert table.class_names == ["cat", "dog"] and len(table) == 8
     assert table.labels.tolist() == [0] * 4 + [1] * 4
@@ -268,3 +271,107 @@ def test_manifest_split_column(image_folder):
     frame.to_csv(manifest, index=False)
     with pytest.raises(ValueError, match=r"split.csv row 1 \(line 3\) has an empty split"):
         load_image_table(manifest)
+
+
+def test_manifest_labels_named_like_missing_values_are_classes(image_folder):
+    manifest = image_folder / "na.csv"
+    manifest.write_text("path,label\ncat/img00.jpg,NA\ncat/img01.jpg,None\ndog/img00.jpg,null\n"
+                        "dog/img01.jpg,NA\n")
+    table = load_image_table(manifest)
+    assert table.class_names == ["NA", "None", "null"] and table.labels.tolist() == [0, 1, 2, 0]
+    manifest.write_text("path,label\ncat/img00.jpg,NA\ndog/img00.jpg,  \n")
+    with pytest.raises(ValueError, match=r"row 1 \(line 3\) has an empty path or label"):
+        load_image_table(manifest)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_manifest_integer_labels_name_only_the_classes_present(image_folder, suffix):
+    rows = pd.DataFrame({"path": ["cat/img00.jpg", "cat/img01.jpg", "dog/img00.jpg",
+                                  "dog/img01.jpg"], "label": [10, 2, 2, 7]})
+    manifest = image_folder / f"ints{suffix}"
+    rows.to_csv(manifest, index=False) if suffix == ".csv" else rows.to_parquet(manifest)
+    table = load_image_table(manifest)
+    assert table.class_names == ["2", "7", "10"] and table.labels.tolist() == [2, 0, 0, 1]
+    names = [str(k) for k in range(11)]
+    named = load_image_table(image_folder, manifest=manifest, class_names=names)
+    assert named.labels.tolist() == [10, 2, 2, 7] and len(named.class_names) == 11
+
+
+def test_manifest_label_spaces_and_repeated_paths(image_folder):
+    manifest = image_folder / "spaces.csv"
+    manifest.write_text("path,label\ncat/img00.jpg, cat\ncat/img01.jpg,cat \ndog/img00.jpg,dog\n")
+    table = load_image_table(manifest)
+    assert table.class_names == ["cat", "dog"] and table.labels.tolist() == [0, 0, 1]
+    manifest.write_text("path,label\ncat/img00.jpg,cat\ndog/img00.jpg,dog\n./cat/img00.jpg,dog\n")
+    with pytest.warns(UserWarning, match=r"lists 1 image\(s\) more than once \(e.g. .*img00.jpg "
+                                         r"on row 0 \(line 2\) and row 2 \(line 4\)\)"):
+        assert len(load_image_table(manifest)) == 3
+
+
+def test_folder_counts_files_that_are_not_images_by_suffix(image_folder):
+    for name in ("ct1.dcm", "ct2.dcm"):
+        (image_folder / "cat" / name).write_bytes(b"DICM")
+    (image_folder / "dog" / "notes.txt").write_text("x")
+    (image_folder / "dog" / ".DS_Store").write_bytes(b"x")  # hidden files are not counted
+    (image_folder / "dog" / "._img00.jpg").write_bytes(b"x")
+    (image_folder / "mri").mkdir()
+    (image_folder / "mri" / "scan.nii").write_bytes(b"x")  # a class of unsupported files only
+    with pytest.warns(UserWarning) as caught:
+        table = load_image_table(image_folder)
+    assert len(table) == 8 and table.class_names == ["cat", "dog"]
+    messages = [str(w.message) for w in caught]
+    assert any(re.match(r"skipped 3 files in the class folders that are not images by their "
+                        r"suffix \(2 .dcm, 1 .txt; e.g. .*ct1.dcm\); clipsei reads .bmp", m)
+               for m in messages), messages
+    assert any(re.match(r"class folder .*mri holds no image files; skipping it \(it is not a "
+                        r"class; its 1 files are not images by their suffix, e.g. scan.nii\)", m)
+               for m in messages), messages
+
+
+def test_manifest_true_false_and_fractional_labels_are_names(image_folder):
+    manifest = image_folder / "flags.csv"
+    manifest.write_text("path,label\ncat/img00.jpg,True\ncat/img01.jpg,False\ndog/img00.jpg,True\n")
+    table = load_image_table(manifest)
+    assert table.class_names == ["False", "True"] and table.labels.tolist() == [1, 0, 1]
+    manifest.write_text("path,label\ncat/img00.jpg,0.5\ncat/img01.jpg,1\ndog/img00.jpg,1.5\n")
+    assert load_image_table(manifest).class_names == ["0.5", "1.0", "1.5"]
+
+
+def test_split_layout_one_level_too_high_warns(tmp_path, write_images):
+    for split in ("train", "test"):
+        write_images(tmp_path / "data" / split, n_per_class=2, classes=("cat", "dog"))
+    with pytest.warns(UserWarning, match=r"class folders of .*data \(test, train\) hold subfolders "
+                                         r"with the same names \(cat, dog\): if those are the "
+                                         r"classes, scan each split's folder"):
+        table = load_image_table(tmp_path / "data")
+    assert table.class_names == ["test", "train"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a plain class layout does not warn
+        load_image_table(tmp_path / "data" / "train")
+
+
+def test_manifest_from_a_spreadsheet_export(image_folder):
+    manifest = image_folder / "excel.csv"
+    rows = "path, label\ncat/img00.jpg, Röntgen\ndog/img00.jpg, dog\n"
+    manifest.write_bytes(rows.encode("latin-1"))
+    with pytest.raises(ValueError, match=r"excel.csv is not UTF-8 text \(byte 0xf6 is not UTF-8\); "
+                                         "save it as UTF-8 CSV"):
+        load_image_table(manifest)
+    manifest.write_text(rows, encoding="utf-8")
+    assert load_image_table(manifest).class_names == ["Röntgen", "dog"]  # spaces after commas
+    manifest.write_text("path;label\ncat/img00.jpg;cat\ndog/img00.jpg;dog\n")
+    with pytest.raises(ValueError, match=r"found \['path;label'\] \(is it separated by ';'\? "
+                                         r"commas are read\)"):
+        load_image_table(manifest)
+
+
+def test_a_cache_inside_the_scanned_folder_is_not_a_class(image_folder, tiny_clip):
+    from clipsei.images.embed import embed_images
+
+    embed_images(load_image_table(image_folder), tiny_clip, cache_dir=image_folder / "cache",
+                 progress=False, num_workers=0)
+    assert any((image_folder / "cache").rglob("chunk-*.npz"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "class folder .../cache holds no image files"
+        table = load_image_table(image_folder)
+    assert table.class_names == ["cat", "dog"]

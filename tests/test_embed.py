@@ -266,7 +266,7 @@ def test_intensity_window_stretches_few_grey_levels(tmp_path, tiny_clip, rng):
     np.testing.assert_array_equal(windowed.embeddings, embed(bright).embeddings)
     plain = embed(dark, cache_dir=tmp_path / "cache")
     assert plain.n_cached == 0 and not np.allclose(plain.embeddings, windowed.embeddings)
-    assert len(list((tmp_path / "cache").iterdir())) == 2  # one cache key per intensity option
+    assert len(list((tmp_path / "cache").glob("*/meta.json"))) == 2  # a cache per intensity
     with pytest.raises(ValueError, match=r"intensity must be one of \['none', 'window'\]"):
         embed(dark, intensity="stretch")
 
@@ -364,3 +364,20 @@ def test_cli_intensity_window_reaches_the_embedding(tmp_path, tiny_clip, rng):
     assert result.summary["settings"]["intensity"] == "window"
     metas = [meta.read_text() for meta in (tmp_path / "cache").glob("*/meta.json")]
     assert ['"intensity": "window"' in meta for meta in metas].count(True) == 1  # the images
+
+
+def test_embed_to_folder_keeps_the_manifests_group_and_split(image_folder, tmp_path):
+    import pandas as pd
+
+    from clipsei.embed_folder import embed_to_folder
+
+    manifest = image_folder / "labels.csv"
+    pd.DataFrame({"path": ["cat/img00.jpg", "cat/img01.jpg", "dog/img00.jpg", "dog/img01.jpg"],
+                  "label": ["cat", "cat", "dog", "dog"], "group": ["p1", "p2", "p1", "p3"],
+                  "split": ["train", "test", "train", "val"]}).to_csv(manifest, index=False)
+    with pytest.warns(UserWarning, match="RANDOM"):
+        embed_to_folder(manifest, model="clipsei-tiny", pretrained="none", device="cpu",
+                        out=tmp_path / "out", progress=False, num_workers=0)
+    samples = pd.read_csv(tmp_path / "out" / "samples.csv")
+    assert samples["split"].tolist() == ["train", "test", "train", "val"]
+    assert samples["group"].tolist() == ["p1", "p2", "p1", "p3"]

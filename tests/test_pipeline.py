@@ -215,3 +215,72 @@ def test_relabel_reports_dropped_rows(blob_scan, tmp_path):
     result, directory = blob_scan
     manifest = relabel(directory, accept_above=1.0, drop_flagged=True, out=tmp_path / "m.csv")
     assert manifest.attrs["n_dropped"] == len(result.issues) - len(manifest) > 0
+
+
+def test_unreadable_images_that_leave_one_class_name_a_file(tmp_path, write_images, tiny_clip):
+    write_images(tmp_path / "images", n_per_class=3, classes=("cat",))
+    (tmp_path / "images" / "dog").mkdir()
+    for name in ("a.png", "b.jpg"):
+        (tmp_path / "images" / "dog" / name).write_bytes(b"")
+    with pytest.raises(ValueError, match=r"2 of the 5 images in .* could not be read \(e.g. "
+                                         r".*dog.a.png: empty file.*all of class 'cat'"):
+        scan(tmp_path / "images", model=tiny_clip, progress=False)
+    for name in ("c.png", "d.png", "e.png"):
+        (tmp_path / "images" / "cat" / name).write_bytes(b"")
+    for path in (tmp_path / "images" / "cat").glob("img*"):
+        path.unlink()
+    with pytest.raises(ValueError, match=r"none of the 5 images .* \(e.g. .*cat.c.png: empty"):
+        scan(tmp_path / "images", model=tiny_clip, progress=False)
+
+
+def test_scan_embeddings_needs_a_name_per_label(blobs):
+    with pytest.raises(ValueError, match="class_names must name every label: labels go up to 3, "
+                                         "but 2 names were given"):
+        scan_embeddings(blobs.embeddings, blobs.labels, class_names=["w", "x"])
+
+
+def test_relabel_keeps_split_and_group_and_warns_on_random_weights(tmp_path, write_images,
+                                                                   tiny_clip):
+    paths = write_images(tmp_path / "images", n_per_class=4, classes=("cat", "dog"))
+    manifest = tmp_path / "labels.csv"
+    pd.DataFrame({"path": paths, "label": ["cat"] * 4 + ["dog"] * 4,
+                  "group": [f"p{i // 2}" for i in range(8)],
+                  "split": ["train", "test"] * 4}).to_csv(manifest, index=False)
+    scan(manifest, model=tiny_clip, out=tmp_path / "out", progress=False, **FAST)
+    with pytest.warns(UserWarning, match="used a CLIP model with RANDOM weights"):
+        fixed = relabel(tmp_path / "out", accept_above=0.0)
+    written = pd.read_csv(tmp_path / "out" / "corrected_manifest.csv")
+    assert list(written.columns) == ["path", "label", "group", "split", "given_label", "action"]
+    assert written["split"].tolist() == ["train", "test"] * 4 == fixed["split"].tolist()
+    assert written["group"].tolist() == [f"p{i // 2}" for i in range(8)]
+
+
+def test_audit_sheet_goes_into_a_new_folder(blob_scan, tmp_path):
+    result, _ = blob_scan
+    path = result.write_audit_sheet(tmp_path / "review" / "round1", 20)
+    assert path == tmp_path / "review" / "round1" / "audit.csv"
+    assert len(pd.read_csv(path)) == 20
+
+
+def test_file_names_that_are_not_utf8_are_skipped_and_reported(tmp_path, write_images,
+                                                               tiny_clip):
+    import os
+
+    root = tmp_path / "images"
+    write_images(root, n_per_class=4, classes=("cat", "dog"))
+    latin1 = os.fsencode(root) + b"/R\xf6ntgen"  # names written by a latin-1 system
+    try:
+        os.mkdir(latin1)
+    except (OSError, UnicodeError):
+        pytest.skip("this file system takes only UTF-8 names")
+    image = (root / "dog" / "img02.png").read_bytes()
+    for name in (latin1 + b"/a.png", latin1 + b"/b.png", os.fsencode(root) + b"/dog/\xe9t\xe9.png"):
+        with open(name, "wb") as handle:
+            handle.write(image)
+    with pytest.warns(UserWarning, match=r"classes \[0\] have no samples"):  # R\xf6ntgen's
+        result = scan(root, model=tiny_clip, out=tmp_path / "out", progress=False, **FAST)
+    assert result.class_names == ["R\\xf6ntgen", "cat", "dog"]
+    assert len(result.issues) == 8 and result.summary["n_failed"] == 3
+    failures = pd.read_csv(tmp_path / "out" / "failures.csv")
+    assert failures["path"].str.endswith("/dog/\\xe9t\\xe9.png").any()
+    assert (failures["reason"] == "file name is not valid UTF-8; rename the file").all()

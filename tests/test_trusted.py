@@ -105,3 +105,14 @@ def test_find_label_issues_takes_verified_labels(blobs):
     fitted = LabelIssueDetector(n_epochs=5).fit(blobs.embeddings, blobs.labels,
                                                trusted=verified).issues_
     assert issues.equals(fitted)
+
+
+def test_trusted_paths_relative_to_a_scanned_manifests_folder(tmp_path):
+    paths = [str(tmp_path / "data" / "cat" / f"{k}.png") for k in range(3)]
+    checked = tmp_path / "review" / "checked.csv"
+    checked.parent.mkdir()
+    pd.DataFrame({"path": ["cat/1.png"]}).to_csv(checked, index=False)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "labels.csv").write_text("path,label\n")  # what was scanned
+    rows = find_trusted_rows(checked, paths, source=tmp_path / "data" / "labels.csv")
+    np.testing.assert_array_equal(rows, [0, 1, 0])

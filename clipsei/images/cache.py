@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._paths import mark_output_dir
+
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
@@ -195,7 +197,9 @@ class EmbeddingCache:
 
     def _write_chunk(self, keys, sources, hashes, embeddings: np.ndarray,
                      properties=None) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+        if not self.path.parent.exists():  # a cache folder clipsei creates is marked as its own
+            mark_output_dir(self.path.parent, kind="cache")
+        mark_output_dir(self.path, kind="cache")  # so that a scan of a folder above skips it
         meta = self.path / "meta.json"
         if not meta.exists():
             _atomic_write(meta, lambda h: h.write(json.dumps(self.fields, indent=2,

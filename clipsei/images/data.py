@@ -17,14 +17,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .._paths import is_clipsei_output
 from .._validation import check_labels
+from .folders import IMAGE_EXTENSIONS as IMAGE_EXTENSIONS
+from .folders import list_class_folders
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
-)
 MANIFEST_EXTENSIONS = frozenset({".csv", ".parquet", ".pq"})
 MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb limit (about 0.25 GB at 24 bits/pixel)
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
@@ -197,58 +195,8 @@ def _stretch_to_8bit(pixels: np.ndarray) -> Image.Image:
 
 
 def _from_folder(root: Path) -> ImageTable:
-    """Class subfolders of ``root`` -> table; each real directory is walked once."""
-    candidates = sorted(p for p in root.iterdir() if _is_class_dir(p))
-    if not candidates:
-        raise ValueError(f"folder {root} has no class subfolders (expected root/<class>/<image>)")
-    stray = [p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-    if stray:
-        warnings.warn(f"{len(stray)} images directly in {root} (e.g. {stray[0]}) have no class "
-                      "folder and are ignored", UserWarning, stacklevel=3)
-    visited = {os.path.realpath(root)} | {os.path.realpath(p) for p in candidates}
-    paths, labels, class_names, read = [], [], [], {}
-    for class_dir in candidates:
-        real = os.path.realpath(class_dir)
-        if real in read:
-            warnings.warn(f"class folder {class_dir} is the same folder as {read[real]}; "
-                          "skipping it", UserWarning, stacklevel=3)
-            continue
-        read[real] = class_dir
-        files = _list_images(class_dir, visited)
-        if not files:
-            warnings.warn(f"class folder {class_dir} holds no image files; skipping it (it is "
-                          "not a class)", UserWarning, stacklevel=3)
-            continue
-        paths.extend(files)
-        labels.extend([len(class_names)] * len(files))
-        class_names.append(class_dir.name)
-    if len(class_names) < 2:
-        raise ValueError(f"folder {root} must hold images of at least 2 classes; found "
-                         f"{len(class_names)} class folder(s) with images ({len(paths)} images)")
-    return ImageTable(paths=paths, labels=np.asarray(labels, dtype=np.int64),
-                      class_names=class_names)
-
-
-def _is_class_dir(path: Path) -> bool:
-    """A visible folder that clipsei did not write (output folders carry the marker)."""
-    return path.is_dir() and not path.name.startswith(".") and not is_clipsei_output(path)
-
-
-def _list_images(folder: Path, visited: set) -> list:
-    """Image files under ``folder`` (symlinks followed), skipping directories in ``visited``
-    (real paths, updated in place) so that a symlink loop is walked once."""
-    found = []
-    for directory, subdirs, files in os.walk(folder, followlinks=True):
-        kept = []
-        for name in sorted(subdirs):
-            real = os.path.realpath(os.path.join(directory, name))
-            if _is_class_dir(Path(directory, name)) and real not in visited:
-                visited.add(real)
-                kept.append(name)
-        subdirs[:] = kept
-        found.extend(os.path.join(directory, f) for f in sorted(files)
-                     if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS)
-    return [os.path.abspath(p) for p in found]
+    paths, labels, class_names = list_class_folders(root)
+    return ImageTable(paths=paths, labels=labels, class_names=class_names)
 
 
 def check_manifest_path(manifest, *, what: str = "manifest") -> Path:
@@ -275,16 +223,23 @@ def read_manifest(manifest: Path, *, what: str = "manifest", text_columns=("path
     except ImportError as err:
         raise ImportError(
             f"reading {manifest} needs pyarrow: pip install 'clipsei[parquet]'") from err
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{what} {manifest} is not UTF-8 text (byte "
+                         f"{err.object[err.start]:#x} is not UTF-8); save it as UTF-8 CSV") from err
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as err:
         raise ValueError(f"malformed {what} {manifest}: {err}") from err
 
 
 def _from_manifest(manifest: Path, *, root: Path, class_names=None) -> ImageTable:
-    frame = read_manifest(manifest)
+    frame = read_manifest(manifest, keep_default_na=False)  # a class named "NA" or "None" is text
+    frame = frame.mask(frame.astype(str).apply(lambda column: column.str.strip() == ""))
+    frame.columns = [str(column).strip() for column in frame.columns]  # "path, label"
     missing_columns = {"path", "label"} - set(frame.columns)
     if missing_columns:
+        separator = next((c for c in ";\t|" if c in "".join(map(str, frame.columns))), None)
+        hint = f" (is it separated by {separator!r}? commas are read)" if separator else ""
         raise ValueError(f"manifest {manifest} must have columns path,label[,group][,split]; "
-                         f"missing {sorted(missing_columns)}, found {list(frame.columns)}")
+                         f"missing {sorted(missing_columns)}, found {list(frame.columns)}{hint}")
     line = 2 if manifest.suffix.lower() == ".csv" else 0  # CSV line of row 0 (after the header)
     empty = frame["path"].isna() | frame["label"].isna()
     if empty.any():
@@ -297,7 +252,13 @@ def _from_manifest(manifest: Path, *, root: Path, class_names=None) -> ImageTabl
         shown = "; ".join(f"row {i}{_line(line, i)}: {paths[i]}" for i in missing[:3])
         raise ValueError(f"manifest {manifest} names {len(missing)} missing file(s): {shown}"
                          f"{'; ...' if len(missing) > 3 else ''}")
-    labels, names = _encode_labels(frame["label"].to_numpy(), class_names, f"manifest {manifest}")
+    _warn_repeated_paths(paths, manifest, line)
+    values = frame["label"]
+    whole = values.dtype.kind in "iu" or (values.dtype.kind == "f" and (values % 1 == 0).all())
+    if not whole:  # names: True/False or 0.5 too; " cat" (a space after the comma) is "cat"
+        values = values.astype(str).str.strip()
+    labels, names = _encode_labels(values.to_numpy(), class_names, f"manifest {manifest}",
+                                   names_from_values=class_names is None)
     groups = frame["group"].to_numpy() if "group" in frame.columns else None
     splits = None
     if "split" in frame.columns:
@@ -307,6 +268,19 @@ def _from_manifest(manifest: Path, *, root: Path, class_names=None) -> ImageTabl
         splits = frame["split"].astype(str).to_numpy(dtype=object)
     return ImageTable(paths=paths, labels=labels, class_names=names, groups=groups,
                       splits=splits)
+
+
+def _warn_repeated_paths(paths: list, manifest: Path, line: int) -> None:
+    """Warn when the manifest lists one image file on more than one row."""
+    first: dict = {}
+    repeats = [(first[path], row) for row, path in enumerate(paths)
+               if first.setdefault(path, row) != row]
+    if repeats:
+        row, again = repeats[0]
+        warnings.warn(f"manifest {manifest} lists {len(repeats)} image(s) more than once (e.g. "
+                      f"{paths[row]} on row {row}{_line(line, row)} and row {again}"
+                      f"{_line(line, again)}); each row is scored as a separate image",
+                      UserWarning, stacklevel=4)
 
 
 def _line(first_line: int, row: int) -> str:
@@ -367,8 +341,12 @@ class _ColumnView:
         return getattr(self.dataset, "_fingerprint", None)
 
 
-def _encode_labels(values: np.ndarray, class_names, where: str):
-    """Class-name strings or ints -> (labels (N,) int64, class_names)."""
+def _encode_labels(values: np.ndarray, class_names, where: str, *, names_from_values=False):
+    """Class-name strings or ints -> (labels (N,) int64, class_names).
+
+    names_from_values: integer labels are names (a manifest's), not indices: the classes are
+    the values present, in numeric order, so labels 1 and 2 make two classes, not three.
+    """
     if values.dtype.kind in "OUS":
         strings = values.astype(str)
         names = list(class_names) if class_names is not None else sorted(set(strings.tolist()))
@@ -379,6 +357,9 @@ def _encode_labels(values: np.ndarray, class_names, where: str):
         labels = np.asarray([index[s] for s in strings], dtype=np.int64)
     else:
         labels = check_labels(values, name=where)
+        if names_from_values:
+            present, labels = np.unique(labels, return_inverse=True)
+            class_names = [str(value) for value in present]
         names = list(class_names) if class_names is not None else [
             str(k) for k in range(int(labels.max(initial=-1)) + 1)]
         labels = check_labels(labels, n_classes=len(names), name=where)

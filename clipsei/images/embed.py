@@ -25,6 +25,7 @@ from .._device import resolve_device
 from .cache import (EmbeddingCache, array_key, file_key, from_stored, hash_bytes,
                     sigterm_as_interrupt, to_stored)
 from .data import ImageTable, load_image_table
+from .folders import printable
 from .decode import ImageDataset, collate_images, split_preprocess
 from .decode_device import (JpegBytesDataset, collate_jpeg_bytes, decode_batches,
                             tensor_preprocess, use_device_decode)
@@ -295,7 +296,7 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
             bar.update(len(batch_rows) + len(failed))
     indices = np.flatnonzero(done).astype(np.int64)
     failures_frame = pd.DataFrame(
-        [(i, table.describe(i), reason) for i, reason in sorted(failures)],
+        [(i, printable(table.describe(i)), reason) for i, reason in sorted(failures)],
         columns=["index", "path", "reason"])
     return EmbeddingResult(embeddings=embeddings[indices], indices=indices, failures=failures_frame,
                            table=table, n_cached=n_cached, n_encoded=indices.size - n_cached,
@@ -382,6 +383,9 @@ def _item_keys(table: ImageTable) -> tuple:
         except OSError as err:
             keys.append(None)
             failures.append((row, f"cannot read file: {err.strerror or err}"))
+        except UnicodeEncodeError:  # a name in another encoding: no output could hold it
+            keys.append(None)
+            failures.append((row, "file name is not valid UTF-8; rename the file"))
     return keys, failures
 
 

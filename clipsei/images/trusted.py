@@ -47,7 +47,8 @@ def _probability(manifest, line: int, value) -> float:
 def find_trusted_rows(manifest, table_paths, *, source=None) -> np.ndarray:
     """(N,) bool: the rows of ``table_paths`` (N image paths) named in the ``path`` column of
     the CSV ``manifest``. A relative path there is looked up under the manifest's folder,
-    then ``source`` (the scanned folder), then the working directory. A one-line
+    then ``source`` (the scanned folder, or a scanned manifest's folder), then the working
+    directory. A one-line
     ``ValueError`` names the file and the first row that matches no image."""
     mask = np.zeros(len(table_paths), dtype=bool)
     mask[_resolve_rows(Path(manifest), _read(manifest), table_paths, source)] = True
@@ -70,6 +71,8 @@ def _read(manifest) -> pd.DataFrame:
 def _resolve_rows(manifest: Path, frame, table_paths, source) -> list:
     """The table row of each manifest row's path (see :func:`find_trusted_rows`)."""
     rows = {os.path.realpath(path): row for row, path in enumerate(table_paths)}
+    if source is not None and Path(source).is_file():  # a scanned manifest: its folder
+        source = Path(source).parent
     bases = [manifest.parent] + ([Path(source)] if source is not None else []) + [Path.cwd()]
     found_rows = []
     for line, path in enumerate(frame["path"].astype(str), start=2):

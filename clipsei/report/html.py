@@ -239,10 +239,13 @@ def _stats_html(issues, summary: dict) -> str:
         stats.extend(_verified_stats(verified))
     refitted = bool(verified and verified.get("error_probability_refitted"))
     label_free = "label-free estimate, not used: " if verified and not refitted else ""
-    if noise is not None:
-        stats.append((f"{label_free}label errors", f"{noise:.1%}", ""))
     expected = (issues.attrs.get("expected_errors_flagged"),
                 issues.attrs.get("expected_errors_unflagged"))
+    if not (issues.attrs.get("class_signal") or {}).get("informative", True):
+        noise, expected = None, (None, None)  # chance-level heads cannot count errors
+        stats.append(("label errors", "not estimated (no class information)", ""))
+    if noise is not None:
+        stats.append((f"{label_free}label errors", f"{noise:.1%}", ""))
     if None not in expected:
         stats.append((f"{label_free}expected real errors among the flags",
                       f"{expected[0]:,.0f}", ""))
