@@ -76,6 +76,17 @@ def test_inclusion_probabilities_sum_to_the_budget():
         assert np.isclose(population.sum(), budget, atol=0.5 * budget)
 
 
+def test_a_small_budget_draws_one_row_per_stratum():
+    # a budget smaller than the strata a large set needs (8 of 254, 10 of 10,000) ended in
+    # "need at least one array to concatenate" after the whole scan
+    for n_samples, budget in ((254, 8), (10000, 10), (100, 1)):
+        scores = np.random.default_rng(0).random(n_samples)
+        rows, probability = draw_audit_sample(scores, budget)
+        assert rows.size == np.unique(rows).size == budget
+        assert np.isclose(np.sum(1.0 / probability), n_samples)
+        assert probability.min() > 0
+
+
 def test_estimated_count_approaches_the_best_cutoff_as_the_budget_grows():
     gaps, f1_shares = {}, {}
     for budget in (50, 800):

@@ -32,9 +32,11 @@ FIT_C = 1e4
 
 def compute_audit_strata(n_samples: int, n_audit: int) -> np.ndarray:
     """(S + 1,) rank bounds of the strata: ``[0, m, 2m, 4m, ..., N]`` with the fewest strata
-    whose top one (``m`` rows) fits in an equal share ``n_audit / S`` of the budget."""
+    whose top one (``m`` rows) fits in an equal share ``n_audit / S`` of the budget, but no
+    more strata than rows to audit (a small budget: one row from each)."""
     n_strata = 1
-    while np.ceil(n_samples / 2 ** (n_strata - 1)) > n_audit / n_strata:
+    while (n_strata < n_audit
+           and np.ceil(n_samples / 2 ** (n_strata - 1)) > n_audit / n_strata):
         n_strata += 1
     top = int(np.ceil(n_samples / 2 ** (n_strata - 1)))
     bounds = [0] + [min(top * 2 ** j, n_samples) for j in range(n_strata)]
