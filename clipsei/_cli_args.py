@@ -4,6 +4,7 @@ registers them; this module prints nothing)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_verbosity(parser: argparse.ArgumentParser, default) -> None:
@@ -48,7 +49,10 @@ def add_image_arguments(parser: argparse.ArgumentParser, *, source_help: str) ->
                         help="weights tag, checkpoint file, or 'none' (random weights; a "
                              "pipeline check, not a scan) (default %(default)s)")
     parser.add_argument("--cache", metavar="DIR", default=None,
-                        help="embedding cache folder; re-runs skip cached images (default: none)")
+                        help="embedding cache folder, written as images are encoded: a re-run "
+                             "or a killed run's re-run skips cached images (default: OUT/cache)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="keep no embedding cache (a killed run then keeps nothing)")
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--num-workers", type=non_negative_int, default=None,
                         help="decoding processes (default: chosen for the device)")
@@ -174,3 +178,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prompt set of --model's class prompts (default %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (--model)")
     parser.add_argument("--json", default=None, metavar="OUT", help="also write the result as JSON")
+
+
+def resolve_cache(args) -> None:
+    """``args.cache`` of embed and scan: ``OUT/cache`` unless given or ``--no-cache``, so that
+    a killed run keeps what it encoded."""
+    if getattr(args, "cache", "absent") is None and not args.no_cache:
+        args.cache = str(Path(args.out) / "cache")
+    elif getattr(args, "no_cache", False) and args.cache is not None:
+        raise ValueError("give --cache DIR or --no-cache, not both")

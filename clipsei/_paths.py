@@ -35,6 +35,16 @@ def mark_output_dir(path, *, kind: str) -> Path:
     return path
 
 
+def mark_output_for_cache(out, cache_dir, *, kind: str) -> None:
+    """Mark ``out`` as clipsei's (:func:`mark_output_dir`) where ``cache_dir`` lies inside it,
+    before the cache is written: a cache alone would leave ``out`` a non-empty folder that
+    clipsei did not mark, which the outputs written after it would refuse."""
+    if out is None or cache_dir is None:
+        return
+    if Path(out).resolve() in Path(cache_dir).resolve().parents:
+        mark_output_dir(out, kind=kind)
+
+
 def output_kind(path) -> str | None:
     """The ``kind`` recorded in ``path``'s marker, or None when the folder is not marked."""
     marker = Path(path) / OUTPUT_MARKER

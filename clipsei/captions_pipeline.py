@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._paths import check_output_dir, mark_output_dir
+from ._paths import check_output_dir, mark_output_dir, mark_output_for_cache
 from ._front import RANDOM_WEIGHTS_WARNING, is_random_weights
 from .images.data import check_manifest_path, read_manifest
 
@@ -77,6 +77,7 @@ def scan_captions(manifest, *, model="ViT-B-32", pretrained="laion2b_s34b_b79k",
     clip = model if isinstance(model, ClipModel) else load_clip_model(model, pretrained,
                                                                       device=device)
     table = ImageTable(paths=paths, labels=np.zeros(len(paths), np.int64), class_names=["image"])
+    mark_output_for_cache(out, cache_dir, kind="captions")
     embedded = embed_images(table, clip, cache_dir=cache_dir, batch_size=batch_size,
                             progress=progress, intensity=intensity, decode=decode)
     rows = embedded.indices

@@ -16,7 +16,7 @@ import sys
 from . import __version__
 from ._cli_args import (add_bench_arguments, add_demo_arguments, add_embed_arguments,
                         add_export_arguments, add_relabel_arguments, add_scan_arguments,
-                        add_verbosity)
+                        add_verbosity, resolve_cache)
 from ._cli_logging import one_line_logging
 
 # name -> (help, add_arguments, run); filled in below each command's functions.
@@ -63,6 +63,7 @@ def main(argv=None) -> int:
     with one_line_logging(level):
         run = _COMMANDS[args.command][2]
         try:
+            resolve_cache(args)
             return int(run(args) or 0)
         except (FileNotFoundError, ValueError, TypeError, ImportError) as err:
             print(f"clipsei {args.command}: error: {err}", file=sys.stderr)
@@ -78,7 +79,7 @@ def _what_is_kept(args) -> str:
         return (f"; the embeddings computed so far are kept in {args.cache}: run the same "
                 "command again to resume")
     if args.command in ("scan", "embed"):
-        return "; nothing was kept (with --cache DIR a rerun resumes where it stopped)"
+        return "; nothing was kept (--no-cache; without it a rerun resumes where it stopped)"
     return ""
 
 

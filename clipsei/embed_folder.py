@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ._front import check_outputs, load_images, load_model
-from ._paths import check_output_dir, mark_output_dir
+from ._paths import check_output_dir, mark_output_dir, mark_output_for_cache
 
 
 def embed_to_folder(source, *, manifest=None, model="ViT-B-32",
@@ -28,6 +28,7 @@ def embed_to_folder(source, *, manifest=None, model="ViT-B-32",
     check_outputs(out, cache_dir)
     table = load_images(source, manifest=manifest)
     clip = load_model(model, pretrained, device=device)
+    mark_output_for_cache(out, cache_dir, kind="embed")
     result = embed_images(table, clip, cache_dir=cache_dir, batch_size=batch_size,
                           num_workers=num_workers, progress=progress, intensity=intensity,
                           engine=engine, ray_address=ray_address, decode=decode)

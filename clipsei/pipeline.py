@@ -25,7 +25,7 @@ from ._front import RANDOM_WEIGHTS_WARNING as RANDOM_WEIGHTS_WARNING
 from ._front import check_outputs, is_random_weights, read_issues
 from ._front import load_images as load_images
 from ._front import load_model as load_model
-from ._paths import check_output_dir, mark_output_dir
+from ._paths import check_output_dir, mark_output_dir, mark_output_for_cache
 from .embed_folder import embed_to_folder as embed_to_folder
 from .relabeling import RELABEL_HEADER as RELABEL_HEADER
 from .relabeling import relabel as relabel
@@ -231,6 +231,7 @@ def scan(source, *, labels=None, manifest=None, model="ViT-B-32",
             (None if needs_weights else _model_from_cache(
                 model, pretrained, cache_dir, table, prompts, intensity, device, decode))
             or load_model(model, pretrained, device=device))
+    mark_output_for_cache(out, cache_dir, kind="scan")
     with _timed(timings, "embed"):
         embedded = embed_images(table, clip, cache_dir=cache_dir, batch_size=batch_size,
                                 progress=progress, intensity=intensity, engine=engine,

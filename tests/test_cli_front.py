@@ -269,7 +269,7 @@ def test_no_class_information_states_no_error_count(tmp_path, write_images, caps
     assert "expected errors left unflagged" not in page
 
 
-@pytest.mark.parametrize("cache", [False, True])
+@pytest.mark.parametrize("cache", ["default", "given", "none"])
 def test_interrupt_says_what_is_kept(cache, tmp_path, write_images, capsys, monkeypatch):
     import clipsei.images.embed
 
@@ -278,16 +278,32 @@ def test_interrupt_says_what_is_kept(cache, tmp_path, write_images, capsys, monk
 
     monkeypatch.setattr(clipsei.images.embed, "embed_images", ctrl_c)
     write_images(tmp_path / "images", n_per_class=4, classes=("cat", "dog"))
-    extra = ["--cache", str(tmp_path / "cache")] if cache else []
+    extra = {"default": [], "given": ["--cache", str(tmp_path / "cache")],
+             "none": ["--no-cache"]}[cache]
     assert main(["scan", str(tmp_path / "images"), *TINY, *extra, "--out",
                  str(tmp_path / "out")]) == 130
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    if cache:
-        assert re.search(r"interrupted; the embeddings computed so far are kept in .*cache: run "
-                         "the same command again to resume", err)
+    if cache == "none":
+        assert err == ("clipsei scan: interrupted; nothing was kept (--no-cache; without it a "
+                       "rerun resumes where it stopped)")
     else:
-        assert err == ("clipsei scan: interrupted; nothing was kept (with --cache DIR a rerun "
-                       "resumes where it stopped)")
+        kept = tmp_path / ("cache" if cache == "given" else "out/cache")
+        assert err == (f"clipsei scan: interrupted; the embeddings computed so far are kept in "
+                       f"{kept}: run the same command again to resume")
+
+
+def test_embeddings_are_cached_in_the_output_folder_by_default(tmp_path, write_images, capsys):
+    # without --cache a killed or repeated run re-encoded every image: nothing was kept
+    write_images(tmp_path / "images", n_per_class=3, classes=("cat", "dog"))
+    command = ["embed", str(tmp_path / "images"), *TINY[:4], "--out", str(tmp_path / "out")]
+    assert main(command) == 0
+    assert "0 from cache, 6 encoded" in capsys.readouterr().out
+    assert main(command) == 0
+    assert "6 from cache, 0 encoded" in capsys.readouterr().out
+    assert main([*command, "--no-cache"]) == 0
+    assert "0 from cache, 6 encoded" in capsys.readouterr().out
+    assert main([*command, "--no-cache", "--cache", str(tmp_path / "c")]) == 2
+    assert "--no-cache" in capsys.readouterr().err
 
 
 def test_bench_json_never_overwrites_a_users_file(tmp_path, capsys):
