@@ -135,7 +135,7 @@ def _run_embed(args) -> int:
     return 0
 
 
-_COMMANDS["embed"] = ("Embed images with a frozen open_clip model (cached, resumable).",
+_COMMANDS["embed"] = ("embed images with a frozen open_clip model (cached, resumable)",
                       add_embed_arguments, _run_embed)
 # --- end embed ---
 
@@ -241,10 +241,11 @@ def _print_verified(summary: dict, verified: dict) -> None:
     (or, refitted on an audit, the error probabilities' rate)."""
     low, high = verified["precision_interval"]
     errors_low, errors_high = verified["n_errors_interval"]
+    flags = (f"precision of the flags {verified['precision']:.0%} (80% interval "
+             f"{low:.0%}-{high:.0%}), about {verified['errors_flagged']:.0f} real errors among "
+             "them" if verified["n_flagged"] else "nothing flagged")
     print(f"from {verified['n_verified_clean'] + verified['n_known_errors']} verified images "
-          f"({verified['n_known_errors']} corrected): precision of the flags "
-          f"{verified['precision']:.0%} (80% interval {low:.0%}-{high:.0%}), about "
-          f"{verified['errors_flagged']:.0f} real errors among them; about "
+          f"({verified['n_known_errors']} corrected): {flags}; about "
           f"{verified['n_errors']:.0f} label errors among the {verified['n_unverified']} "
           f"unverified images (80% interval {errors_low:.0f}-{errors_high:.0f})")
     if verified.get("error_probability_refitted"):

@@ -270,3 +270,25 @@ def test_a_rescan_never_overwrites_a_filled_in_audit_sheet(tmp_path, write_image
     kept = pd.read_csv(out / "audit.csv", keep_default_na=False)
     pd.testing.assert_frame_equal(kept, sheet)
     assert (out / "audit-1.csv").exists() and "audit-1.csv" in capsys.readouterr().out
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_scan_cli_says_nothing_flagged_after_a_clean_audit(tmp_path, capsys):
+    from PIL import Image
+
+    # dark against bright images: even random weights tell these classes apart
+    rng = np.random.default_rng(0)
+    for name, level in (("dark", 40), ("bright", 210)):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for k in range(16):
+            pixels = np.clip(rng.normal(level, 25, (32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "images" / name / f"{k}.png")
+    images, out = str(tmp_path / "images"), tmp_path / "out"
+    assert main(["scan", images, *TINY, "--out", str(out), "--audit-sample", "12"]) == 0
+    capsys.readouterr()  # every sheet row left empty: each label confirmed
+    assert main(["scan", images, *TINY, "--out", str(tmp_path / "o2"), "--trusted",
+                 str(out / "audit.csv")]) == 0
+    printed = capsys.readouterr().out
+    # it printed "precision of the flags 0% (80% interval 0%-0%)" for no flags at all
+    assert "from 12 verified images (0 corrected): nothing flagged; about 0 label errors" in printed
+    assert "precision of the flags" not in printed
