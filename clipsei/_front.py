@@ -51,9 +51,19 @@ def is_random_weights(clip) -> bool:
 
 
 def read_issues(directory: Path) -> pd.DataFrame:
+    """The issues table saved in ``directory``: issues.parquet where pyarrow reads it, else
+    issues.csv. Paths, splits and class names stay text in both ("NA", "None" or "null" is
+    a class name, not a missing value); only an empty CSV cell is missing."""
     if (directory / "issues.parquet").is_file():
         try:
-            return pd.read_parquet(directory / "issues.parquet")
+            return pd.read_parquet(directory / "issues.parquet")  # typed: text stays text
         except ImportError:
             logger.info("pyarrow not installed; reading issues.csv")
-    return pd.read_csv(directory / "issues.csv", dtype={"path": str})
+    path = directory / "issues.csv"
+    text = {column: str for column in _text_columns(pd.read_csv(path, nrows=0).columns)}
+    return pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""])
+
+
+def _text_columns(columns) -> list:
+    return [c for c in columns if c in ("path", "split") or str(c).endswith("_class")]
+

@@ -256,6 +256,11 @@ def test_load_bench_npz_errors(tmp_path, blobs):
              text_features=blobs.class_embeddings[:, :5])
     with pytest.raises(ValueError, match="bad.npz:text_features must have shape"):
         load_bench_npz(path)
+    np.savez(path, features=blobs.embeddings, labels=blobs.labels, true_labels=blobs.true_labels,
+             class_names=np.array(["a", "b", "c"]))
+    with pytest.raises(ValueError, match=r"bad.npz:class_names must name every class \(4, as the "
+                                         r"labels use 0..3\); got 3 names"):
+        load_bench_npz(path)
     (tmp_path / "junk.npz").write_text("not a zip")
     with pytest.raises(ValueError, match="not a readable .npz"):
         load_bench_npz(tmp_path / "junk.npz")

@@ -16,6 +16,7 @@ def test_probabilities_independent_of_labels_are_not_informative():
     signal = compute_class_signal([rng.dirichlet(np.ones(3), 1000)], labels)
     assert not signal.informative and "nothing was flagged" in signal.warning
     assert signal.auc == pytest.approx(0.5, abs=0.03) and signal.auc_lower_bound < 0.5
+    assert not signal.too_few_samples and "no better than chance" in signal.warning
 
 
 def test_always_the_majority_is_not_informative():
@@ -45,4 +46,25 @@ def test_accurate_predictions_are_informative():
     assert signal.accuracy_lower_bound < signal.heldout_accuracy
     assert set(signal.as_dict()) == {"heldout_accuracy", "majority_rate", "chance_rate",
                                      "accuracy_lower_bound", "auc", "auc_lower_bound",
-                                     "informative", "n"}
+                                     "informative", "too_few_samples", "n"}
+
+
+
+def test_a_perfect_match_on_two_images_per_class_says_too_few_samples():
+    # two predictors (heads and neighbour vote) as in a scan: 4 samples cannot beat chance
+    labels = np.array([0, 0, 1, 1])
+    signal = compute_class_signal([_one_hot_probs(labels, 2)] * 2, labels)
+    assert signal.auc == 1.0 and signal.heldout_accuracy == 1.0
+    assert not signal.informative and signal.too_few_samples
+    assert "too few samples" in signal.warning and "no better than chance" not in signal.warning
+    assert "n=4" in signal.warning
+
+
+@pytest.mark.parametrize("per_class, too_few", [(2, True), (20, False)])
+def test_too_few_samples_only_where_a_perfect_match_could_not_pass(per_class, too_few):
+    labels = np.repeat([0, 1], per_class)
+    rng = np.random.default_rng(per_class)
+    chance = compute_class_signal([rng.dirichlet(np.ones(2), labels.size)] * 2, labels)
+    assert not chance.informative and chance.too_few_samples is too_few
+    perfect = compute_class_signal([_one_hot_probs(labels, 2)] * 2, labels)
+    assert perfect.informative is not too_few and perfect.too_few_samples is too_few

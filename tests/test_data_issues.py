@@ -8,7 +8,8 @@ import pytest
 from PIL import Image, ImageFilter
 
 from clipsei.cli import main
-from clipsei.data_issues import ISSUE_TYPES, find_clean_rows
+from clipsei.data_issues import ISSUE_TYPES, find_clean_rows, search_issue_neighbors
+from clipsei.engine.detect import LabelIssueDetector
 from clipsei.pipeline import ScanResult, scan, scan_embeddings
 
 
@@ -107,6 +108,44 @@ def test_near_duplicates_and_an_outlier_from_embeddings():
         20, "duplicate_group"]
     assert issues["is_duplicate"].sum() == 3 and not issues["is_leakage"].any()
     assert issues["outlier_score"].idxmin() == 33 and issues.loc[33, "is_outlier"]
+
+
+@pytest.fixture(scope="module")
+def shared_direction():
+    """Blobs shifted along one shared direction, as CLIP embeddings are (every raw cosine is
+    high), with ten planted near-duplicate pairs; and the default method's scan of them."""
+    from clipsei.evaluation.synthetic import make_noisy_blobs
+
+    blobs = make_noisy_blobs(120, n_classes=4, n_features=32, noise_rate=0.1, random_state=0)
+    rng = np.random.default_rng(0)
+    offset = 3 * rng.normal(size=32) / np.sqrt(32)
+    x = blobs.embeddings.copy()
+    copies = np.arange(0, 40, 4)
+    x[copies + 1] = x[copies] + 1e-3 * rng.normal(size=(copies.size, 32))
+    planted = np.isin(np.arange(120), np.r_[copies, copies + 1])
+    data = ((x + offset).astype(np.float32), blobs.labels, blobs.class_embeddings + offset)
+    default = scan_embeddings(*data[:2], class_embeddings=data[2], n_epochs=2).issues
+    return data, planted, default
+
+
+@pytest.mark.parametrize("method", ["sei_paper", "aum", "entropy_integral", "zero_shot"])
+def test_data_issues_do_not_depend_on_the_detection_method(shared_direction, method):
+    (x, labels, class_embeddings), planted, default = shared_direction
+    issues = scan_embeddings(x, labels, class_embeddings=class_embeddings, method=method,
+                             n_epochs=2).issues
+    assert (default["is_near_duplicate"].to_numpy() == planted).all()
+    assert (issues["is_near_duplicate"].to_numpy() == planted).all()
+    columns = ["duplicate_group", "is_duplicate", "is_outlier", "outlier_score"]
+    pd.testing.assert_frame_equal(issues[columns], default[columns])
+
+
+def test_issue_neighbors_are_the_default_detectors(shared_direction):
+    (x, labels, _), _, _ = shared_direction
+    groups = np.arange(labels.size) // 3
+    detector = LabelIssueDetector(n_epochs=1).fit(x, labels, groups=groups)
+    search = search_issue_neighbors(x, groups=groups)
+    np.testing.assert_array_equal(search.neighbor_ids, detector.neighbor_ids_)
+    np.testing.assert_allclose(search.neighbor_sims, detector.neighbor_sims_, atol=1e-6)
 
 
 def test_cli_scan_prints_the_other_issues(planted_manifest, tmp_path, capsys):

@@ -11,6 +11,9 @@ predictor's accuracy has a lower bound (Wilson) above chance agreement, ``sum_k 
 p_label(k)``; the confidence is split evenly between these tests. Neither test alone suffices:
 under heavy noise on imbalanced classes the argmax may be the majority class for every sample
 while the ranking is informative, and the ranking may miss what the argmax shows.
+
+On a small sample even predictions that match every label cannot pass either test; the
+result then says that there were too few samples to tell, not that the match was at chance.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ class ClassSignal:
     majority_rate : share of the most frequent given label; chance_rate : the accuracy of
     predictions independent of the labels; accuracy_lower_bound : the accuracy's Wilson lower
     bound; auc, auc_lower_bound : the best predictor's one-vs-rest AUC and its lower bound;
-    informative : a bound beats chance (see the module docstring); n : N."""
+    informative : a bound beats chance (see the module docstring); too_few_samples : even
+    predictions matching every label would not beat chance at these class sizes, so the
+    sample cannot tell either way; n : N."""
 
     heldout_accuracy: float
     majority_rate: float
@@ -39,6 +44,7 @@ class ClassSignal:
     auc: float
     auc_lower_bound: float
     informative: bool
+    too_few_samples: bool
     n: int
 
     def as_dict(self) -> dict:
@@ -49,6 +55,11 @@ class ClassSignal:
         """A one-line explanation for the user where the embeddings carry no class signal."""
         if self.informative:
             return None
+        if self.too_few_samples:
+            return (f"nothing was flagged: too few samples (n={self.n}) to tell whether the "
+                    f"embeddings carry class information; even predictions matching every label "
+                    f"would not beat chance at this size (observed AUC {self.auc:.3f}, accuracy "
+                    f"{self.heldout_accuracy:.1%})")
         return (f"nothing was flagged: the embeddings carry no class information (out-of-sample "
                 f"predictions match the given labels no better than chance: AUC {self.auc:.3f}, "
                 f"accuracy {self.heldout_accuracy:.1%}, majority class {self.majority_rate:.1%}, "
@@ -72,16 +83,22 @@ def compute_class_signal(probs_by_predictor, labels, *,
     chance = float(label_shares @ (np.bincount(predicted, minlength=n_classes) / n))
     accuracy = float((predicted == labels).mean())
     accuracy_bound = _wilson_lower_bound(accuracy, n, z)
+    # the bounds of predictions equal to the labels: the best any predictor could reach here
+    perfect_auc_bound = 1.0 - z * _null_auc_spread(labels)
+    perfect_accuracy_bound = _wilson_lower_bound(1.0, n, z)
     return ClassSignal(
         heldout_accuracy=accuracy, majority_rate=float(label_shares.max()), chance_rate=chance,
         accuracy_lower_bound=accuracy_bound, auc=auc, auc_lower_bound=auc_bound,
-        informative=bool(auc_bound > 0.5 or accuracy_bound > chance), n=int(n))
+        informative=bool(auc_bound > 0.5 or accuracy_bound > chance),
+        too_few_samples=bool(np.unique(labels).size > 1 and perfect_auc_bound <= 0.5
+                             and perfect_accuracy_bound <= float(label_shares @ label_shares)),
+        n=int(n))
 
 
 def _weighted_auc(probs, labels, z) -> tuple[float, float]:
     """Prevalence-weighted one-vs-rest AUC and its lower bound ``AUC - z * sd`` (null sds
     averaged with the same weights, an upper bound on the sd of the weighted AUC)."""
-    auc = spread = 0.0
+    auc = 0.0
     for label in np.unique(labels):
         positive, negative = probs[labels == label, label], np.sort(probs[labels != label, label])
         if negative.size == 0:
@@ -90,9 +107,20 @@ def _weighted_auc(probs, labels, z) -> tuple[float, float]:
         at_or_below = np.searchsorted(negative, positive, side="right")
         weight = positive.size / labels.size
         auc += weight * float(((below + at_or_below) / 2).mean() / negative.size)
-        spread += weight * np.sqrt((positive.size + negative.size + 1)
-                                   / (12 * positive.size * negative.size))
-    return auc, float(auc - z * spread)
+    return auc, float(auc - z * _null_auc_spread(labels))
+
+
+def _null_auc_spread(labels) -> float:
+    """Prevalence-weighted null sd of the one-vs-rest AUCs, which depends on class sizes only."""
+    spread = 0.0
+    for label in np.unique(labels):
+        n_positive = int((labels == label).sum())
+        n_negative = labels.size - n_positive
+        if n_negative == 0:
+            continue
+        spread += (n_positive / labels.size) * np.sqrt((n_positive + n_negative + 1)
+                                                        / (12 * n_positive * n_negative))
+    return float(spread)
 
 
 def _wilson_lower_bound(share: float, n: int, z: float) -> float:

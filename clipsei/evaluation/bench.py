@@ -80,6 +80,10 @@ def load_bench_npz(path) -> BenchData:
     names = arrays.get("class_names")
     if names is not None and names.ndim != 1:
         raise ValueError(f"{path}:class_names must be 1-D (K,); got shape {names.shape}")
+    n_classes = 1 + int(max(labels.max(), -1 if true_labels is None else true_labels.max()))
+    if names is not None and names.size < n_classes:
+        raise ValueError(f"{path}:class_names must name every class ({n_classes}, as the labels "
+                         f"use 0..{n_classes - 1}); got {names.size} names")
     return BenchData(features, labels, true_labels, names, text)
 
 
