@@ -218,22 +218,28 @@ def _print_scan_summary(summary: dict, out) -> None:
     rate = summary.get("estimated_error_rate") if rate is None else rate
     verified = summary.get("verified")
     rate = None if verified else rate  # with verified images, theirs is the one stated
-    informative = (summary.get("class_signal") or {}).get("informative", True)
+    signal = summary.get("class_signal") or {}
     rate = f"; estimated label errors {rate:.1%}" if rate is not None else ""
     print(f"flagged {summary['n_flagged']} ({summary['flagged_fraction']:.1%}) as likely "
           f"mislabeled; {cutoff}"
-          + (rate if informative else "; label errors not estimated (no class information)"))
+          + (rate if signal.get("informative", True) else
+             f"; label errors not estimated ({_why_not_informative(signal)})"))
     found = {k: v for k, v in (summary.get("data_issues") or {}).items()
              if v and k not in ("label_issue", "n_duplicate_groups")}
     if found:
         print("other issues: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in found.items()))
     if verified:
         _print_verified(summary, verified)
-    elif informative and summary.get("expected_errors_flagged") is not None:
+    elif signal.get("informative", True) and summary.get("expected_errors_flagged") is not None:
         print(f"expected real errors: {summary['expected_errors_flagged']:.0f} among the flags, "
               f"{summary['expected_errors_unflagged']:.0f} left unflagged")
     print(f"wrote {out}/issues.csv, summary.json and report.html")
     _print_warnings(summary.get("warnings"))
+
+
+def _why_not_informative(class_signal: dict) -> str:
+    return ("too few images to tell" if class_signal.get("too_few_samples")
+            else "no class information")
 
 
 def _print_verified(summary: dict, verified: dict) -> None:

@@ -376,3 +376,15 @@ def test_negative_seed_is_refused_by_name_before_work(command, tmp_path, capsys)
     assert f"argument {option}: expected an integer >= 0; got '-1'" in err
     assert not (tmp_path / "o").exists()
 
+
+
+def test_too_few_images_say_so_instead_of_no_class_information(tmp_path, write_images, capsys):
+    # 2 images a class: the class-signal check cannot tell, which is not "no class information"
+    write_images(tmp_path / "images", n_per_class=2, classes=("cat", "dog"))
+    assert main(["scan", str(tmp_path / "images"), *TINY, "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())[
+        "class_signal"]["too_few_samples"] is True
+    assert "label errors not estimated (too few images to tell)" in printed
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "not estimated (too few images to tell)" in page

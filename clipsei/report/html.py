@@ -241,9 +241,11 @@ def _stats_html(issues, summary: dict) -> str:
     label_free = "label-free estimate, not used: " if verified and not refitted else ""
     expected = (issues.attrs.get("expected_errors_flagged"),
                 issues.attrs.get("expected_errors_unflagged"))
-    if not (issues.attrs.get("class_signal") or {}).get("informative", True):
+    signal = issues.attrs.get("class_signal") or {}
+    if not signal.get("informative", True):
         noise, expected = None, (None, None)  # chance-level heads cannot count errors
-        stats.append(("label errors", "not estimated (no class information)", ""))
+        why = "too few images to tell" if signal.get("too_few_samples") else "no class information"
+        stats.append(("label errors", f"not estimated ({why})", ""))
     if noise is not None:
         stats.append((f"{label_free}label errors", f"{noise:.1%}", ""))
     if None not in expected:
