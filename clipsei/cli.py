@@ -214,8 +214,7 @@ def _print_scan_summary(summary: dict, out) -> None:
           f"({summary['n_failed']} unreadable, listed in failures.csv)")
     cutoff = (f"cutoff {summary['cutoff']:.3f} on label_score" if summary["cutoff"] is not None
               else "one cutoff on label_score per class, in summary.json")
-    rate = summary.get("calibrated_error_rate")  # calibrated where there is one
-    rate = summary.get("estimated_error_rate") if rate is None else rate
+    rate = summary.get("stated_error_rate")  # the expected real errors' rate
     verified = summary.get("verified")
     rate = None if verified else rate  # with verified images, theirs is the one stated
     signal = summary.get("class_signal") or {}

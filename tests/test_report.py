@@ -155,6 +155,26 @@ def _run_chromium(tmp_path, page_path):
     return done.stdout, console
 
 
+@pytest.mark.filterwarnings("ignore")
+def test_the_stated_error_rate_is_the_expected_errors_rate(tmp_path):
+    from clipsei import scan_embeddings
+    from clipsei.evaluation.synthetic import make_noisy_blobs
+
+    # the headline rate was the pseudo-error calibration's (4.7% here) beside expected-error
+    # sums of error_probability that make 5.8%: two counts of the same errors on one screen
+    blobs = make_noisy_blobs(400, n_classes=4, n_features=32, noise_rate=0.05, cluster_std=2.5,
+                             random_state=0)
+    result = scan_embeddings(blobs.embeddings, blobs.labels, n_epochs=5, out=tmp_path / "out")
+    summary = result.summary
+    rate = (summary["expected_errors_flagged"] + summary["expected_errors_unflagged"]) / 400
+    assert f"{summary['calibrated_error_rate']:.1%}" != f"{rate:.1%}"
+    assert summary["stated_error_rate"] == pytest.approx(rate)
+    np.testing.assert_allclose(result.issues["error_probability"].mean(), rate)
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert f"<b>{rate:.1%}</b><span>label errors</span>" in page
+    assert f"<b>{summary['calibrated_error_rate']:.1%}</b>" not in page
+
+
 def test_report_renders_in_chromium(tmp_path):
     issues, extras = _fake_scan(tmp_path)
     page_path = save_report(tmp_path / "report.html", issues, **extras)

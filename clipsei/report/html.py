@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .summary import stated_error_rate
 from .thumbnails import LOW_RANGE, NEIGHBOURS_SHOWN, encode_thumbnails, thumbnail_rows
 
 logger = logging.getLogger(__name__)
@@ -230,8 +231,7 @@ def _subtitle(root: str, summary: dict) -> str:
 def _stats_html(issues, summary: dict) -> str:
     n_flagged = int(issues["is_label_issue"].sum())
     cutoff = issues.attrs.get("cutoff")
-    noise = issues.attrs.get("calibrated_error_rate")  # calibrated where there is one
-    noise = issues.attrs.get("estimated_error_rate") if noise is None else noise
+    noise = stated_error_rate(issues.attrs, len(issues))  # the expected errors' rate
     stats = [("images scored", f"{len(issues):,}", ""),
              ("flagged", f"{n_flagged:,} ({n_flagged / len(issues):.1%})", " flag")]
     verified = issues.attrs.get("verified")

@@ -44,6 +44,7 @@ def build_summary(issues: pd.DataFrame, failures: pd.DataFrame, class_names: lis
         "calibrated_error_rate": attrs.get("calibrated_error_rate"),
         "expected_errors_flagged": attrs.get("expected_errors_flagged"),
         "expected_errors_unflagged": attrs.get("expected_errors_unflagged"),
+        "stated_error_rate": stated_error_rate(attrs, len(issues)),
         "verified": _jsonable(attrs.get("verified")),
         **describe_estimate(attrs),
         "estimated_errors_per_class": errors, "flagged_share_per_class": shares,
@@ -60,6 +61,21 @@ def build_summary(issues: pd.DataFrame, failures: pd.DataFrame, class_names: lis
         "settings": {**settings, "detector": _jsonable(issues.attrs.get("settings", {}))},
         "versions": _versions(), "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
+
+
+def stated_error_rate(attrs: dict, n_rows: int) -> float | None:
+    """The label-error rate a scan states beside its flags: the mean of ``error_probability``
+    where its sums (``expected_errors_flagged`` + ``_unflagged``) are stated, so that the two
+    agree; else ``calibrated_error_rate``, else confident learning's ``estimated_error_rate``;
+    None without any."""
+    flagged = attrs.get("expected_errors_flagged")
+    unflagged = attrs.get("expected_errors_unflagged")
+    if flagged is not None and unflagged is not None and n_rows:
+        return float(flagged + unflagged) / n_rows
+    for key in ("calibrated_error_rate", "estimated_error_rate"):
+        if attrs.get(key) is not None:
+            return float(attrs[key])
+    return None
 
 
 def describe_estimate(attrs: dict) -> dict:
