@@ -369,14 +369,17 @@ def decision_attrs(flags: Flags, error_rate, *, informative: bool = True) -> dic
     if informative and error_rate < CLEAN_RATE:
         shown = ("nothing is flagged" if n_flagged == 0 else
                  f"the {n_flagged} flagged images are the likeliest candidates, not findings")
-        caveat = ("" if flags.verified is not None and flags.verified.refitted
-                  else f", unless its errors are {UNDERCOUNTED}")  # an audit sees those
-        notes.append(f"The calibrated estimate of the error rate is consistent with zero "
+        refitted = flags.verified is not None and flags.verified.refitted
+        caveat = "" if refitted else f", unless its errors are {UNDERCOUNTED}"  # audits see them
+        source = "refitted on the audit sample" if refitted else "from simulated errors"
+        notes.append(f"The calibrated estimate of the error rate (calibrated_error_rate, "
+                     f"{source}) is consistent with zero "
                      f"({error_rate:.2%}, about {expected:.0f} of {n_samples} labels): this "
                      f"looks like a clean dataset, and {shown}{caveat}.")
     if (informative and error_rate >= CLEAN_RATE and flags.verified is None
             and n_flagged >= OVERFLAGGED * max(expected, 1.0)):
-        notes.append(f"The calibrated estimate is about {expected:.0f} label errors in "
+        notes.append(f"The calibrated estimate (calibrated_error_rate, from simulated errors, "
+                     f"not the error_probability sums) is about {expected:.0f} label errors in "
                      f"{n_samples} ({error_rate:.2%}), far fewer than the {n_flagged} flagged. "
                      "Either the set is nearly clean and most flags are hard but correct "
                      f"images, or its errors are {UNDERCOUNTED}; the scores alone cannot tell "
