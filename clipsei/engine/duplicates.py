@@ -1,12 +1,12 @@
 """Exact and near-duplicates, grouped into sets, and duplicates that cross data splits.
 
-Exact duplicates share a content hash (the bytes of a file, or the pixels of an array, as
-the embedding cache keys them). Near-duplicates are pairs from the neighbour lists a scan
-already has whose cosine similarity is at least ``min_similarity``; pairs are joined into
-sets with union-find, so a chain of copies is one group. Labels play no part: a duplicate
-set with conflicting labels is still one set. The neighbour lists are those of
-:func:`search_duplicate_neighbors`, one space whatever the detection method (the default
-detector's own lists, which are the same).
+Exact duplicates share a content hash: the same image whatever the file's metadata or PNG
+compression (:mod:`clipsei.images.content_hash`), or the same array. Near-duplicates are
+pairs from the neighbour lists whose cosine similarity is at least ``min_similarity``; pairs
+are joined into sets with union-find, so a chain of copies is one group. Labels play no
+part: a duplicate set with conflicting labels is still one set. The neighbour lists are
+those of :func:`search_duplicate_neighbors`, one space whatever the detection method (the
+default detector's own lists are the same).
 """
 
 from __future__ import annotations
