@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .engine.duplicates import NEAR_DUPLICATE_SIMILARITY, find_duplicates
-from .engine.features import FeatureRows, check_embedding_rows, column_moments
-from .engine.neighbors import NeighborSearch, search_neighbors
+from .engine.duplicates import (NEAR_DUPLICATE_SIMILARITY, find_duplicates,
+                                search_duplicate_neighbors)
+from .engine.features import check_embedding_rows
+from .engine.neighbors import NeighborSearch
 from .engine.outliers import find_outliers
 from .images.properties import ISSUE_COLUMNS, PROPERTY_NAMES, find_property_issues
 
@@ -28,10 +29,10 @@ def find_data_issues(neighbor_ids, neighbor_sims, *, embeddings=None, content_ha
     """One row per sample: duplicate, leakage, outlier and (with ``properties``, a DataFrame
     of :data:`~clipsei.images.properties.PROPERTY_NAMES`) image-property columns.
 
-    A scan passes the neighbour lists of :func:`search_issue_neighbors` (for the default
-    method, the detector's own) and no ``embeddings``: near-duplicates are then judged by the
-    cosine in that standardised space, whatever the method; ``embeddings`` re-measures
-    candidate pairs in that space instead.
+    A scan passes the detector's ``issue_neighbor_ids_``/``issue_neighbor_sims_`` (those of
+    :func:`search_issue_neighbors`; for the default method, its own lists) and no
+    ``embeddings``: near-duplicates are then judged by the cosine in that standardised space,
+    whatever the method; ``embeddings`` re-measures candidate pairs on its unit rows instead.
 
     Columns: ``is_duplicate``, ``duplicate_group`` (-1 none), ``is_exact_duplicate``,
     ``is_near_duplicate``, ``is_leakage``, ``outlier_score`` (lower = more unusual),
@@ -55,16 +56,12 @@ def find_data_issues(neighbor_ids, neighbor_sims, *, embeddings=None, content_ha
 
 def search_issue_neighbors(embeddings, *, n_neighbors: int = 10, groups=None,
                            random_state: int = 0) -> NeighborSearch:
-    """Neighbours for :func:`find_data_issues`, the same whatever the detection method: the
-    cosine of rows of ``embeddings`` (N, D) after centring and scaling each column over the
-    set (the space the default detector searches), k = ``min(n_neighbors, N - 1)``, none
-    from a row's own group (``groups`` (N,) or None). Returns a
-    :class:`~clipsei.engine.neighbors.NeighborSearch`."""
-    embeddings = check_embedding_rows(embeddings)
-    mean, spread = column_moments(embeddings)
-    rows = FeatureRows(embeddings, mean, np.where(spread > 0, spread, 1.0).astype(np.float32))
-    return search_neighbors(rows, n_neighbors=min(n_neighbors, len(rows) - 1), groups=groups,
-                            random_state=random_state)
+    """Neighbours for :func:`find_data_issues`, the same whatever the detection method
+    (:func:`clipsei.engine.duplicates.search_duplicate_neighbors` of the checked
+    ``embeddings`` (N, D)); a fitted detector holds them as ``issue_neighbor_ids_`` and
+    ``issue_neighbor_sims_``. Returns a :class:`~clipsei.engine.neighbors.NeighborSearch`."""
+    return search_duplicate_neighbors(check_embedding_rows(embeddings), n_neighbors=n_neighbors,
+                                      groups=groups, random_state=random_state)
 
 
 def add_data_issues(issues: pd.DataFrame, extra: pd.DataFrame, *, splits=None) -> pd.DataFrame:

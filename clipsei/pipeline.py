@@ -340,10 +340,9 @@ def _scan_arrays(embeddings, labels, *, paths, class_names, class_embeddings, ot
                                    caught_warning.filename, caught_warning.lineno)
     issues = _named_issues(detector.issues_, class_names, paths, groups)
     with _timed(timings, "data_issues"):
-        neighbor_ids, neighbor_sims = _issue_neighbors(detector, embeddings, groups,
-                                                       random_state)
-        issues = add_data_issues(issues, find_data_issues(
-            neighbor_ids, neighbor_sims, content_hashes=content_hashes,
+        issues = add_data_issues(issues, find_data_issues(  # one space for every method
+            detector.issue_neighbor_ids_, detector.issue_neighbor_sims_,
+            content_hashes=content_hashes,
             splits=splits, properties=properties, min_similarity=detector.duplicate_similarity,
             features=embeddings, labels=labels),
             splits=splits)
@@ -362,20 +361,6 @@ def _scan_arrays(embeddings, labels, *, paths, class_names, class_embeddings, ot
         with _timed(timings, "save"):
             result.save(out)
     return result
-
-
-def _issue_neighbors(detector, embeddings, groups, random_state) -> tuple:
-    """(N, k) neighbour ids and cosines for data issues, in one space for every method: the
-    detector's own where it searched the standardised features, else a search of that space."""
-    from .data_issues import search_issue_neighbors
-    from .engine.detect import METHODS
-
-    if METHODS[detector.method].heldout:  # the detector standardised (engine.features)
-        return detector.neighbor_ids_, detector.neighbor_sims_
-    search = search_issue_neighbors(
-        embeddings, n_neighbors=detector.n_neighbors, groups=groups,
-        random_state=int(np.random.default_rng(random_state).integers(2**31)))
-    return search.neighbor_ids, search.neighbor_sims
 
 
 def _named_issues(issues: pd.DataFrame, class_names, paths, groups) -> pd.DataFrame:

@@ -268,6 +268,35 @@ def test_conflicting_duplicate_reported(blobs):
     assert issues.loc[0, "conflicting_duplicate"] == 200
 
 
+@pytest.fixture(scope="module")
+def planted_conflicts():
+    """Blobs shifted along one shared direction, as CLIP embeddings are (every raw cosine is
+    high), with six planted near-identical pairs given different labels."""
+    blobs = make_noisy_blobs(120, n_classes=4, n_features=32, noise_rate=0.1, random_state=1)
+    rng = np.random.default_rng(1)
+    x, labels = blobs.embeddings.copy(), blobs.labels.copy()
+    copies = np.arange(0, 60, 10)
+    x[copies + 1] = x[copies] + 1e-3 * rng.normal(size=(copies.size, 32))
+    labels[copies + 1] = (labels[copies] + 1) % 4
+    offset = 3 * rng.normal(size=32) / np.sqrt(32)
+    planted = {(int(i), int(i) + 1) for i in copies}
+    return (x + offset).astype(np.float32), labels, blobs.class_embeddings + offset, planted
+
+
+@pytest.mark.parametrize("method", ["clipsei", "sei_paper", "aum", "entropy_integral",
+                                    "zero_shot"])
+def test_conflicting_duplicates_do_not_depend_on_the_method(planted_conflicts, method):
+    x, labels, class_embeddings, planted = planted_conflicts
+    detector = LabelIssueDetector(method=method, n_epochs=2).fit(
+        x, labels, class_embeddings=class_embeddings)
+    pairs = set(zip(detector.duplicate_pairs_["i"].tolist(), detector.duplicate_pairs_["j"]))
+    assert pairs == planted
+    partner = detector.issues_["conflicting_duplicate"].to_numpy()
+    for first, second in planted:
+        assert (partner[first], partner[second]) == (second, first)
+    assert (partner >= 0).sum() == 2 * len(planted)
+
+
 @pytest.mark.parametrize("embeddings, labels, options, error, match", [
     (np.ones((5, 3)), np.zeros(4, int), {}, ValueError, "one entry per sample"),
     (np.ones((5, 3)), np.array([0, 1, 2, 0, -1]), {}, ValueError, "negative"),

@@ -22,6 +22,7 @@ from .._validation import NotFittedError, check_random_state
 from . import options as _options
 from .options import MethodSpec
 from .decide import decide_from_signals, decide_zero_shot
+from .duplicates import search_duplicate_neighbors
 from .features import prepare_features
 from .flag_choice import FlagChoice, split_inclusion, split_trusted
 from .flagging import COUNT_RULE
@@ -46,7 +47,7 @@ METHODS = {
 }
 _FITTED = tuple(f"{name}_" for name in FittedValues.ATTRIBUTES) + (
     "neighbor_ids_", "neighbor_sims_", "heldout_logit_scale_", "n_repeats_", "zero_shot_prior_",
-    "neighbor_search_")
+    "neighbor_search_", "issue_neighbor_ids_", "issue_neighbor_sims_")
 
 
 class LabelIssueDetector:
@@ -76,7 +77,10 @@ class LabelIssueDetector:
 
     Fitted attributes: the names in ``_FITTED``; ``issues_`` as :func:`find_label_issues`
     returns it, the others as in ``issues_.attrs`` or (N, ...) arrays: pred_probs (N, K),
-    histories (E, N), neighbours (N, k), per-class values (K,).
+    histories (E, N), neighbours (N, k), per-class values (K,). ``neighbor_ids_``/``_sims_``
+    are the method's vote neighbours; ``issue_neighbor_ids_``/``_sims_`` (N, k) those of
+    :func:`~clipsei.engine.duplicates.search_duplicate_neighbors`, the same for every method
+    (the default's own lists), from which ``duplicate_pairs_`` (conflicting duplicates) come.
     """
 
     def __init__(self, *, method: str = "clipsei", n_epochs: int = 10,
@@ -152,11 +156,18 @@ class LabelIssueDetector:
             inputs.embeddings, text_model=text_model, class_names=class_names,
             prompt_set=prompt_set, present=inputs.classes.present)
         rng = check_random_state(self.random_state)
+        seed = int(rng.integers(2**31))
         search, votes = search_neighbor_votes(
             features.heldout, y, n_classes=n_classes, n_neighbors=self.n_neighbors,
-            groups=groups, random_state=int(rng.integers(2**31)), progress=progress)
+            groups=groups, random_state=seed, progress=progress)
         self.neighbor_ids_, self.neighbor_sims_ = search.neighbor_ids, search.neighbor_sims
         self.neighbor_search_ = search.as_dict()
+        if not spec.heldout:  # the vote searched another space: duplicates need their own
+            search = search_duplicate_neighbors(inputs.embeddings, n_neighbors=self.n_neighbors,
+                                                groups=groups, random_state=seed,
+                                                progress=progress)
+        self.issue_neighbor_ids_, self.issue_neighbor_sims_ = (search.neighbor_ids,
+                                                               search.neighbor_sims)
         self.heldout_logit_scale_, self.zero_shot_prior_ = None, None
         if spec.score == ZERO_SHOT:
             self._fit_zero_shot(inputs, votes, trusted)
@@ -197,8 +208,8 @@ class LabelIssueDetector:
         return FlagChoice(self.target_precision, self.max_flags, *trusted)
 
     def _duplicates(self, labels) -> pd.DataFrame:
-        return find_conflicting_duplicates(self.neighbor_ids_, self.neighbor_sims_, labels,
-                                           min_similarity=self.duplicate_similarity)
+        return find_conflicting_duplicates(self.issue_neighbor_ids_, self.issue_neighbor_sims_,
+                                           labels, min_similarity=self.duplicate_similarity)
 
     def _store(self, fitted: FittedValues, **extra_attrs) -> None:
         """Copy ``fitted`` onto the estimator, complete the table's attrs and warn (at the

@@ -1,10 +1,12 @@
 """Exact and near-duplicates, grouped into sets, and duplicates that cross data splits.
 
-Exact duplicates share a content hash (the bytes of a file, or the pixels of an array, as
-the embedding cache keys them). Near-duplicates are pairs from the neighbour lists a scan
-already has whose cosine similarity is at least ``min_similarity``; pairs are joined into
-sets with union-find, so a chain of copies is one group. Labels play no part: a duplicate
-set with conflicting labels is still one set. No new neighbour search is made.
+Exact duplicates share a content hash: the same image whatever the file's metadata or PNG
+compression (:mod:`clipsei.images.content_hash`), or the same array. Near-duplicates are
+pairs from the neighbour lists whose cosine similarity is at least ``min_similarity``; pairs
+are joined into sets with union-find, so a chain of copies is one group. Labels play no
+part: a duplicate set with conflicting labels is still one set. The neighbour lists are
+those of :func:`search_duplicate_neighbors`, one space whatever the detection method (the
+default detector's own lists are the same).
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from .features import FeatureRows, column_moments
+from .neighbors import NeighborSearch, search_neighbors
 
 NEAR_DUPLICATE_SIMILARITY = 0.98
 
@@ -73,6 +78,19 @@ def find_duplicates(neighbor_ids, neighbor_sims, *, content_hashes=None, embeddi
     for first, second in near_pairs:
         _union(parent, first, second)
     return _sets(parent, exact, splits)
+
+
+def search_duplicate_neighbors(embeddings, *, n_neighbors: int = 10, groups=None,
+                               random_state: int = 0, progress=None) -> NeighborSearch:
+    """Neighbours for duplicates and other data issues, the same whatever the detection
+    method: the cosine of rows of ``embeddings`` (N, D), checked, after centring and scaling
+    each column over the set (the space the default detector searches; raw CLIP rows share
+    one direction, so their cosines are all near 1), k = ``min(n_neighbors, N - 1)``, none
+    from a row's own group (``groups`` (N,) or None). Returns a :class:`NeighborSearch`."""
+    mean, spread = column_moments(embeddings)
+    rows = FeatureRows(embeddings, mean, np.where(spread > 0, spread, 1.0).astype(np.float32))
+    return search_neighbors(rows, n_neighbors=min(n_neighbors, len(rows) - 1), groups=groups,
+                            random_state=random_state, progress=progress)
 
 
 def _exact_pairs(content_hashes) -> list:

@@ -8,7 +8,8 @@ place, so a run killed at any moment leaves only whole chunks behind; temporary 
 read. A later run reads every chunk and embeds only the items whose key is absent.
 
 Item key = hash(absolute path, size, mtime) for files, hash(pixels) for in-memory images, or
-hash(text) for prompts. The content hash of the bytes actually embedded is stored alongside.
+hash(text) for prompts. The content hash of what was embedded is stored alongside
+(:mod:`clipsei.images.content_hash`; chunks written before it held a hash of the file bytes).
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .cache import array_key, hash_bytes
+from .cache import array_key
+from .content_hash import hash_jpeg, hash_pixels, is_jpeg
 from .data import ImageDecodeError, ImageTable, array_to_image, decode_image_bytes, to_rgb
 from .intensity import apply_intensity
 from .properties import PROPERTY_NAMES, compute_image_properties
@@ -96,13 +97,16 @@ class ImageDataset(torch.utils.data.Dataset):
             return row, None, "", f"{type(err).__name__}: {err}", no_properties
 
     def _read(self, row: int, data: bytes | None = None):
-        """-> (RGB image, content hash, (width, height) as stored, before any draft)."""
+        """-> (RGB image, content hash (:mod:`clipsei.images.content_hash`: equal for equal
+        pixels), (width, height) as stored, before any draft)."""
         if self.table.paths is not None:
             if data is None:
                 with open(self.table.paths[row], "rb") as handle:
                     data = handle.read()
             image = decode_image_bytes(data, min_size=self.draft_size)
-            return image, hash_bytes(data), _stored_size(data)
+            size, orientation = _stored_header(data)
+            digest = hash_jpeg(data, orientation) if is_jpeg(data) else hash_pixels(image)
+            return image, digest, size
         item = self.table.images[row]
         if isinstance(item, np.ndarray):
             image = array_to_image(item)
@@ -111,15 +115,16 @@ class ImageDataset(torch.utils.data.Dataset):
         return image, array_key(np.asarray(item)), image.size
 
 
-def _stored_size(data: bytes) -> tuple:
-    """(width, height) of the encoded image (its header only), turned as EXIF orientation
-    5-8 turns the decoded image (never inferred from a draft's size, which may be square)."""
+def _stored_header(data: bytes) -> tuple:
+    """((width, height) of the encoded image (its header only), turned as EXIF orientation
+    5-8 turns the decoded image (never inferred from a draft's size, which may be square);
+    the EXIF orientation, 1 when there is none)."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as header:
         width, height = header.size
         orientation = header.getexif().get(_EXIF_ORIENTATION, 1)
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    return ((height, width) if orientation in (5, 6, 7, 8) else (width, height)), orientation
 
 
 def collate_images(items):

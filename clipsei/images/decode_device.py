@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .cache import hash_bytes
+from .content_hash import hash_jpeg
 from .data import MAX_PIXELS, ImageDecodeError, decode_image_bytes
 from .decode import ImageDataset, collate_images, split_preprocess
 from .intensity import WINDOW_PERCENTILES, apply_intensity
@@ -125,7 +125,8 @@ class JpegBytesDataset(ImageDataset):
             return self._item(row)  # reports the failure as the PIL path does
         if not device_decodable(data):
             return self._item(row, data)
-        return row, torch.frombuffer(bytearray(data), dtype=torch.uint8), hash_bytes(data)
+        # orientation 1: device_decodable turned the others to the PIL path
+        return row, torch.frombuffer(bytearray(data), dtype=torch.uint8), hash_jpeg(data)
 
 
 def collate_jpeg_bytes(items):

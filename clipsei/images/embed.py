@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from .._device import resolve_device
 from .cache import (EmbeddingCache, array_key, file_key, from_stored, hash_bytes,
                     sigterm_as_interrupt, to_stored)
+from .content_hash import update_old_hashes
 from .data import ImageTable, load_image_table
 from .folders import printable
 from .decode import ImageDataset, collate_images, split_preprocess
@@ -76,8 +77,9 @@ class EmbeddingResult:
     embeddings: (M, D) float32, unit L2 norm. indices: (M,) int64 rows of ``table``.
     failures: DataFrame (index, path, reason), one row per image that could not be embedded.
     n_cached / n_encoded: how many of the M came from the cache / went through the model.
-    content_hashes: (M,) SHA-256 of each file's bytes (or an array image's pixels); "" where
-        an old cache entry has none. properties: DataFrame (M rows, columns
+    content_hashes: (M,) content hash of each file, equal for equal pixels whatever the
+        metadata (:mod:`clipsei.images.content_hash`), or of an array image's pixels; "" where
+        a file cached before cannot be read now. properties: DataFrame (M rows, columns
         :data:`clipsei.images.properties.PROPERTY_NAMES`) of statistics taken while decoding;
         NaN for rows that were not decoded this time and whose cache entry has none.
     """
@@ -266,6 +268,8 @@ def embed_images(table_or_source, model: ClipModel, *, cache_dir=None, batch_siz
         cached = np.flatnonzero(done)
         hashes_all[cached], stats[cached] = cache.lookup_extras(
             [keys[i] for i in cached], len(PROPERTY_NAMES))
+        if table.paths is not None:  # entries of older caches hold a hash of the bytes
+            update_old_hashes(table.paths, hashes_all, cached)
     n_cached = int(done.sum())
     todo = np.asarray([i for i in range(len(table)) if keys[i] is not None and not done[i]],
                       dtype=np.int64)
