@@ -1,7 +1,7 @@
 """Precision and recall of the data-issue columns on planted issues, and what each costs.
 
 Part A (images, the full pipeline): BreastMNIST (all 780 images, 28x28 grey, written as PNG
-to a temporary folder with a split column) with planted exact copies (same bytes), near
+to a temporary folder with a split column) with planted exact copies (same pixels), near
 copies (resized, JPEG-recompressed, slightly cropped), outliers (CIFAR-10 images, greyed and
 resized to 28x28), dark (pixel values x 0.3) and blurred (Gaussian, radius 1.5) images,
 embedded with the bundled tiny CLIP model (RANDOM weights: its near-duplicate and outlier
@@ -127,9 +127,11 @@ def _part_a(folder: Path, rng, n_epochs: int) -> tuple:
     sources = pd.read_csv(manifest)["path"].to_numpy()
     truth.index = order[sources].to_numpy()
     truth = truth.sort_index()
-    byte_hash = np.asarray([hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in names])
-    exact_truth = pd.Series(byte_hash).duplicated(keep=False).to_numpy()
-    lines = [f"| exact duplicate (same bytes) | {_pr(issues['is_exact_duplicate'], exact_truth)} |"]
+    pixel_hash = np.asarray([hashlib.sha256(np.asarray(Image.open(folder / n).convert("RGB"))
+                                            .tobytes()).hexdigest() for n in names])
+    exact_truth = pd.Series(pixel_hash).duplicated(keep=False).to_numpy()
+    lines = [f"| exact duplicate (same pixels) | "
+             f"{_pr(issues['is_exact_duplicate'], exact_truth)} |"]
     planted_near = truth["kind"].isin(["resized", "recompressed", "cropped"]).to_numpy()
     source_row = {kind: [] for kind in ("resized", "recompressed", "cropped")}
     for row, (kind, source) in truth.iterrows():
@@ -145,8 +147,8 @@ def _part_a(folder: Path, rng, n_epochs: int) -> tuple:
                      f"{np.mean(found):.2f} |")
     split = issues["split"].to_numpy()
     leak_truth = np.zeros(len(issues), bool)
-    for digest in set(byte_hash[exact_truth]):
-        rows = np.flatnonzero(byte_hash == digest)
+    for digest in set(pixel_hash[exact_truth]):
+        rows = np.flatnonzero(pixel_hash == digest)
         leak_truth[rows] |= len(set(split[rows])) > 1
     lines.append(f"| leakage (exact copies across splits) | "
                  f"{_pr(issues['is_leakage'] & issues['is_exact_duplicate'], leak_truth)} |")
