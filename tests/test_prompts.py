@@ -76,8 +76,18 @@ def test_yaml_prompt_sets_load_like_json(tmp_path, restore_registry):
 def test_malformed_yaml_prompt_files(tmp_path, content, message):
     path = tmp_path / "bad.yml"
     path.write_text(content)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as info:
         load_prompt_set(path)
+    assert "\n" not in str(info.value)
+
+
+def test_yaml_syntax_error_is_one_line_with_its_position(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("templates: [a photo of {}\n")
+    with pytest.raises(ValueError) as info:
+        load_prompt_set(path)
+    assert str(info.value) == (f"prompt set {path} is not valid YAML at line 1, column 24: "
+                               "expected ',' or ']', but got '{'")
 
 
 def test_ensemble_is_the_normalised_mean_of_template_embeddings(tiny_clip):

@@ -119,7 +119,10 @@ def _read_spec(path: Path):
         try:
             return yaml.safe_load(text)
         except yaml.YAMLError as err:
-            raise ValueError(f"prompt set {path} is not valid YAML: {err}") from err
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ValueError(f"prompt set {path} is not valid YAML{where}: {problem}") from err
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
