@@ -262,6 +262,14 @@ def test_audit_sheet_goes_into_a_new_folder(blob_scan, tmp_path):
     assert len(pd.read_csv(path)) == 20
 
 
+def test_audit_sheet_given_a_csv_name_says_out_is_a_folder(blob_scan, tmp_path):
+    result, _ = blob_scan
+    with pytest.raises(ValueError, match="out is the folder the sheet goes into .* got a file "
+                                         "name .*sheet.csv"):
+        result.write_audit_sheet(tmp_path / "sheet.csv", 20)
+    assert not (tmp_path / "sheet.csv").exists()  # not a folder named sheet.csv
+
+
 def test_file_names_that_are_not_utf8_are_skipped_and_reported(tmp_path, write_images,
                                                                tiny_clip):
     import os
