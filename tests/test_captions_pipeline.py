@@ -126,3 +126,13 @@ def test_captions_longer_than_the_context_are_reported(tmp_path, write_images, t
     assert (f"1 captions are longer than the model's {context}-token context and were cut to "
             "it (only their start is compared with the image), first in manifest row 5"
             ) in warnings
+
+
+def test_relabel_of_a_caption_scan_is_one_line_error(tmp_path, write_images, capsys):
+    manifest = _manifest(tmp_path, write_images)
+    assert main(["scan", "--captions", str(manifest), *TINY, "--out", str(tmp_path / "o")]) == 0
+    capsys.readouterr()
+    assert main(["relabel", str(tmp_path / "o"), "--accept-above", "0.5"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (f"clipsei relabel: error: scan {tmp_path / 'o'} is a caption scan "
+                     "(--captions); relabel takes a scan of labelled images")

@@ -128,6 +128,23 @@ def test_relabel(blob_scan, tmp_path):
                                                               "action"]
 
 
+def test_relabel_refuses_a_cut_or_older_issues_table(blob_scan, tmp_path):
+    import shutil
+
+    result, directory = blob_scan
+    copy = shutil.copytree(directory, tmp_path / "scan",
+                           ignore=shutil.ignore_patterns("*_manifest.csv"))
+    (copy / "issues.parquet").unlink(missing_ok=True)
+    result.issues.head(10).to_csv(copy / "issues.csv", index=False)  # a cut-short write
+    with pytest.raises(ValueError, match=f"in {copy} has 10 rows but the scan scored "
+                                         f"{len(result.issues)} images .* incomplete"):
+        relabel(copy, accept_above=0.5)
+    result.issues.drop(columns="suggested_label").to_csv(copy / "issues.csv", index=False)
+    with pytest.raises(ValueError, match=r"lacks columns \['suggested_label'\]"):
+        relabel(copy, accept_above=0.5)
+    assert not (copy / "corrected_manifest.csv").exists()
+
+
 def test_relabel_errors(tmp_path, blobs):
     with pytest.raises(ValueError, match=r"accept_above must be in \[0, 1\]; got 2"):
         relabel(tmp_path, accept_above=2)
