@@ -47,6 +47,10 @@ def relabel(scan_dir, *, accept_above: float, drop_flagged: bool = False,
         raise FileNotFoundError(f"no saved scan in {scan_dir} (issues.csv not found)")
     issues = read_issues(scan_dir)
     _check_issues(issues, scan_dir)
+    if clean and not {"duplicate_group", "is_outlier"} & set(issues.columns):
+        raise ValueError(f"scan {scan_dir} has no duplicate or outlier columns (a scan from an "
+                         "older clipsei), so --clean could not leave them out; scan again, or "
+                         "use --drop-flagged")
     flagged = issues["is_label_issue"].astype(bool).to_numpy()
     moved = flagged & (issues["suggested_label"] != issues["given_label"]).to_numpy()
     accept = moved & (issues["suggested_confidence"].to_numpy() >= float(accept_above))

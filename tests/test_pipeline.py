@@ -143,6 +143,12 @@ def test_relabel_refuses_a_cut_or_older_issues_table(blob_scan, tmp_path):
     with pytest.raises(ValueError, match=r"lacks columns \['suggested_label'\]"):
         relabel(copy, accept_above=0.5)
     assert not (copy / "corrected_manifest.csv").exists()
+    data_issue_columns = [c for c in result.issues if "duplicate" in c or "outlier" in c]
+    result.issues.drop(columns=data_issue_columns).to_csv(copy / "issues.csv", index=False)
+    with pytest.raises(ValueError, match="no duplicate or outlier columns .* use --drop-flagged"):
+        relabel(copy, accept_above=0.5, clean=True)
+    assert not (copy / "clean_manifest.csv").exists()
+    assert len(relabel(copy, accept_above=0.5)) == len(result.issues)  # the rest still works
 
 
 def test_relabel_errors(tmp_path, blobs):
