@@ -145,3 +145,10 @@ def test_prompt_errors(tmp_path, tiny_clip):
         encode_class_prompts("cat", tiny_clip)
     with pytest.raises(TypeError, match="model must be a ClipModel"):
         encode_class_prompts(["cat"], object())
+
+
+def test_upper_case_yaml_suffix_is_read_as_yaml_and_a_folder_is_named(tmp_path):
+    (tmp_path / "Scans.YAML").write_text("templates: ['an MRI of {}']\nother_class: noise\n")
+    assert load_prompt_set(tmp_path / "Scans.YAML").templates == ("an MRI of {}",)
+    with pytest.raises(ValueError, match="is a folder; pass one .json/.yaml file of it"):
+        load_prompt_set(tmp_path)
