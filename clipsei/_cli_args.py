@@ -4,6 +4,7 @@ registers them; this module prints nothing)."""
 from __future__ import annotations
 
 import argparse
+import socket
 from pathlib import Path
 
 
@@ -15,6 +16,23 @@ def add_verbosity(parser: argparse.ArgumentParser, default) -> None:
                        help="log progress details")
     group.add_argument("-q", "--quiet", action="store_true", default=default,
                        help="log errors only (no progress bars or warnings on stderr)")
+
+
+def check_ray_address(engine: str, address, timeout_s: float = 3.0) -> None:
+    """Raise a one-line ``ValueError`` when ``--engine ray --address HOST:PORT`` names a port
+    nothing answers on within ``timeout_s`` seconds (Ray itself retries for half a minute, then
+    raises with a traceback). Other forms (``auto``, ``local``, none) are Ray's to resolve."""
+    if engine != "ray" or not address or address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # not HOST:PORT: Ray reports what it makes of it
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise ValueError(f"--address {address}: no Ray cluster answers there "
+                         f"({err.strerror or err}); check the address, or leave --address "
+                         "out to start a local instance") from None
 
 
 def int_at_least(minimum: int, expected: str):

@@ -53,8 +53,24 @@ def load_caption_manifest(manifest) -> tuple:
             line = f" (line {row + 2})" if manifest.suffix.lower() == ".csv" else ""
             raise ValueError(f"caption manifest {manifest} row {row}{line} has an empty {column} "
                              f"({int(empty.sum())} such rows)")
+    if len(frame) < 3:
+        raise ValueError(f"caption manifest {manifest} has {len(frame)} pairs; at least 3 are "
+                         "needed")
     paths = [os.path.abspath(manifest.parent / p) for p in frame["path"].astype(str)]
     return paths, frame["caption"].astype(str).tolist()
+
+
+def _cut_captions_warning(captions, rows, clip) -> list:
+    """[a warning] when some captions are longer than the text encoder's context and were cut
+    to fit it (only their start is compared with the image), else []."""
+    tokens = clip.tokenizer(list(captions))
+    padding = clip.tokenizer([""])[0, -1]
+    cut = np.flatnonzero((tokens[:, -1] != padding).numpy())
+    if not cut.size:
+        return []
+    return [f"{cut.size} captions are longer than the model's {tokens.shape[1]}-token context and "
+            f"were cut to it (only their start is compared with the image), first in manifest "
+            f"row {int(rows[cut[0]])}"]
 
 
 def scan_captions(manifest, *, model="ViT-B-32", pretrained="laion2b_s34b_b79k", device="auto",
@@ -83,14 +99,16 @@ def scan_captions(manifest, *, model="ViT-B-32", pretrained="laion2b_s34b_b79k",
     rows = embedded.indices
     if rows.size < 3:
         raise ValueError(f"only {rows.size} of the {len(paths)} images in {manifest} could be "
-                         "read; at least 3 pairs are needed"
+                         "read; at least 3 readable pairs are needed"
                          + _first_failure(embedded.failures))
-    text_embeddings = encode_texts([captions[i] for i in rows], clip)
+    scored_captions = [captions[i] for i in rows]
+    text_embeddings = encode_texts(scored_captions, clip)
     scores = find_caption_issues(embedded.embeddings, text_embeddings, n_neighbors=n_neighbors,
                                  random_state=random_state)
     issues = _named_issues(scores, rows, paths, captions)
     failures = embedded.failures[["path", "reason"]]
     summary = _summary(issues, scores.attrs, len(paths), len(failures), clip, manifest)
+    summary["warnings"] += _cut_captions_warning(scored_captions, rows, clip)
     if is_random_weights(clip):
         summary["warnings"].insert(0, RANDOM_WEIGHTS_WARNING)
     result = CaptionScan(issues=issues, failures=failures, summary=summary)

@@ -16,7 +16,7 @@ import sys
 from . import __version__
 from ._cli_args import (add_bench_arguments, add_demo_arguments, add_embed_arguments,
                         add_export_arguments, add_relabel_arguments, add_scan_arguments,
-                        add_verbosity, resolve_cache)
+                        add_verbosity, check_ray_address, resolve_cache)
 from ._cli_logging import one_line_logging
 
 # name -> (help, add_arguments, run); filled in below each command's functions.
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
         try:
             resolve_cache(args)
             return int(run(args) or 0)
-        except (FileNotFoundError, ValueError, TypeError, ImportError) as err:
+        except (FileNotFoundError, ValueError, TypeError, ImportError, ConnectionError) as err:
             print(f"clipsei {args.command}: error: {err}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
@@ -99,8 +99,11 @@ def _manifest(args):
 
 
 def _check_outputs(args, *out_options) -> None:
-    """Check the output folders of ``args`` (by option name) before any work."""
+    """Check the output folders of ``args`` (by option name) and a Ray address before any
+    work."""
     from ._paths import check_output_dir
+
+    check_ray_address(getattr(args, "engine", "local"), getattr(args, "ray_address", None))
 
     for option in out_options:
         value = getattr(args, option.lstrip("-").replace("-", "_"))

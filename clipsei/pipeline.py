@@ -89,6 +89,9 @@ class ScanResult:
         a scan as ``trusted`` (``--trusted``)."""
         from .engine.audit import rank_audit_sample
 
+        if Path(out).suffix.lower() == ".csv" and not Path(out).is_dir():
+            raise ValueError(f"out is the folder the sheet goes into (as out/audit.csv); got a "
+                             f"file name {out}: pass its folder")
         sheet = rank_audit_sample(self.issues, min(int(n), len(self.issues)),
                                   random_state=random_state)
         Path(out).mkdir(parents=True, exist_ok=True)

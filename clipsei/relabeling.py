@@ -18,6 +18,8 @@ logger = logging.getLogger("clipsei.pipeline")
 
 # the relabel manifest's last columns: an existing file whose header ends so is relabel's own
 RELABEL_HEADER = ",given_label,action"
+_COLUMNS = {"is_label_issue", "given_label", "given_class", "suggested_label", "suggested_class",
+            "suggested_confidence"}
 
 
 def relabel(scan_dir, *, accept_above: float, drop_flagged: bool = False,
@@ -44,9 +46,11 @@ def relabel(scan_dir, *, accept_above: float, drop_flagged: bool = False,
     if not (scan_dir / "issues.csv").is_file():
         raise FileNotFoundError(f"no saved scan in {scan_dir} (issues.csv not found)")
     issues = read_issues(scan_dir)
-    if "path" not in issues:
-        raise ValueError(f"scan {scan_dir} has no image paths (it was made from embeddings); "
-                         "relabel writes a manifest of image files")
+    _check_issues(issues, scan_dir)
+    if clean and not {"duplicate_group", "is_outlier"} & set(issues.columns):
+        raise ValueError(f"scan {scan_dir} has no duplicate or outlier columns (a scan from an "
+                         "older clipsei), so --clean could not leave them out; scan again, or "
+                         "use --drop-flagged")
     flagged = issues["is_label_issue"].astype(bool).to_numpy()
     moved = flagged & (issues["suggested_label"] != issues["given_label"]).to_numpy()
     accept = moved & (issues["suggested_confidence"].to_numpy() >= float(accept_above))
@@ -71,6 +75,28 @@ def relabel(scan_dir, *, accept_above: float, drop_flagged: bool = False,
     logger.info("relabelled %d, dropped %d; manifest %s", manifest.attrs["n_relabelled"],
                 manifest.attrs["n_dropped"], out)
     return manifest
+
+
+def _check_issues(issues: pd.DataFrame, scan_dir: Path) -> None:
+    """Raise a one-line ``ValueError`` when the saved table is not a complete label scan of
+    image files: made from embeddings, a caption scan, from another version, or cut short."""
+    if "path" not in issues:
+        raise ValueError(f"scan {scan_dir} has no image paths (it was made from embeddings); "
+                         "relabel writes a manifest of image files")
+    if "is_caption_issue" in issues:
+        raise ValueError(f"scan {scan_dir} is a caption scan (--captions); relabel takes a "
+                         "scan of labelled images")
+    missing = sorted(_COLUMNS - set(issues.columns))
+    if missing:
+        raise ValueError(f"the issues table in {scan_dir} lacks columns {missing} (a scan from "
+                         "another clipsei version?); scan again")
+    try:
+        n_scored = json.loads((scan_dir / "summary.json").read_text(encoding="utf-8"))["n_scored"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # an older scan without a summary: nothing to compare with
+    if len(issues) != n_scored:
+        raise ValueError(f"the issues table in {scan_dir} has {len(issues)} rows but the scan "
+                         f"scored {n_scored} images (summary.json): it is incomplete; scan again")
 
 
 def _warn_if_random_weights(scan_dir: Path) -> None:

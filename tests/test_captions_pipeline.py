@@ -104,3 +104,35 @@ def test_captions_refuses_label_options(tmp_path, write_images, capsys):
     assert main(["scan", "--captions", str(manifest), *TINY, "--n-epochs", "3",
                  "--out", str(tmp_path / "o")]) == 2
     assert "do not apply" in capsys.readouterr().err
+
+
+def test_too_few_pairs_fail_before_the_model_loads(tmp_path, capsys):
+    pd.DataFrame({"path": ["a.png", "b.png"], "caption": ["x", "y"]}).to_csv(
+        tmp_path / "two.csv", index=False)  # no images: the check must come first
+    assert main(["scan", "--captions", str(tmp_path / "two.csv"), *TINY,
+                 "--out", str(tmp_path / "o")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (f"clipsei scan: error: caption manifest {tmp_path / 'two.csv'} has 2 "
+                     "pairs; at least 3 are needed")
+
+
+def test_captions_longer_than_the_context_are_reported(tmp_path, write_images, tiny_clip):
+    manifest = _manifest(tmp_path, write_images)
+    frame = pd.read_csv(manifest)
+    frame.loc[5, "caption"] = "a dog " * 40  # far beyond any CLIP text context
+    frame.to_csv(manifest, index=False)
+    warnings = scan_captions(manifest, model=tiny_clip, progress=False).summary["warnings"]
+    context = tiny_clip.tokenizer(["x"]).shape[1]
+    assert (f"1 captions are longer than the model's {context}-token context and were cut to "
+            "it (only their start is compared with the image), first in manifest row 5"
+            ) in warnings
+
+
+def test_relabel_of_a_caption_scan_is_one_line_error(tmp_path, write_images, capsys):
+    manifest = _manifest(tmp_path, write_images)
+    assert main(["scan", "--captions", str(manifest), *TINY, "--out", str(tmp_path / "o")]) == 0
+    capsys.readouterr()
+    assert main(["relabel", str(tmp_path / "o"), "--accept-above", "0.5"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (f"clipsei relabel: error: scan {tmp_path / 'o'} is a caption scan "
+                     "(--captions); relabel takes a scan of labelled images")

@@ -386,3 +386,15 @@ def test_default_batch_gives_small_sets_enough_steps(n_samples, batch_size):
     options = head_options(LabelIssueDetector(lr=0.1).get_params(), n_samples)
     assert options["batch_size"] == batch_size
     assert options["lr"] == pytest.approx(0.1 * batch_size / 256)  # linear scaling
+
+
+def test_sklearn_clone_and_set_params():
+    from sklearn.base import clone
+
+    detector = LabelIssueDetector(n_epochs=3, random_state=4)
+    copy = clone(detector)
+    assert copy is not detector and copy.get_params() == detector.get_params()
+    assert detector.set_params(lr=0.5, n_neighbors=7) is detector
+    assert (detector.lr, detector.n_neighbors) == (0.5, 7)
+    with pytest.raises(ValueError, match="bogus"):
+        detector.set_params(bogus=1)

@@ -149,8 +149,10 @@ def test_model_errors(tmp_path, tiny_clip):
         load_clip_model("clipsei-tiny", "none", device="gpu0")
     with pytest.raises(FileNotFoundError, match="model folder not found"):
         load_clip_model(f"local-dir:{tmp_path / 'nope'}")
-    with pytest.raises(RuntimeError, match="could not load model 'hf-hub:org/absent'"):
-        load_clip_model("hf-hub:org/absent")
+    with pytest.raises(RuntimeError, match="could not load model 'hf-hub:org/absent' with its "
+                                           "weights: they are not in the local cache") as info:
+        load_clip_model("hf-hub:org/absent")  # the default tag does not apply to hf-hub
+    assert "laion2b" not in str(info.value)
 
 
 def test_embed_errors(image_folder, tiny_clip):
@@ -299,6 +301,27 @@ def test_corrupt_checkpoint_is_one_line_naming_the_file(tmp_path, content, suffi
     with pytest.raises(ValueError, match=f"cannot read checkpoint file .*weights{suffix}") as info:
         load_clip_model("clipsei-tiny", str(bad), device="cpu")
     assert "\n" not in str(info.value)
+
+
+def test_checkpoint_of_another_shape_says_it_does_not_fit(tmp_path, tiny_clip):
+    import torch
+
+    state = dict(tiny_clip.model.state_dict())
+    width = state["positional_embedding"].shape[1]
+    state["positional_embedding"] = torch.zeros(16, 2 * width)  # a wider text tower's
+    wide = tmp_path / "wide.pt"
+    torch.save(state, wide)
+    with pytest.raises(ValueError) as info:
+        load_clip_model("clipsei-tiny", str(wide), device="cpu")
+    assert str(info.value) == (f"checkpoint {wide} does not fit model clipsei-tiny (text "
+                               "pos_embed width changed!); pass the model it was saved from "
+                               "with --model")
+    del state["visual.proj"]
+    state["positional_embedding"] = torch.zeros(16, width)
+    torch.save(state, wide)
+    with pytest.raises(ValueError, match=r'does not fit .*\(Missing key\(s\) in state_dict: '
+                                         r'"visual.proj"\.\)'):
+        load_clip_model("clipsei-tiny", str(wide), device="cpu")
 
 
 def test_offline_default_weights_fail_at_once_with_what_to_do(caplog, tmp_path):

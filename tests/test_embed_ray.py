@@ -53,6 +53,22 @@ def test_missing_ray_is_one_clear_error(monkeypatch, image_folder, tiny_clip, ca
     assert error[-1].endswith("pip install 'clipsei[ray]'")
 
 
+def test_unreachable_ray_address_fails_at_once_in_one_line(image_folder, capsys):
+    import socket
+
+    with socket.socket() as unused:  # a port nothing listens on once closed
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    out = image_folder.parent / "out"
+    assert main(["scan", str(image_folder), "--engine", "ray", "--address", f"127.0.0.1:{port}",
+                 "--model", "clipsei-tiny", "--pretrained", "none", "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == [f"clipsei scan: error: --address 127.0.0.1:{port}: no Ray cluster answers "
+                     "there (Connection refused); check the address, or leave --address out to "
+                     "start a local instance"]
+    assert not out.exists()
+
+
 def test_unknown_engine(image_folder, tiny_clip):
     with pytest.raises(ValueError, match="engine must be 'local' or 'ray'; got 'spark'"):
         embed_images(image_folder, tiny_clip, engine="spark")

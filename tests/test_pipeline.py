@@ -128,6 +128,29 @@ def test_relabel(blob_scan, tmp_path):
                                                               "action"]
 
 
+def test_relabel_refuses_a_cut_or_older_issues_table(blob_scan, tmp_path):
+    import shutil
+
+    result, directory = blob_scan
+    copy = shutil.copytree(directory, tmp_path / "scan",
+                           ignore=shutil.ignore_patterns("*_manifest.csv"))
+    (copy / "issues.parquet").unlink(missing_ok=True)
+    result.issues.head(10).to_csv(copy / "issues.csv", index=False)  # a cut-short write
+    with pytest.raises(ValueError, match=f"in {copy} has 10 rows but the scan scored "
+                                         f"{len(result.issues)} images .* incomplete"):
+        relabel(copy, accept_above=0.5)
+    result.issues.drop(columns="suggested_label").to_csv(copy / "issues.csv", index=False)
+    with pytest.raises(ValueError, match=r"lacks columns \['suggested_label'\]"):
+        relabel(copy, accept_above=0.5)
+    assert not (copy / "corrected_manifest.csv").exists()
+    data_issue_columns = [c for c in result.issues if "duplicate" in c or "outlier" in c]
+    result.issues.drop(columns=data_issue_columns).to_csv(copy / "issues.csv", index=False)
+    with pytest.raises(ValueError, match="no duplicate or outlier columns .* use --drop-flagged"):
+        relabel(copy, accept_above=0.5, clean=True)
+    assert not (copy / "clean_manifest.csv").exists()
+    assert len(relabel(copy, accept_above=0.5)) == len(result.issues)  # the rest still works
+
+
 def test_relabel_errors(tmp_path, blobs):
     with pytest.raises(ValueError, match=r"accept_above must be in \[0, 1\]; got 2"):
         relabel(tmp_path, accept_above=2)
@@ -260,6 +283,14 @@ def test_audit_sheet_goes_into_a_new_folder(blob_scan, tmp_path):
     path = result.write_audit_sheet(tmp_path / "review" / "round1", 20)
     assert path == tmp_path / "review" / "round1" / "audit.csv"
     assert len(pd.read_csv(path)) == 20
+
+
+def test_audit_sheet_given_a_csv_name_says_out_is_a_folder(blob_scan, tmp_path):
+    result, _ = blob_scan
+    with pytest.raises(ValueError, match="out is the folder the sheet goes into .* got a file "
+                                         "name .*sheet.csv"):
+        result.write_audit_sheet(tmp_path / "sheet.csv", 20)
+    assert not (tmp_path / "sheet.csv").exists()  # not a folder named sheet.csv
 
 
 def test_file_names_that_are_not_utf8_are_skipped_and_reported(tmp_path, write_images,

@@ -76,8 +76,18 @@ def test_yaml_prompt_sets_load_like_json(tmp_path, restore_registry):
 def test_malformed_yaml_prompt_files(tmp_path, content, message):
     path = tmp_path / "bad.yml"
     path.write_text(content)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as info:
         load_prompt_set(path)
+    assert "\n" not in str(info.value)
+
+
+def test_yaml_syntax_error_is_one_line_with_its_position(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("templates: [a photo of {}\n")
+    with pytest.raises(ValueError) as info:
+        load_prompt_set(path)
+    assert str(info.value) == (f"prompt set {path} is not valid YAML at line 1, column 24: "
+                               "expected ',' or ']', but got '{'")
 
 
 def test_ensemble_is_the_normalised_mean_of_template_embeddings(tiny_clip):
@@ -135,3 +145,10 @@ def test_prompt_errors(tmp_path, tiny_clip):
         encode_class_prompts("cat", tiny_clip)
     with pytest.raises(TypeError, match="model must be a ClipModel"):
         encode_class_prompts(["cat"], object())
+
+
+def test_upper_case_yaml_suffix_is_read_as_yaml_and_a_folder_is_named(tmp_path):
+    (tmp_path / "Scans.YAML").write_text("templates: ['an MRI of {}']\nother_class: noise\n")
+    assert load_prompt_set(tmp_path / "Scans.YAML").templates == ("an MRI of {}",)
+    with pytest.raises(ValueError, match="is a folder; pass one .json/.yaml file of it"):
+        load_prompt_set(tmp_path)

@@ -116,10 +116,23 @@ class LabelIssueDetector:
                                  f"before {name}")
         raise AttributeError(name)
 
-    def get_params(self) -> dict:
-        """The constructor's parameters, as scikit-learn estimators report them."""
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor's parameters, as scikit-learn estimators report them (``deep`` is
+        accepted for ``sklearn.base.clone``; no parameter is itself an estimator)."""
         keys = list(inspect.signature(LabelIssueDetector.__init__).parameters)[1:]
         return {key: getattr(self, key) for key in keys}
+
+    def set_params(self, **params) -> "LabelIssueDetector":
+        """Set constructor parameters by name and return ``self``; an unknown name raises
+        ``ValueError`` naming the valid ones, as scikit-learn does."""
+        valid = self.get_params()
+        unknown = sorted(set(params) - set(valid))
+        if unknown:
+            raise ValueError(f"invalid parameters {unknown} for {type(self).__name__}; "
+                             f"valid: {sorted(valid)}")
+        for key, value in params.items():
+            setattr(self, key, value)
+        return self
 
     def fit(self, embeddings, labels, *, class_embeddings=None, other_embedding=None,
             groups=None, trusted=None, text_model=None, class_names=None,

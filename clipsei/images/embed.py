@@ -141,8 +141,13 @@ def _load_error(name: str, pretrained, weights_id: str, err: Exception) -> Excep
             return err
         return RuntimeError(f"could not load model {name!r} with weights {pretrained!r}: "
                             f"{first_line}")
-    if isinstance(err, RuntimeError) and "state_dict" in str(err):
-        return ValueError(f"checkpoint {pretrained} does not fit model {name}: {first_line}")
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if isinstance(err, AssertionError) or (isinstance(err, RuntimeError) and "state_dict" in
+                                           str(err)):  # read, but shaped for another model
+        detail = lines[1] if len(lines) > 1 else first_line
+        detail = detail if len(detail) <= 160 else detail[:157] + "..."
+        return ValueError(f"checkpoint {pretrained} does not fit model {name} ({detail}); "
+                          "pass the model it was saved from with --model")
     return ValueError(f"cannot read checkpoint file {pretrained} ({type(err).__name__}: "
                       f"{first_line}); is it a complete torch or safetensors file?")
 

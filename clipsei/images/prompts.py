@@ -50,7 +50,7 @@ def _rescan_prompt_sets() -> None:
     _PROMPT_FILES.clear()
     for folder in _PROMPT_DIRS:
         files = [folder] if folder.is_file() else sorted(
-            path for path in folder.iterdir() if path.suffix in _SUFFIXES)
+            path for path in folder.iterdir() if path.suffix.lower() in _SUFFIXES)
         _PROMPT_FILES.update({path.stem: path for path in files})
 
 
@@ -64,7 +64,7 @@ def add_prompt_dir(path) -> None:
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"prompt folder not found: {path}")
-    if path.is_file() and path.suffix not in _SUFFIXES:
+    if path.is_file() and path.suffix.lower() not in _SUFFIXES:
         raise ValueError(f"prompt set files must be .json, .yaml or .yml; got {path}")
     _PROMPT_DIRS.append(path)
     _rescan_prompt_sets()
@@ -78,7 +78,10 @@ def load_prompt_set(name_or_path) -> PromptSet:
     if key in _PROMPT_FILES:
         return _parse_prompt_file(_PROMPT_FILES[key])
     path = Path(key).expanduser()
-    if path.suffix in _SUFFIXES or path.exists():
+    if path.suffix.lower() in _SUFFIXES or path.exists():
+        if path.is_dir():
+            raise ValueError(f"prompt set {path} is a folder; pass one .json/.yaml file of it "
+                             "(or register the folder with add_prompt_dir)")
         if not path.is_file():
             raise FileNotFoundError(f"prompt set file not found: {path}")
         return _parse_prompt_file(path)
@@ -115,11 +118,14 @@ def _read_spec(path: Path):
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise ValueError(f"prompt set {path} is not UTF-8 text: {err}") from err
-    if path.suffix in (".yaml", ".yml"):
+    if path.suffix.lower() in (".yaml", ".yml"):
         try:
             return yaml.safe_load(text)
         except yaml.YAMLError as err:
-            raise ValueError(f"prompt set {path} is not valid YAML: {err}") from err
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ValueError(f"prompt set {path} is not valid YAML{where}: {problem}") from err
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:

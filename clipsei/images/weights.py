@@ -89,8 +89,9 @@ def check_weights_available(name: str, pretrained, *, cache_dir=None,
         return
     reason = _unreachable_reason(url, timeout_s)
     if reason:
-        raise RuntimeError(f"could not load model {name!r} with weights {pretrained!r}: they are "
-                           f"not in the local cache and {reason}. {_OFFLINE_ADVICE}")
+        weights = "its weights" if name.startswith("hf-hub:") else f"weights {pretrained!r}"
+        raise RuntimeError(f"could not load model {name!r} with {weights}: they are not in the "
+                           f"local cache and {reason}. {_OFFLINE_ADVICE}")
 
 
 def _remote_weights(name: str, pretrained, cache_dir):
