@@ -89,6 +89,9 @@ class ScanResult:
         a scan as ``trusted`` (``--trusted``)."""
         from .engine.audit import rank_audit_sample
 
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n must be a positive integer (all {len(self.issues)} images are "
+                             f"listed where it is larger); got {n!r}")
         if Path(out).suffix.lower() == ".csv" and not Path(out).is_dir():
             raise ValueError(f"out is the folder the sheet goes into (as out/audit.csv); got a "
                              f"file name {out}: pass its folder")

@@ -285,6 +285,16 @@ def test_audit_sheet_goes_into_a_new_folder(blob_scan, tmp_path):
     assert len(pd.read_csv(path)) == 20
 
 
+def test_audit_sheet_size_is_any_positive_integer(blob_scan, tmp_path):
+    result, _ = blob_scan
+    # above the images, every one is listed; n=0 said "n must be in [1, N]", which n > N
+    # contradicted
+    assert len(pd.read_csv(result.write_audit_sheet(tmp_path, 10**6))) == len(result.issues)
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match=r"^n must be a positive integer \(all \d+ images"):
+            result.write_audit_sheet(tmp_path / "more", bad)
+
+
 def test_audit_sheet_given_a_csv_name_says_out_is_a_folder(blob_scan, tmp_path):
     result, _ = blob_scan
     with pytest.raises(ValueError, match="out is the folder the sheet goes into .* got a file "
