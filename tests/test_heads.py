@@ -148,3 +148,8 @@ def test_resolve_device():
         resolve_device("nonsense")
     with pytest.raises(ValueError, match="CUDA is not available"):
         resolve_device("cuda")
+    import torch
+
+    if not torch.backends.mps.is_available():  # it said the model could not load, later
+        with pytest.raises(ValueError, match="^device mps was asked for but this machine's torch"):
+            resolve_device("mps")
