@@ -12,10 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .engine.duplicates import (NEAR_DUPLICATE_SIMILARITY, find_duplicates,
-                                search_duplicate_neighbors)
-from .engine.features import check_embedding_rows
-from .engine.neighbors import NeighborSearch
+from .engine.duplicates import NEAR_DUPLICATE_SIMILARITY, find_duplicates
 from .engine.outliers import find_outliers
 from .images.properties import ISSUE_COLUMNS, PROPERTY_NAMES, find_property_issues
 
@@ -30,9 +27,9 @@ def find_data_issues(neighbor_ids, neighbor_sims, *, embeddings=None, content_ha
     of :data:`~clipsei.images.properties.PROPERTY_NAMES`) image-property columns.
 
     A scan passes the detector's ``issue_neighbor_ids_``/``issue_neighbor_sims_`` (those of
-    :func:`search_issue_neighbors`; for the default method, its own lists) and no
-    ``embeddings``: near-duplicates are then judged by the cosine in that standardised space,
-    whatever the method; ``embeddings`` re-measures candidate pairs on its unit rows instead.
+    :func:`clipsei.engine.duplicates.search_duplicate_neighbors`; for the default method,
+    its own lists) and no ``embeddings``: near-duplicates are then judged by the cosine in
+    that standardised space, whatever the method; ``embeddings`` re-measures candidate pairs on its unit rows instead.
 
     Columns: ``is_duplicate``, ``duplicate_group`` (-1 none), ``is_exact_duplicate``,
     ``is_near_duplicate``, ``is_leakage``, ``outlier_score`` (lower = more unusual),
@@ -52,16 +49,6 @@ def find_data_issues(neighbor_ids, neighbor_sims, *, embeddings=None, content_ha
             raise ValueError(f"properties must have {len(duplicates)} rows; got {len(properties)}")
         columns += [find_property_issues(properties), properties[list(PROPERTY_NAMES)]]
     return pd.concat(columns, axis=1)
-
-
-def search_issue_neighbors(embeddings, *, n_neighbors: int = 10, groups=None,
-                           random_state: int = 0) -> NeighborSearch:
-    """Neighbours for :func:`find_data_issues`, the same whatever the detection method
-    (:func:`clipsei.engine.duplicates.search_duplicate_neighbors` of the checked
-    ``embeddings`` (N, D)); a fitted detector holds them as ``issue_neighbor_ids_`` and
-    ``issue_neighbor_sims_``. Returns a :class:`~clipsei.engine.neighbors.NeighborSearch`."""
-    return search_duplicate_neighbors(check_embedding_rows(embeddings), n_neighbors=n_neighbors,
-                                      groups=groups, random_state=random_state)
 
 
 def add_data_issues(issues: pd.DataFrame, extra: pd.DataFrame, *, splits=None) -> pd.DataFrame:

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image, ImageFilter
 
 from clipsei.cli import main
-from clipsei.data_issues import ISSUE_TYPES, find_clean_rows, search_issue_neighbors
+from clipsei.data_issues import ISSUE_TYPES, find_clean_rows
+from clipsei.engine.duplicates import search_duplicate_neighbors
 from clipsei.engine.detect import LabelIssueDetector
 from clipsei.pipeline import ScanResult, scan, scan_embeddings
 
@@ -143,7 +144,7 @@ def test_issue_neighbors_are_the_default_detectors(shared_direction):
     (x, labels, _), _, _ = shared_direction
     groups = np.arange(labels.size) // 3
     detector = LabelIssueDetector(n_epochs=1).fit(x, labels, groups=groups)
-    search = search_issue_neighbors(x, groups=groups)
+    search = search_duplicate_neighbors(x, groups=groups)
     np.testing.assert_array_equal(search.neighbor_ids, detector.neighbor_ids_)
     np.testing.assert_allclose(search.neighbor_sims, detector.neighbor_sims_, atol=1e-6)
 

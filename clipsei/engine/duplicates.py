@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .features import FeatureRows, column_moments
+from .features import standardized_rows
 from .neighbors import NeighborSearch, search_neighbors
 
 NEAR_DUPLICATE_SIMILARITY = 0.98
@@ -87,8 +87,7 @@ def search_duplicate_neighbors(embeddings, *, n_neighbors: int = 10, groups=None
     each column over the set (the space the default detector searches; raw CLIP rows share
     one direction, so their cosines are all near 1), k = ``min(n_neighbors, N - 1)``, none
     from a row's own group (``groups`` (N,) or None). Returns a :class:`NeighborSearch`."""
-    mean, spread = column_moments(embeddings)
-    rows = FeatureRows(embeddings, mean, np.where(spread > 0, spread, 1.0).astype(np.float32))
+    rows = standardized_rows(embeddings)
     return search_neighbors(rows, n_neighbors=min(n_neighbors, len(rows) - 1), groups=groups,
                             random_state=random_state, progress=progress)
 

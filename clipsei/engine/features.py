@@ -95,8 +95,8 @@ def prepare_features(embeddings, head_init: np.ndarray | None, *, n_classes: int
     """Unit rows of ``embeddings`` (N, D) for every stage; ``head_init`` rows are unit-scaled."""
     mean, spread = column_moments(embeddings)
     options = dict(max_dense_bytes=max_dense_bytes)
-    heldout = (FeatureRows(embeddings, mean, np.where(spread > 0, spread, 1.0).astype(np.float32),
-                           **options) if standardize else None)
+    heldout = (standardized_rows(embeddings, mean, spread, **options) if standardize
+               else None)
     if head_init is not None:
         head_init = head_init / np.linalg.norm(head_init, axis=1, keepdims=True)
         in_sample = FeatureRows(embeddings, **options)
@@ -105,6 +105,16 @@ def prepare_features(embeddings, head_init: np.ndarray | None, *, n_classes: int
     heldout_init = None if standardize or head_init is None else head_init[:n_classes]
     return Features(in_sample=in_sample, heldout=in_sample if heldout is None else heldout,
                     head_init=head_init, heldout_init=heldout_init)
+
+
+def standardized_rows(embeddings, mean=None, spread=None, **options) -> FeatureRows:
+    """Unit rows of ``embeddings`` (N, D) after centring and scaling each column by its
+    ``mean`` and ``spread`` (:func:`column_moments` when not given; a constant column keeps
+    scale 1): the space the default's held-out heads and neighbour search use."""
+    if mean is None or spread is None:
+        mean, spread = column_moments(embeddings)
+    return FeatureRows(embeddings, mean, np.where(spread > 0, spread, 1.0).astype(np.float32),
+                       **options)
 
 
 def column_moments(x) -> tuple[np.ndarray, np.ndarray]:
