@@ -29,7 +29,8 @@ def find_data_issues(neighbor_ids, neighbor_sims, *, embeddings=None, content_ha
     A scan passes the detector's ``issue_neighbor_ids_``/``issue_neighbor_sims_`` (those of
     :func:`clipsei.engine.duplicates.search_duplicate_neighbors`; for the default method,
     its own lists) and no ``embeddings``: near-duplicates are then judged by the cosine in
-    that standardised space, whatever the method; ``embeddings`` re-measures candidate pairs on its unit rows instead.
+    that standardised space, whatever the method; ``embeddings`` re-measures candidate pairs
+    on its unit rows instead.
 
     Columns: ``is_duplicate``, ``duplicate_group`` (-1 none), ``is_exact_duplicate``,
     ``is_near_duplicate``, ``is_leakage``, ``outlier_score`` (lower = more unusual),

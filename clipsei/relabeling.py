@@ -46,7 +46,8 @@ def relabel(scan_dir, *, accept_above: float, drop_flagged: bool = False,
     if not (scan_dir / "issues.csv").is_file():
         raise FileNotFoundError(f"no saved scan in {scan_dir} (issues.csv not found)")
     issues = read_issues(scan_dir)
-    _check_issues(issues, scan_dir)
+    summary = _read_summary(scan_dir)
+    _check_issues(issues, scan_dir, summary)
     if clean and not {"duplicate_group", "is_outlier"} & set(issues.columns):
         raise ValueError(f"scan {scan_dir} has no duplicate or outlier columns (a scan from an "
                          "older clipsei), so --clean could not leave them out; scan again, or "
@@ -62,7 +63,7 @@ def relabel(scan_dir, *, accept_above: float, drop_flagged: bool = False,
     for column in ("split", "group"):  # kept, so that a rescan (and training) sees them
         if column in issues:
             manifest.insert(2, column, issues[column])
-    _warn_if_random_weights(scan_dir)
+    _warn_if_random_weights(scan_dir, summary)
     if drop_flagged or clean:
         from .data_issues import find_clean_rows
 
@@ -77,7 +78,17 @@ def relabel(scan_dir, *, accept_above: float, drop_flagged: bool = False,
     return manifest
 
 
-def _check_issues(issues: pd.DataFrame, scan_dir: Path) -> None:
+def _read_summary(scan_dir: Path) -> dict:
+    """The scan's summary.json, or {} where there is none or it cannot be read (an older
+    scan's)."""
+    try:
+        summary = json.loads((scan_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def _check_issues(issues: pd.DataFrame, scan_dir: Path, summary: dict) -> None:
     """Raise a one-line ``ValueError`` when the saved table is not a complete label scan of
     image files: made from embeddings, a caption scan, from another version, or cut short."""
     if "path" not in issues:
@@ -90,21 +101,14 @@ def _check_issues(issues: pd.DataFrame, scan_dir: Path) -> None:
     if missing:
         raise ValueError(f"the issues table in {scan_dir} lacks columns {missing} (a scan from "
                          "another clipsei version?); scan again")
-    try:
-        n_scored = json.loads((scan_dir / "summary.json").read_text(encoding="utf-8"))["n_scored"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return  # an older scan without a summary: nothing to compare with
-    if len(issues) != n_scored:
+    n_scored = summary.get("n_scored")
+    if n_scored is not None and len(issues) != n_scored:  # no summary: nothing to compare
         raise ValueError(f"the issues table in {scan_dir} has {len(issues)} rows but the scan "
                          f"scored {n_scored} images (summary.json): it is incomplete; scan again")
 
 
-def _warn_if_random_weights(scan_dir: Path) -> None:
+def _warn_if_random_weights(scan_dir: Path, summary: dict) -> None:
     """A scan with random CLIP weights suggests noise: say so before its labels are taken."""
-    try:
-        notes = json.loads((scan_dir / "summary.json").read_text(encoding="utf-8"))["warnings"]
-    except (OSError, ValueError, KeyError):
-        return
-    if RANDOM_WEIGHTS_WARNING in (notes or []):
+    if RANDOM_WEIGHTS_WARNING in (summary.get("warnings") or []):
         warnings.warn(f"scan {scan_dir} used a CLIP model with RANDOM weights (pretrained "
                       "'none'): its suggested labels are not findings", UserWarning, stacklevel=3)
